@@ -1,0 +1,230 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"html/template"
+	"io/fs"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/opsflow/opsflow/schema"
+	"github.com/opsflow/opsflow/ui"
+	"github.com/opsflow/opsflow/workflows"
+)
+
+// pages are the parsed UI templates, one per page, each with the layout.
+type pages struct {
+	byName map[string]*template.Template
+	static http.Handler
+}
+
+func loadPages() (*pages, error) {
+	funcs := template.FuncMap{
+		"fmtTime": func(v any) string {
+			switch t := v.(type) {
+			case time.Time:
+				return t.UTC().Format("2006-01-02 15:04:05Z")
+			case *time.Time:
+				if t != nil {
+					return t.UTC().Format("2006-01-02 15:04:05Z")
+				}
+			}
+			return ""
+		},
+	}
+	p := &pages{byName: map[string]*template.Template{}}
+	for _, name := range []string{"login", "runs", "run", "coming", "error", "docs"} {
+		t, err := template.New(name).Funcs(funcs).ParseFS(ui.Templates, "templates/layout.html", "templates/"+name+".html")
+		if err != nil {
+			return nil, fmt.Errorf("ui: parse %s: %w", name, err)
+		}
+		p.byName[name] = t
+	}
+	sub, err := fs.Sub(ui.Static, "static")
+	if err != nil {
+		return nil, err
+	}
+	p.static = http.StripPrefix("/static/", http.FileServer(http.FS(sub)))
+	return p, nil
+}
+
+// page is the data every template sees.
+type page struct {
+	Title      string
+	Nav        string
+	User       *schema.User
+	CSRF       string
+	Flash      string
+	TemporalUI string
+	Error      string
+	Next       string
+	Data       map[string]any
+}
+
+func (a *API) newPage(c echo.Context, title, nav string) *page {
+	p := &page{Title: title, Nav: nav, TemporalUI: a.uiURL, Flash: c.QueryParam("flash")}
+	if pr := principalOf(c); pr != nil {
+		p.User = pr.User
+		if pr.Session != nil {
+			p.CSRF = pr.Session.CSRFToken
+		}
+	}
+	return p
+}
+
+func (a *API) render(c echo.Context, status int, name string, data any) error {
+	var b strings.Builder
+	if err := a.pages.byName[name].ExecuteTemplate(&b, "layout", data); err != nil {
+		return fmt.Errorf("ui: render %s: %w", name, err)
+	}
+	c.Response().Header().Set("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'")
+	c.Response().Header().Set("X-Frame-Options", "DENY")
+	return c.HTML(status, b.String())
+}
+
+func (a *API) renderErrorPage(c echo.Context, e *Error) {
+	p := a.newPage(c, http.StatusText(e.Status), "")
+	p.Error = e.Message
+	_ = a.render(c, e.Status, "error", p)
+}
+
+func (a *API) static(c echo.Context) error {
+	c.Response().Header().Set("Cache-Control", "public, max-age=3600")
+	a.pages.static.ServeHTTP(c.Response(), c.Request())
+	return nil
+}
+
+func (a *API) loginPage(c echo.Context) error {
+	p := a.newPage(c, "Log in", "")
+	p.User = nil
+	p.Next = safeNext(c.QueryParam("next"))
+	return a.render(c, http.StatusOK, "login", p)
+}
+
+// safeNext keeps post-login redirects on this site.
+func safeNext(next string) string {
+	if next == "" || !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") {
+		return "/runs"
+	}
+	return next
+}
+
+func urlQueryEscape(s string) string { return url.QueryEscape(s) }
+
+func (a *API) loginSubmit(c echo.Context) error {
+	username := strings.TrimSpace(c.FormValue("username"))
+	c.Set(auditActorKey, username)
+	setAudit(c, "session.login", "user:"+username)
+	u, secret, err := a.login(c.Request().Context(), username, c.FormValue("password"))
+	if err != nil {
+		if errors.Is(err, errBadLogin) {
+			p := a.newPage(c, "Log in", "")
+			p.User = nil
+			p.Error = "Wrong username or password."
+			p.Next = safeNext(c.FormValue("next"))
+			return a.render(c, http.StatusUnauthorized, "login", p)
+		}
+		return err
+	}
+	c.SetCookie(&http.Cookie{Name: sessionCookie, Value: secret, Path: "/", HttpOnly: true, Secure: a.secure,
+		SameSite: http.SameSiteLaxMode, MaxAge: int(sessionTTL.Seconds())})
+	c.Set(principalKey, &principal{User: u})
+	return c.Redirect(http.StatusSeeOther, safeNext(c.FormValue("next")))
+}
+
+func (a *API) logout(c echo.Context) error {
+	if ck, err := c.Cookie(sessionCookie); err == nil {
+		if err := a.store.DeleteSession(c.Request().Context(), hashSecret(ck.Value)); err != nil {
+			return err
+		}
+	}
+	setAudit(c, "session.logout", "user:"+userOf(c).Username)
+	c.SetCookie(&http.Cookie{Name: sessionCookie, Value: "", Path: "/", HttpOnly: true, Secure: a.secure,
+		SameSite: http.SameSiteLaxMode, MaxAge: -1})
+	return c.Redirect(http.StatusSeeOther, "/login")
+}
+
+func (a *API) home(c echo.Context) error { return c.Redirect(http.StatusSeeOther, "/runs") }
+
+func (a *API) comingSoon(title string) echo.HandlerFunc {
+	nav := strings.ToLower(title)
+	return func(c echo.Context) error {
+		return a.render(c, http.StatusOK, "coming", a.newPage(c, title, nav))
+	}
+}
+
+func canOperate(u *schema.User) bool {
+	return u.Role == schema.RoleOperator || u.Role == schema.RoleAdmin
+}
+
+func (a *API) runsPage(c echo.Context) error {
+	q := c.QueryParams()
+	f := schema.RunFilter{Kind: q.Get("kind"), Status: q.Get("status"), Cursor: q.Get("cursor"), Limit: 50}
+	if f.Status != "" && !validRunStatus(f.Status) {
+		f.Status = ""
+	}
+	rs, next, err := a.store.Runs(c.Request().Context(), f)
+	if err != nil {
+		return err
+	}
+	views := make([]runView, len(rs))
+	for i, r := range rs {
+		views[i] = a.view(r)
+	}
+	p := a.newPage(c, "Runs", "runs")
+	return a.render(c, http.StatusOK, "runs", struct {
+		*page
+		Runs     []runView
+		Next     string
+		Filter   schema.RunFilter
+		Statuses []string
+		CanStart bool
+	}{p, views, next, f, []string{schema.RunRunning, schema.RunCompleted, schema.RunFailed, schema.RunCanceled, schema.RunTerminated, schema.RunTimedOut}, canOperate(p.User)})
+}
+
+func (a *API) runPage(c echo.Context) error {
+	v, err := a.runDetail(c.Request().Context(), c.Param("id"))
+	if err != nil {
+		return err
+	}
+	p := a.newPage(c, "Run "+v.WorkflowID, "runs")
+	return a.render(c, http.StatusOK, "run", struct {
+		*page
+		Run       runView
+		CanCancel bool
+	}{p, v, canOperate(p.User)})
+}
+
+func (a *API) cancelRunForm(c echo.Context) error {
+	r, err := a.requestCancel(c)
+	if err != nil {
+		return err
+	}
+	return c.Redirect(http.StatusSeeOther, "/runs/"+url.PathEscape(r.WorkflowID)+"?flash="+url.QueryEscape("Cancellation requested."))
+}
+
+func (a *API) startDemoForm(c echo.Context) error {
+	req := startDemoRequest{StepInterval: c.FormValue("step_interval"), Target: c.FormValue("target")}
+	if s := c.FormValue("steps"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			return &Error{Status: http.StatusUnprocessableEntity, Code: CodeValidation, Message: "steps must be an integer",
+				Fields: map[string]string{"steps": "must be an integer"}}
+		}
+		req.Steps = n
+	}
+	in, err := req.validate()
+	if err != nil {
+		return err
+	}
+	v, _, err := a.startRun(c, workflows.KindDemo, in.Target, workflows.Demo, in)
+	if err != nil {
+		return err
+	}
+	return c.Redirect(http.StatusSeeOther, "/runs/"+url.PathEscape(v.WorkflowID))
+}

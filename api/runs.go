@@ -1,0 +1,233 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"regexp"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/labstack/echo/v4"
+	"github.com/opsflow/opsflow/schema"
+	"github.com/opsflow/opsflow/workflows"
+	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/api/serviceerror"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/temporal"
+)
+
+// runView is a run as the API shows it.
+type runView struct {
+	schema.Run
+	TemporalURL string     `json:"temporal_url,omitempty"`
+	Live        *liveState `json:"live,omitempty"`
+}
+
+// liveState is what Temporal says about a run right now.
+type liveState struct {
+	Status            string     `json:"status"`
+	RunID             string     `json:"run_id"`
+	WorkflowType      string     `json:"workflow_type"`
+	TaskQueue         string     `json:"task_queue"`
+	HistoryLength     int64      `json:"history_length"`
+	PendingActivities int        `json:"pending_activities"`
+	StartTime         time.Time  `json:"start_time"`
+	CloseTime         *time.Time `json:"close_time,omitempty"`
+	Progress          any        `json:"progress,omitempty"`
+}
+
+func (a *API) view(r schema.Run) runView {
+	return runView{Run: r, TemporalURL: a.temporalURL(r.WorkflowID, r.RunID)}
+}
+
+// temporalURL links a run's page in the Temporal Web UI.
+func (a *API) temporalURL(workflowID, runID string) string {
+	if a.uiURL == "" {
+		return ""
+	}
+	u := fmt.Sprintf("%s/namespaces/%s/workflows/%s", a.uiURL, url.PathEscape(a.namespace), url.PathEscape(workflowID))
+	if runID != "" {
+		u += "/" + url.PathEscape(runID) + "/history"
+	}
+	return u
+}
+
+func (a *API) listRuns(c echo.Context) error {
+	q := c.QueryParams()
+	bad := fieldErrors{}
+	f := schema.RunFilter{Kind: q.Get("kind"), Status: q.Get("status"), StartedBy: q.Get("started_by"), Cursor: q.Get("cursor")}
+	f.Limit = intParam(q.Get("limit"), "limit", 1, 500, bad)
+	if f.Status != "" && !validRunStatus(f.Status) {
+		bad.add("status", "must be one of running, completed, failed, canceled, terminated, timed_out")
+	}
+	if err := bad.err(); err != nil {
+		return err
+	}
+	rs, next, err := a.store.Runs(c.Request().Context(), f)
+	if err != nil {
+		return err
+	}
+	items := make([]runView, len(rs))
+	for i, r := range rs {
+		items[i] = a.view(r)
+	}
+	return c.JSON(http.StatusOK, map[string]any{"items": items, "next_cursor": next})
+}
+
+func validRunStatus(s string) bool {
+	switch s {
+	case schema.RunRunning, schema.RunCompleted, schema.RunFailed, schema.RunCanceled, schema.RunTerminated, schema.RunTimedOut:
+		return true
+	}
+	return false
+}
+
+func (a *API) getRun(c echo.Context) error {
+	v, err := a.runDetail(c.Request().Context(), c.Param("id"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, v)
+}
+
+// runDetail joins the read model with live state from Temporal, and
+// repairs the read model when Temporal knows the run ended (a run
+// terminated from the Temporal UI never reaches its own bookkeeping).
+func (a *API) runDetail(ctx context.Context, id string) (runView, error) {
+	r, err := a.store.Run(ctx, id)
+	if err != nil {
+		return runView{}, err
+	}
+	v := a.view(*r)
+	desc, err := a.temporal.DescribeWorkflowExecution(ctx, r.WorkflowID, "")
+	if err != nil {
+		a.log.Warn("describe workflow failed", "workflow_id", r.WorkflowID, "error", err)
+		return v, nil
+	}
+	info := desc.GetWorkflowExecutionInfo()
+	live := &liveState{
+		Status:            runStatus(info.GetStatus()),
+		RunID:             info.GetExecution().GetRunId(),
+		WorkflowType:      info.GetType().GetName(),
+		TaskQueue:         info.GetTaskQueue(),
+		HistoryLength:     info.GetHistoryLength(),
+		PendingActivities: len(desc.GetPendingActivities()),
+		StartTime:         info.GetStartTime().AsTime(),
+	}
+	if ct := info.GetCloseTime(); ct != nil {
+		t := ct.AsTime()
+		live.CloseTime = &t
+	}
+	if live.Status == schema.RunRunning && info.GetType().GetName() == "Demo" {
+		if res, err := a.temporal.QueryWorkflow(ctx, r.WorkflowID, "", workflows.QueryProgress); err == nil {
+			var p workflows.DemoProgress
+			if res.Get(&p) == nil {
+				live.Progress = p
+			}
+		}
+	}
+	v.Live = live
+	if v.RunID == "" {
+		v.RunID = live.RunID
+		v.TemporalURL = a.temporalURL(v.WorkflowID, v.RunID)
+	}
+	if r.EndedAt == nil && live.Status != schema.RunRunning && live.CloseTime != nil {
+		if err := a.store.RecordRunStatus(ctx, r.WorkflowID, live.RunID, r.Kind, live.Status, "", *live.CloseTime); err == nil {
+			v.Status, v.EndedAt = live.Status, live.CloseTime
+		}
+	}
+	return v, nil
+}
+
+func runStatus(s enumspb.WorkflowExecutionStatus) string {
+	switch s {
+	case enumspb.WORKFLOW_EXECUTION_STATUS_COMPLETED:
+		return schema.RunCompleted
+	case enumspb.WORKFLOW_EXECUTION_STATUS_FAILED:
+		return schema.RunFailed
+	case enumspb.WORKFLOW_EXECUTION_STATUS_CANCELED:
+		return schema.RunCanceled
+	case enumspb.WORKFLOW_EXECUTION_STATUS_TERMINATED:
+		return schema.RunTerminated
+	case enumspb.WORKFLOW_EXECUTION_STATUS_TIMED_OUT:
+		return schema.RunTimedOut
+	}
+	return schema.RunRunning // running and continued-as-new
+}
+
+func (a *API) cancelRun(c echo.Context) error {
+	r, err := a.requestCancel(c)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusAccepted, a.view(*r))
+}
+
+func (a *API) requestCancel(c echo.Context) (*schema.Run, error) {
+	ctx := c.Request().Context()
+	r, err := a.store.Run(ctx, c.Param("id"))
+	if err != nil {
+		return nil, err
+	}
+	setAudit(c, "run.cancel", "run:"+r.WorkflowID)
+	if r.EndedAt != nil {
+		return nil, newError(http.StatusConflict, CodeConflict, "run already ended ("+r.Status+")")
+	}
+	if err := a.temporal.CancelWorkflow(ctx, r.WorkflowID, ""); err != nil {
+		var nf *serviceerror.NotFound
+		if errors.As(err, &nf) {
+			return nil, newError(http.StatusConflict, CodeConflict, "run already ended")
+		}
+		return nil, err
+	}
+	return r, nil
+}
+
+var idempotencyKeyRE = regexp.MustCompile(`^[\x21-\x7e]{1,200}$`)
+
+// startRun starts a workflow of kind for the caller, idempotently when the
+// caller sends Idempotency-Key: a repeat with the same key returns the same
+// run (200) instead of starting another (201).
+func (a *API) startRun(c echo.Context, kind, target string, wf any, input any) (runView, bool, error) {
+	ctx := c.Request().Context()
+	user := userOf(c)
+	key := c.Request().Header.Get("Idempotency-Key")
+	if key != "" && !idempotencyKeyRE.MatchString(key) {
+		return runView{}, false, &Error{Status: http.StatusBadRequest, Code: CodeBadRequest, Message: "invalid Idempotency-Key",
+			Fields: map[string]string{"Idempotency-Key": "must be 1-200 printable ASCII characters without spaces"}}
+	}
+	id := workflows.RunWorkflowID(kind, user.ID, key, uuid.NewString())
+	if key != "" {
+		if r, err := a.store.Run(ctx, id); err == nil {
+			return a.view(*r), false, nil
+		} else if !errors.Is(err, schema.ErrNotFound) {
+			return runView{}, false, err
+		}
+	}
+	opts := client.StartWorkflowOptions{
+		ID:                       id,
+		TaskQueue:                workflows.TaskQueueOps,
+		WorkflowIDConflictPolicy: enumspb.WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING,
+		WorkflowIDReusePolicy:    enumspb.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE,
+		TypedSearchAttributes: temporal.NewSearchAttributes(
+			workflows.SAKind.ValueSet(kind),
+			workflows.SAStartedBy.ValueSet(user.Username),
+			workflows.SATarget.ValueSet(target),
+		),
+	}
+	run, err := a.temporal.ExecuteWorkflow(ctx, opts, wf, input)
+	if err != nil {
+		return runView{}, false, fmt.Errorf("start %s workflow: %w", kind, err)
+	}
+	r := schema.Run{WorkflowID: id, RunID: run.GetRunID(), Kind: kind, Status: schema.RunRunning,
+		StartedBy: user.Username, Target: target, StartedAt: time.Now().UTC()}
+	if err := a.store.RecordRunStart(ctx, &r); err != nil {
+		return runView{}, false, err
+	}
+	a.recordAudit(c, "workflow.start", "run:"+id, kind+" on "+target)
+	setAudit(c, "run.start", "run:"+id)
+	return a.view(r), true, nil
+}

@@ -1,0 +1,247 @@
+// Package api serves opsflow's HTTP API under /api/v1 and its web UI.
+package api
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+	"github.com/opsflow/opsflow/schema"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.temporal.io/sdk/client"
+)
+
+// Deps are what the API needs; build them once in main.
+type Deps struct {
+	Store     *schema.Store
+	Temporal  client.Client
+	Namespace string
+	// TemporalUIURL is the Temporal Web UI's base URL for run links
+	// (e.g. http://127.0.0.1:8233); empty leaves links out.
+	TemporalUIURL string
+	Logger        *slog.Logger
+	// Registry receives the API's metrics and is served on /metrics; the
+	// worker's SDK metrics register on it too when both share a process.
+	Registry *prometheus.Registry
+	Version  string
+	// SecureCookies marks the session cookie Secure (set behind HTTPS).
+	SecureCookies bool
+}
+
+// API holds the handlers.
+type API struct {
+	store     *schema.Store
+	temporal  client.Client
+	namespace string
+	uiURL     string
+	log       *slog.Logger
+	version   string
+	secure    bool
+	reg       *prometheus.Registry
+	pages     *pages
+}
+
+// route is one endpoint and who may call it. Keeping every route in one
+// table lets tests walk them all (roles × routes, OpenAPI coverage).
+type route struct {
+	Method string
+	Path   string
+	// Roles that may call it; admin always may. nil with Public false means
+	// any authenticated user.
+	Roles   []string
+	Public  bool
+	handler echo.HandlerFunc
+}
+
+var (
+	anyUser   []string
+	operators = []string{schema.RoleOperator}
+	admins    = []string{schema.RoleAdmin}
+)
+
+func (a *API) routes() []route {
+	return []route{
+		{Method: http.MethodGet, Path: "/healthz", Public: true, handler: a.healthz},
+		{Method: http.MethodGet, Path: "/metrics", Public: true, handler: a.metrics},
+		{Method: http.MethodGet, Path: "/api/openapi.json", Public: true, handler: a.openAPI},
+		{Method: http.MethodGet, Path: "/api/docs", Public: true, handler: a.docs},
+
+		{Method: http.MethodGet, Path: "/api/v1/me", Roles: anyUser, handler: a.me},
+		{Method: http.MethodGet, Path: "/api/v1/users", Roles: admins, handler: a.listUsers},
+		{Method: http.MethodPost, Path: "/api/v1/users", Roles: admins, handler: a.createUser},
+		{Method: http.MethodGet, Path: "/api/v1/users/:id", Roles: admins, handler: a.getUser},
+		{Method: http.MethodPatch, Path: "/api/v1/users/:id", Roles: admins, handler: a.updateUser},
+		{Method: http.MethodGet, Path: "/api/v1/tokens", Roles: anyUser, handler: a.listTokens},
+		{Method: http.MethodPost, Path: "/api/v1/tokens", Roles: anyUser, handler: a.createToken},
+		{Method: http.MethodDelete, Path: "/api/v1/tokens/:id", Roles: anyUser, handler: a.revokeToken},
+		{Method: http.MethodGet, Path: "/api/v1/audit", Roles: admins, handler: a.listAudit},
+		{Method: http.MethodGet, Path: "/api/v1/runs", Roles: anyUser, handler: a.listRuns},
+		{Method: http.MethodGet, Path: "/api/v1/runs/:id", Roles: anyUser, handler: a.getRun},
+		{Method: http.MethodPost, Path: "/api/v1/runs/:id/cancel", Roles: operators, handler: a.cancelRun},
+		{Method: http.MethodPost, Path: "/api/v1/demo/runs", Roles: operators, handler: a.startDemo},
+
+		// Web UI.
+		{Method: http.MethodGet, Path: "/login", Public: true, handler: a.loginPage},
+		{Method: http.MethodPost, Path: "/login", Public: true, handler: a.loginSubmit},
+		{Method: http.MethodPost, Path: "/logout", Roles: anyUser, handler: a.logout},
+		{Method: http.MethodGet, Path: "/", Roles: anyUser, handler: a.home},
+		{Method: http.MethodGet, Path: "/runs", Roles: anyUser, handler: a.runsPage},
+		{Method: http.MethodGet, Path: "/runs/:id", Roles: anyUser, handler: a.runPage},
+		{Method: http.MethodPost, Path: "/runs/:id/cancel", Roles: operators, handler: a.cancelRunForm},
+		{Method: http.MethodPost, Path: "/demo", Roles: operators, handler: a.startDemoForm},
+		{Method: http.MethodGet, Path: "/cmdb", Roles: anyUser, handler: a.comingSoon("CMDB")},
+		{Method: http.MethodGet, Path: "/jobs", Roles: anyUser, handler: a.comingSoon("Jobs")},
+		{Method: http.MethodGet, Path: "/approvals", Roles: anyUser, handler: a.comingSoon("Approvals")},
+		{Method: http.MethodGet, Path: "/static/*", Public: true, handler: a.static},
+	}
+}
+
+// New builds the HTTP server's handler.
+func New(d Deps) (*echo.Echo, error) {
+	if d.Logger == nil {
+		d.Logger = slog.Default()
+	}
+	if d.Registry == nil {
+		d.Registry = prometheus.NewRegistry()
+	}
+	pg, err := loadPages()
+	if err != nil {
+		return nil, err
+	}
+	a := &API{store: d.Store, temporal: d.Temporal, namespace: d.Namespace, uiURL: d.TemporalUIURL,
+		log: d.Logger, version: d.Version, secure: d.SecureCookies, reg: d.Registry, pages: pg}
+
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = a.errorHandler
+	reqs, err := newHTTPMetrics(d.Registry)
+	if err != nil {
+		return nil, err
+	}
+	e.Use(middleware.RequestIDWithConfig(middleware.RequestIDConfig{Generator: uuid.NewString}))
+	e.Use(a.recoverPanic)
+	e.Use(a.logRequests)
+	e.Use(reqs.middleware)
+	e.Use(a.authenticate)
+	e.Use(a.audit)
+	for _, r := range a.routes() {
+		var mw []echo.MiddlewareFunc
+		if !r.Public {
+			mw = append(mw, a.require(r.Roles...))
+		}
+		e.Add(r.Method, r.Path, r.handler, mw...)
+	}
+	return e, nil
+}
+
+// Routes lists method and path of every route, for tests and docs.
+func (a *API) Routes() []route { return a.routes() }
+
+func (a *API) recoverPanic(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				if r == http.ErrAbortHandler {
+					panic(r)
+				}
+				a.log.Error("handler panic", "path", c.Path(), "panic", r)
+				err = newError(http.StatusInternalServerError, CodeInternal, "internal error")
+			}
+		}()
+		return next(c)
+	}
+}
+
+func (a *API) logRequests(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		start := time.Now()
+		err := next(c)
+		status := c.Response().Status
+		if err != nil {
+			status = toError(err).Status
+		}
+		level := slog.LevelInfo
+		if c.Path() == "/healthz" || c.Path() == "/metrics" || c.Path() == "/static/*" {
+			level = slog.LevelDebug
+		}
+		a.log.Log(c.Request().Context(), level, "http request",
+			"method", c.Request().Method, "path", c.Request().URL.Path, "route", c.Path(), "status", status,
+			"duration_ms", time.Since(start).Milliseconds(), "request_id", c.Response().Header().Get(echo.HeaderXRequestID),
+			"remote", c.RealIP())
+		return err
+	}
+}
+
+type httpMetrics struct {
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+}
+
+func newHTTPMetrics(reg prometheus.Registerer) (*httpMetrics, error) {
+	m := &httpMetrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "opsflow_http_requests_total", Help: "HTTP requests by route, method and status.",
+		}, []string{"method", "route", "status"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "opsflow_http_request_duration_seconds", Help: "HTTP request latency by route.",
+			Buckets: prometheus.DefBuckets,
+		}, []string{"method", "route"}),
+	}
+	for _, c := range []prometheus.Collector{m.requests, m.duration} {
+		if err := reg.Register(c); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if !errors.As(err, &are) {
+				return nil, err
+			}
+		}
+	}
+	return m, nil
+}
+
+func (m *httpMetrics) middleware(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		start := time.Now()
+		err := next(c)
+		status := c.Response().Status
+		if err != nil {
+			status = toError(err).Status
+		}
+		route := c.Path()
+		if route == "" {
+			route = "unmatched"
+		}
+		m.requests.WithLabelValues(c.Request().Method, route, strconv.Itoa(status)).Inc()
+		m.duration.WithLabelValues(c.Request().Method, route).Observe(time.Since(start).Seconds())
+		return err
+	}
+}
+
+func (a *API) metrics(c echo.Context) error {
+	promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}).ServeHTTP(c.Response(), c.Request())
+	return nil
+}
+
+// Serve runs the server on ln until ctx ends, then shuts down gracefully,
+// letting in-flight requests finish for up to 15 s.
+func Serve(ctx context.Context, e *echo.Echo, ln net.Listener, log *slog.Logger) error {
+	srv := &http.Server{Handler: e, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+	defer cancel()
+	log.Info("http server shutting down")
+	return srv.Shutdown(sctx)
+}

@@ -1,0 +1,160 @@
+// Command opsflow runs opsflow's API, workers and migrations against an
+// external Temporal cluster and Postgres.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/opsflow/opsflow/internal/app"
+	"github.com/opsflow/opsflow/workflows"
+)
+
+const usage = `usage: opsflow <command> [flags]
+
+commands:
+  api                         serve the HTTP API and web UI (OPSFLOW_HTTP_ADDR)
+  worker [--queues ops,ops-ssh]
+                              run Temporal workers on the given task queues
+  migrate up|down|status|unlock
+                              manage the database schema
+  version                     print the version
+
+Environment: OPSFLOW_DATABASE_URL (required), TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE,
+TEMPORAL_API_KEY / TEMPORAL_TLS_* (see the Temporal SDK's envconfig), OPSFLOW_HTTP_ADDR,
+OPSFLOW_TEMPORAL_UI_URL, OPSFLOW_LOG_LEVEL, OPSFLOW_LOG_FORMAT, OPSFLOW_METRICS_ADDR.
+`
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "opsflow:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	if len(args) == 0 {
+		fmt.Fprint(os.Stderr, usage)
+		return errors.New("no command")
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	cfg := app.ConfigFromEnv()
+	log := app.NewLogger(cfg)
+
+	switch args[0] {
+	case "version":
+		fmt.Println("opsflow", app.Version)
+		return nil
+	case "api":
+		fs := flag.NewFlagSet("api", flag.ContinueOnError)
+		addr := fs.String("addr", cfg.HTTPAddr, "listen address")
+		migrate := fs.Bool("migrate", true, "apply pending migrations before serving")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		a, err := app.Open(ctx, cfg, log, nil)
+		if err != nil {
+			return err
+		}
+		defer a.Close()
+		if *migrate {
+			if err := a.Migrate(ctx); err != nil {
+				return err
+			}
+		}
+		if err := a.Bootstrap(ctx, "", os.Stdout); err != nil {
+			return err
+		}
+		ln, err := net.Listen("tcp", *addr)
+		if err != nil {
+			return err
+		}
+		log.Info("opsflow api listening", "addr", ln.Addr().String(), "version", app.Version)
+		return a.RunAPI(ctx, ln)
+	case "worker":
+		fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+		queues := fs.String("queues", workflows.TaskQueueOps, "comma-separated task queues: "+strings.Join(workflows.TaskQueues, ","))
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		a, err := app.Open(ctx, cfg, log, nil)
+		if err != nil {
+			return err
+		}
+		defer a.Close()
+		stopWorkers, err := a.StartWorkers(strings.Split(*queues, ","))
+		if err != nil {
+			return err
+		}
+		defer stopWorkers()
+		if cfg.MetricsAddr != "" {
+			go func() {
+				if err := a.ServeMetrics(ctx, cfg.MetricsAddr); err != nil {
+					log.Error("metrics listener", "error", err)
+				}
+			}()
+		}
+		<-ctx.Done()
+		log.Info("worker shutting down")
+		return nil
+	case "migrate":
+		if len(args) < 2 {
+			return errors.New("migrate: want up, down, status or unlock")
+		}
+		a, err := app.Open(ctx, cfg, log, nil)
+		if err != nil {
+			return err
+		}
+		defer a.Close()
+		return migrate(ctx, a, args[1])
+	case "help", "-h", "--help":
+		fmt.Print(usage)
+		return nil
+	}
+	fmt.Fprint(os.Stderr, usage)
+	return fmt.Errorf("unknown command %q", args[0])
+}
+
+func migrate(ctx context.Context, a *app.App, verb string) error {
+	switch verb {
+	case "up":
+		if err := a.Migrate(ctx); err != nil {
+			return err
+		}
+		if err := a.EnsureSearchAttributes(ctx); err != nil {
+			a.Log.Warn("could not register search attributes; ask the cluster admin to add them", "error", err)
+		}
+		fmt.Println("migrations up to date")
+	case "down":
+		rolled, err := a.Store.MigrateDown(ctx)
+		for _, m := range rolled {
+			fmt.Println("rolled back", m)
+		}
+		return err
+	case "status":
+		st, err := a.Store.MigrationStatus(ctx)
+		if err != nil {
+			return err
+		}
+		for _, m := range st {
+			state := "pending"
+			if m.Applied {
+				state = fmt.Sprintf("applied (group %d)", m.GroupID)
+			}
+			fmt.Printf("%s_%s\t%s\n", m.Name, m.Comment, state)
+		}
+	case "unlock":
+		return a.Store.MigrateUnlock(ctx)
+	default:
+		return fmt.Errorf("migrate: unknown verb %q (want up, down, status or unlock)", verb)
+	}
+	return nil
+}

@@ -1,0 +1,231 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/opsflow/opsflow/api"
+	"github.com/opsflow/opsflow/internal/metrics"
+	"github.com/opsflow/opsflow/schema"
+	"github.com/opsflow/opsflow/workers"
+	"github.com/opsflow/opsflow/workflows"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	enumspb "go.temporal.io/api/enums/v1"
+	operatorpb "go.temporal.io/api/operatorservice/v1"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/contrib/envconfig"
+	sdklog "go.temporal.io/sdk/log"
+	"go.temporal.io/sdk/worker"
+)
+
+// Version is set at build time with -ldflags "-X …/internal/app.Version=…".
+var Version = "dev"
+
+// App is one opsflow process's long-lived dependencies.
+type App struct {
+	Cfg       Config
+	Log       *slog.Logger
+	Store     *schema.Store
+	Temporal  client.Client
+	Namespace string
+	Registry  *prometheus.Registry
+}
+
+// Open connects to the database and (lazily) to Temporal. temporalOpts nil
+// means: from the environment, via the SDK's envconfig.
+func Open(ctx context.Context, cfg Config, log *slog.Logger, temporalOpts *client.Options) (*App, error) {
+	if cfg.DatabaseURL == "" {
+		return nil, errors.New("OPSFLOW_DATABASE_URL is required (postgres://user@host:5432/db)")
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	st, err := schema.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return nil, err
+	}
+	var opts client.Options
+	if temporalOpts != nil {
+		opts = *temporalOpts
+	} else if opts, err = envconfig.LoadDefaultClientOptions(); err != nil {
+		st.Close()
+		return nil, fmt.Errorf("temporal client config: %w", err)
+	}
+	if opts.HostPort == "" {
+		opts.HostPort = client.DefaultHostPort
+	}
+	if opts.Namespace == "" {
+		opts.Namespace = client.DefaultNamespace
+	}
+	opts.Logger = sdklog.NewStructuredLogger(log.With("component", "temporal-sdk"))
+	opts.MetricsHandler = metrics.NewTemporalHandler(reg)
+	c, err := client.NewLazyClient(opts)
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("temporal client: %w", err)
+	}
+	return &App{Cfg: cfg, Log: log, Store: st, Temporal: c, Namespace: opts.Namespace, Registry: reg}, nil
+}
+
+// Close releases the connections.
+func (a *App) Close() {
+	a.Temporal.Close()
+	a.Store.Close()
+}
+
+// Migrate applies pending database migrations.
+func (a *App) Migrate(ctx context.Context) error {
+	applied, err := a.Store.MigrateUp(ctx)
+	for _, m := range applied {
+		a.Log.Info("migration applied", "migration", m)
+	}
+	return err
+}
+
+// EnsureSearchAttributes registers opsflow's search attributes on the
+// namespace when missing (the dev stack does it at namespace creation).
+func (a *App) EnsureSearchAttributes(ctx context.Context) error {
+	ops := a.Temporal.OperatorService()
+	have, err := ops.ListSearchAttributes(ctx, &operatorpb.ListSearchAttributesRequest{Namespace: a.Namespace})
+	if err != nil {
+		return fmt.Errorf("list search attributes: %w", err)
+	}
+	missing := map[string]enumspb.IndexedValueType{}
+	for name, typ := range workflows.SearchAttributeTypes {
+		if _, ok := have.GetCustomAttributes()[name]; !ok {
+			missing[name] = typ
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	if _, err := ops.AddSearchAttributes(ctx, &operatorpb.AddSearchAttributesRequest{Namespace: a.Namespace, SearchAttributes: missing}); err != nil {
+		return fmt.Errorf("add search attributes: %w", err)
+	}
+	return nil
+}
+
+// Bootstrap creates the first admin when there are no users, printing its
+// password and API token once to out. devToken (dev stack only) makes the
+// admin's token a known value, created if missing.
+func (a *App) Bootstrap(ctx context.Context, devToken string, out io.Writer) error {
+	n, err := a.Store.CountUsers(ctx)
+	if err != nil {
+		return err
+	}
+	var admin *schema.User
+	if n == 0 {
+		pw, _ := api.NewToken()
+		hash, err := api.HashPassword(pw[4:28])
+		if err != nil {
+			return err
+		}
+		admin = &schema.User{Username: "admin", DisplayName: "Administrator", Role: schema.RoleAdmin, PasswordHash: hash}
+		if err := a.Store.CreateUser(ctx, admin); err != nil && !errors.Is(err, schema.ErrConflict) {
+			return err
+		}
+		fmt.Fprintf(out, "opsflow: created user admin with password %s (shown once; change it)\n", pw[4:28])
+		if devToken == "" {
+			tok, th := api.NewToken()
+			if err := a.Store.CreateToken(ctx, &schema.APIToken{UserID: admin.ID, Name: "bootstrap", Prefix: tok[:10], TokenHash: th}); err != nil {
+				return err
+			}
+			fmt.Fprintf(out, "opsflow: admin API token %s (shown once)\n", tok)
+		}
+	}
+	if devToken == "" {
+		return nil
+	}
+	if admin == nil {
+		if admin, err = a.Store.UserByUsername(ctx, "admin"); err != nil {
+			return fmt.Errorf("dev admin token: %w", err)
+		}
+	}
+	if _, _, err := a.Store.TokenByHash(ctx, api.HashToken(devToken)); errors.Is(err, schema.ErrNotFound) {
+		prefix := devToken
+		if len(prefix) > 10 {
+			prefix = prefix[:10]
+		}
+		return a.Store.CreateToken(ctx, &schema.APIToken{UserID: admin.ID, Name: "dev (OPSFLOW_DEV_ADMIN_TOKEN)", Prefix: prefix, TokenHash: api.HashToken(devToken)})
+	} else if err != nil {
+		return err
+	}
+	return nil
+}
+
+// RunAPI serves the API and UI on ln until ctx ends.
+func (a *App) RunAPI(ctx context.Context, ln net.Listener) error {
+	e, err := api.New(api.Deps{Store: a.Store, Temporal: a.Temporal, Namespace: a.Namespace, TemporalUIURL: a.Cfg.TemporalUIURL,
+		Logger: a.Log, Registry: a.Registry, Version: Version, SecureCookies: a.Cfg.SecureCookies})
+	if err != nil {
+		return err
+	}
+	go a.expireSessions(ctx)
+	return api.Serve(ctx, e, ln, a.Log)
+}
+
+func (a *App) expireSessions(ctx context.Context) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		if _, err := a.Store.DeleteExpiredSessions(ctx, time.Now()); err != nil && ctx.Err() == nil {
+			a.Log.Warn("expire sessions", "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// StartWorkers starts a worker per queue and returns a func that stops them.
+func (a *App) StartWorkers(queues []string) (stop func(), err error) {
+	var started []worker.Worker
+	stop = func() {
+		for _, w := range started {
+			w.Stop()
+		}
+	}
+	for _, q := range queues {
+		w, err := workers.New(a.Temporal, q, workers.Deps{Store: a.Store}, workers.Options{})
+		if err != nil {
+			stop()
+			return nil, err
+		}
+		if w == nil {
+			a.Log.Info("task queue has nothing to serve yet; skipped", "queue", q)
+			continue
+		}
+		if err := w.Start(); err != nil {
+			stop()
+			return nil, fmt.Errorf("start worker on %s: %w", q, err)
+		}
+		a.Log.Info("worker started", "queue", q, "namespace", a.Namespace)
+		started = append(started, w)
+	}
+	return stop, nil
+}
+
+// ServeMetrics serves /metrics on addr until ctx ends (for worker-only
+// processes; the API serves its own).
+func (a *App) ServeMetrics(ctx context.Context, addr string) error {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(a.Registry, promhttp.HandlerOpts{}))
+	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		_ = srv.Close()
+	}()
+	if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

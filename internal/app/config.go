@@ -1,0 +1,57 @@
+// Package app wires opsflow's parts — store, Temporal client, API, workers —
+// for the opsflow binary and the dev stack.
+package app
+
+import (
+	"log/slog"
+	"os"
+	"strings"
+)
+
+// Config is opsflow's runtime configuration, from OPSFLOW_* variables.
+// Temporal's connection (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TLS, API
+// key) comes from the SDK's envconfig.
+type Config struct {
+	HTTPAddr      string // OPSFLOW_HTTP_ADDR
+	DatabaseURL   string // OPSFLOW_DATABASE_URL: postgres://… or a SQLite file
+	DataDir       string // OPSFLOW_DATA_DIR
+	TemporalUIURL string // OPSFLOW_TEMPORAL_UI_URL, for run links
+	LogLevel      string // OPSFLOW_LOG_LEVEL: debug, info, warn, error
+	LogFormat     string // OPSFLOW_LOG_FORMAT: text or json
+	SecureCookies bool   // OPSFLOW_SECURE_COOKIES: set behind HTTPS
+	MetricsAddr   string // OPSFLOW_METRICS_ADDR: the worker's /metrics listener
+}
+
+// ConfigFromEnv reads Config with defaults.
+func ConfigFromEnv() Config {
+	return Config{
+		HTTPAddr:      env("OPSFLOW_HTTP_ADDR", "127.0.0.1:8080"),
+		DatabaseURL:   os.Getenv("OPSFLOW_DATABASE_URL"),
+		DataDir:       env("OPSFLOW_DATA_DIR", "./.opsflow"),
+		TemporalUIURL: strings.TrimRight(os.Getenv("OPSFLOW_TEMPORAL_UI_URL"), "/"),
+		LogLevel:      env("OPSFLOW_LOG_LEVEL", "info"),
+		LogFormat:     env("OPSFLOW_LOG_FORMAT", "text"),
+		SecureCookies: os.Getenv("OPSFLOW_SECURE_COOKIES") == "true",
+		MetricsAddr:   os.Getenv("OPSFLOW_METRICS_ADDR"),
+	}
+}
+
+func env(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+// NewLogger builds the process logger from the config.
+func NewLogger(cfg Config) *slog.Logger {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
+		level = slog.LevelInfo
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}

@@ -1,0 +1,158 @@
+package schema
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/uptrace/bun"
+)
+
+// Run statuses in the read model, mirroring Temporal's execution statuses.
+const (
+	RunRunning    = "running"
+	RunCompleted  = "completed"
+	RunFailed     = "failed"
+	RunCanceled   = "canceled"
+	RunTerminated = "terminated"
+	RunTimedOut   = "timed_out"
+)
+
+// Run is the read model of one workflow execution of any kind. The workflow
+// ID is the key: a repeat start with the same ID is the same run.
+type Run struct {
+	bun.BaseModel `bun:"table:runs"`
+
+	WorkflowID string     `bun:"workflow_id,pk" json:"id"`
+	RunID      string     `bun:"run_id" json:"run_id"`
+	Kind       string     `bun:"kind" json:"kind"`
+	Status     string     `bun:"status" json:"status"`
+	StartedBy  string     `bun:"started_by" json:"started_by"`
+	Target     string     `bun:"target" json:"target"`
+	StartedAt  time.Time  `bun:"started_at" json:"started_at"`
+	EndedAt    *time.Time `bun:"ended_at" json:"ended_at"`
+	Summary    string     `bun:"summary" json:"summary"`
+}
+
+// RecordRunStart records a started run. If the workflow already reported
+// a status (a fast run can finish before its starter records it) that
+// status is kept; who started it and the target are filled in.
+func (s *Store) RecordRunStart(ctx context.Context, r *Run) error {
+	if r.StartedAt.IsZero() {
+		r.StartedAt = time.Now().UTC()
+	}
+	if r.Status == "" {
+		r.Status = RunRunning
+	}
+	_, err := s.DB.NewInsert().Model(r).ModelTableExpr("runs").
+		On("CONFLICT (workflow_id) DO UPDATE").
+		Set("run_id = EXCLUDED.run_id").
+		Set("kind = EXCLUDED.kind").
+		Set("started_by = EXCLUDED.started_by").
+		Set("target = EXCLUDED.target").
+		Set("started_at = EXCLUDED.started_at").
+		Exec(ctx)
+	if err != nil {
+		return fmt.Errorf("store: record run start %q: %w", r.WorkflowID, err)
+	}
+	return nil
+}
+
+// Run returns the run with workflowID.
+func (s *Store) Run(ctx context.Context, workflowID string) (*Run, error) {
+	r := new(Run)
+	if err := s.DB.NewSelect().Model(r).Where("workflow_id = ?", workflowID).Scan(ctx); err != nil {
+		return nil, fmt.Errorf("store: run %q: %w", workflowID, notFound(err))
+	}
+	return r, nil
+}
+
+// RecordRunStatus moves a run to status; a terminal status also sets
+// ended_at. A run that already ended keeps its first terminal status, so a
+// late or repeated update (activities run at least once) cannot reopen it.
+func (s *Store) RecordRunStatus(ctx context.Context, workflowID, runID, kind, status, summary string, at time.Time) error {
+	r := &Run{WorkflowID: workflowID, RunID: runID, Kind: kind, Status: status, StartedAt: at.UTC(), Summary: summary}
+	if status != RunRunning {
+		end := at.UTC()
+		r.EndedAt = &end
+	}
+	_, err := s.DB.NewInsert().Model(r).ModelTableExpr("runs").
+		On("CONFLICT (workflow_id) DO UPDATE").
+		Set("status = EXCLUDED.status").
+		Set("ended_at = EXCLUDED.ended_at").
+		Set("run_id = CASE WHEN EXCLUDED.run_id = '' THEN runs.run_id ELSE EXCLUDED.run_id END").
+		Set("summary = CASE WHEN EXCLUDED.summary = '' THEN runs.summary ELSE EXCLUDED.summary END").
+		Where("runs.ended_at IS NULL").
+		Exec(ctx)
+	if err != nil {
+		return fmt.Errorf("store: record run %q status: %w", workflowID, err)
+	}
+	return nil
+}
+
+// RunFilter selects runs; zero fields match everything.
+type RunFilter struct {
+	Kind      string
+	Status    string
+	StartedBy string
+	Cursor    string
+	Limit     int
+}
+
+// ErrBadCursor is returned for a cursor this store did not issue.
+var ErrBadCursor = errors.New("malformed cursor")
+
+// Runs lists runs newest first and returns the cursor of the next page, or
+// "" on the last page.
+func (s *Store) Runs(ctx context.Context, f RunFilter) ([]Run, string, error) {
+	limit := clampLimit(f.Limit)
+	var rs []Run
+	q := s.DB.NewSelect().Model(&rs).OrderExpr("started_at DESC, workflow_id DESC").Limit(int64(limit + 1))
+	if f.Kind != "" {
+		q = q.Where("kind = ?", f.Kind)
+	}
+	if f.Status != "" {
+		q = q.Where("status = ?", f.Status)
+	}
+	if f.StartedBy != "" {
+		q = q.Where("started_by = ?", f.StartedBy)
+	}
+	if f.Cursor != "" {
+		at, id, err := decodeRunCursor(f.Cursor)
+		if err != nil {
+			return nil, "", err
+		}
+		q = q.WhereGroup(" AND ", func(q *bun.SelectQuery) *bun.SelectQuery {
+			return q.Where("started_at < ?", at).WhereGroup(" OR ", func(q *bun.SelectQuery) *bun.SelectQuery {
+				return q.Where("started_at = ?", at).Where("workflow_id < ?", id)
+			})
+		})
+	}
+	if err := q.Scan(ctx); err != nil {
+		return nil, "", fmt.Errorf("store: runs: %w", err)
+	}
+	next := ""
+	if len(rs) > limit {
+		rs = rs[:limit]
+		last := rs[len(rs)-1]
+		next = base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(last.StartedAt.UnixNano(), 10) + "|" + last.WorkflowID))
+	}
+	return rs, next, nil
+}
+
+func decodeRunCursor(c string) (time.Time, string, error) {
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil {
+		return time.Time{}, "", ErrBadCursor
+	}
+	ns, id, ok := strings.Cut(string(b), "|")
+	n, err := strconv.ParseInt(ns, 10, 64)
+	if !ok || err != nil {
+		return time.Time{}, "", ErrBadCursor
+	}
+	return time.Unix(0, n).UTC(), id, nil
+}

@@ -1,0 +1,106 @@
+// Package schema is opsflow's data layer: one Store over bun, Postgres in
+// production and SQLite as the embedded dev default.
+package schema
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
+	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect/pgdialect"
+	"github.com/uptrace/bun/dialect/sqlitedialect"
+	_ "modernc.org/sqlite" // registers the pure-Go "sqlite" driver
+)
+
+var (
+	// ErrNotFound is returned when a row does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrConflict is returned when a unique key is already taken.
+	ErrConflict = errors.New("conflict")
+)
+
+// Engine names the SQL engine behind a Store.
+type Engine string
+
+const (
+	Postgres Engine = "postgres"
+	SQLite   Engine = "sqlite"
+)
+
+// Store is opsflow's database. Methods live in one file per table.
+type Store struct {
+	DB     *bun.DB
+	Engine Engine
+}
+
+// Open connects to dsn: a postgres:// URL, or a SQLite file path (optionally
+// prefixed with sqlite:// or file:).
+func Open(ctx context.Context, dsn string) (*Store, error) {
+	if dsn == "" {
+		return nil, errors.New("store: open: empty database URL")
+	}
+	var s Store
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		sqldb, err := sql.Open("pgx", dsn)
+		if err != nil {
+			return nil, fmt.Errorf("store: open postgres: %w", err)
+		}
+		sqldb.SetMaxOpenConns(20)
+		s = Store{DB: bun.NewDB(sqldb, pgdialect.New()), Engine: Postgres}
+	} else {
+		path := strings.TrimPrefix(strings.TrimPrefix(dsn, "sqlite://"), "file:")
+		if i := strings.IndexByte(path, '?'); i >= 0 {
+			path = path[:i]
+		}
+		// WAL lets readers run beside the writer; IMMEDIATE transactions take
+		// the write lock up front so two writers queue on busy_timeout
+		// instead of failing with SQLITE_BUSY on lock upgrade.
+		conn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)" +
+			"&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_txlock=immediate"
+		sqldb, err := sql.Open("sqlite", conn)
+		if err != nil {
+			return nil, fmt.Errorf("store: open sqlite: %w", err)
+		}
+		sqldb.SetMaxOpenConns(4)
+		s = Store{DB: bun.NewDB(sqldb, sqlitedialect.New()), Engine: SQLite}
+	}
+	if err := s.DB.PingContext(ctx); err != nil {
+		s.DB.Close()
+		return nil, fmt.Errorf("store: ping %s: %w", s.Engine, err)
+	}
+	return &s, nil
+}
+
+// Close closes the connection pool.
+func (s *Store) Close() error { return s.DB.Close() }
+
+// Ping checks that the database answers.
+func (s *Store) Ping(ctx context.Context) error {
+	var one int
+	if err := s.DB.NewSelect().ColumnExpr("1").Scan(ctx, &one); err != nil {
+		return fmt.Errorf("store: ping: %w", err)
+	}
+	return nil
+}
+
+// isUniqueViolation reports whether err is a unique-constraint failure on
+// either engine.
+func isUniqueViolation(err error) bool {
+	if err == nil {
+		return false
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "SQLSTATE 23505") || strings.Contains(msg, "UNIQUE constraint failed")
+}
+
+// notFound maps sql.ErrNoRows to ErrNotFound.
+func notFound(err error) error {
+	if errors.Is(err, sql.ErrNoRows) {
+		return ErrNotFound
+	}
+	return err
+}

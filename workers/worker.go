@@ -1,0 +1,54 @@
+// Package workers builds the Temporal workers that run opsflow's workflows
+// and activities.
+package workers
+
+import (
+	"fmt"
+
+	"github.com/opsflow/opsflow/activities"
+	"github.com/opsflow/opsflow/schema"
+	"github.com/opsflow/opsflow/workflows"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/worker"
+)
+
+// Deps are the long-lived clients the activities hold.
+type Deps struct {
+	Store *schema.Store
+}
+
+// Options tune a worker; zero values take the SDK defaults.
+type Options struct {
+	MaxConcurrentActivities int
+}
+
+// New builds a worker for queue with every workflow and activity that queue
+// serves registered on it. It returns nil when the queue has nothing to
+// serve yet.
+func New(c client.Client, queue string, deps Deps, opts Options) (worker.Worker, error) {
+	w := worker.New(c, queue, worker.Options{
+		MaxConcurrentActivityExecutionSize: opts.MaxConcurrentActivities,
+	})
+	n, err := Register(w, queue, deps)
+	if err != nil || n == 0 {
+		return nil, err
+	}
+	return w, nil
+}
+
+// Register registers what queue serves on r and returns how many
+// workflows and activity structs that was.
+func Register(r worker.Registry, queue string, deps Deps) (int, error) {
+	switch queue {
+	case workflows.TaskQueueOps:
+		r.RegisterWorkflow(workflows.Demo)
+		r.RegisterActivity(&activities.Runs{Store: deps.Store})
+		r.RegisterActivity(&activities.Demo{})
+		return 3, nil
+	case workflows.TaskQueueSSH:
+		// SSH activities arrive with batch execution; the queue exists so
+		// deployments can already run SSH workers near the hosts.
+		return 0, nil
+	}
+	return 0, fmt.Errorf("workers: unknown task queue %q (known: %v)", queue, workflows.TaskQueues)
+}

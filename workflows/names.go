@@ -1,0 +1,71 @@
+// Package workflows holds opsflow's durable logic. Everything that crosses a
+// process boundary by name — task queues, workflow types, update and query
+// names, workflow IDs, search attributes — is declared in this file, so a
+// rename (which breaks running workflows) shows up in one diff.
+package workflows
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"strings"
+
+	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/sdk/temporal"
+)
+
+// Task queues. SSH activities run on their own queue so SSH workers can be
+// deployed close to the hosts and capped independently.
+const (
+	TaskQueueOps = "ops"
+	TaskQueueSSH = "ops-ssh"
+)
+
+// TaskQueues lists every queue a worker may serve.
+var TaskQueues = []string{TaskQueueOps, TaskQueueSSH}
+
+// Run kinds, as stored in the read model and the OpsflowKind search
+// attribute.
+const (
+	KindDemo = "demo"
+)
+
+// Query names.
+const (
+	QueryProgress = "progress"
+)
+
+// Search attributes opsflow sets on its workflows. The dev stack registers
+// them when it creates the namespace; `opsflow migrate up` registers them on
+// an external cluster.
+var (
+	SAKind      = temporal.NewSearchAttributeKeyKeyword("OpsflowKind")
+	SAStartedBy = temporal.NewSearchAttributeKeyKeyword("OpsflowStartedBy")
+	SATarget    = temporal.NewSearchAttributeKeyKeyword("OpsflowTarget")
+)
+
+// SearchAttributeTypes maps each search attribute to its indexed type.
+var SearchAttributeTypes = map[string]enumspb.IndexedValueType{
+	SAKind.GetName():      enumspb.INDEXED_VALUE_TYPE_KEYWORD,
+	SAStartedBy.GetName(): enumspb.INDEXED_VALUE_TYPE_KEYWORD,
+	SATarget.GetName():    enumspb.INDEXED_VALUE_TYPE_KEYWORD,
+}
+
+// RunWorkflowID builds the workflow ID of a run of kind. With an
+// idempotency key the ID is derived from the caller and the key, so a
+// repeated start names the same workflow; without one it is unique.
+func RunWorkflowID(kind string, userID int64, idempotencyKey, unique string) string {
+	if idempotencyKey == "" {
+		return kind + ":" + unique
+	}
+	// The key is the caller's; scope it to the caller so two services
+	// cannot collide, and hash it so any printable key makes a safe ID.
+	sum := sha256.Sum256([]byte(fmt.Sprintf("%d\x00%s", userID, idempotencyKey)))
+	return kind + ":k-" + hex.EncodeToString(sum[:12])
+}
+
+// KindOf returns the kind prefix of a workflow ID built by RunWorkflowID.
+func KindOf(workflowID string) string {
+	kind, _, _ := strings.Cut(workflowID, ":")
+	return kind
+}
