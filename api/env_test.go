@@ -1,0 +1,175 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opsflow/opsflow/internal/metrics"
+	"github.com/opsflow/opsflow/internal/testenv"
+	"github.com/opsflow/opsflow/schema"
+	"github.com/opsflow/opsflow/workers"
+	"github.com/opsflow/opsflow/workflows"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.temporal.io/sdk/client"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+// env is a running API over a real Postgres database and a real Temporal
+// server with a worker, one user (and token) per role.
+type env struct {
+	t      *testing.T
+	srv    *httptest.Server
+	store  *schema.Store
+	api    *API
+	tokens map[string]string // role -> bearer token; "" = anonymous
+	users  map[string]*schema.User
+	reg    *prometheus.Registry
+}
+
+var testLog = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	ctx := context.Background()
+	st, err := schema.Open(ctx, testenv.PostgresURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	if _, err := st.MigrateUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	c := testenv.TemporalClient(t, client.Options{MetricsHandler: metrics.NewTemporalHandler(reg)})
+	w, err := workers.New(c, workflows.TaskQueueOps, workers.Deps{Store: st}, workers.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Stop)
+	e, err := New(Deps{Store: st, Temporal: c, Namespace: testenv.TemporalNamespace, TemporalUIURL: "http://temporal-ui.test",
+		Logger: testLog, Registry: reg, Version: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(e)
+	t.Cleanup(srv.Close)
+	ev := &env{t: t, srv: srv, store: st, tokens: map[string]string{"": ""}, users: map[string]*schema.User{}, reg: reg}
+	for _, role := range schema.Roles {
+		u := ev.createUser(role, "correct-horse-battery")
+		ev.users[role] = u
+		ev.tokens[role] = ev.createToken(u, nil)
+	}
+	return ev
+}
+
+// uniq makes names unique across tests sharing the package's database.
+func uniq(t *testing.T, s string) string {
+	r := strings.NewReplacer("/", "-", "_", "-", " ", "-")
+	return strings.ToLower(r.Replace(t.Name()))[:min(40, len(t.Name()))] + "-" + s + "-" + time.Now().Format("150405.000000")
+}
+
+func (e *env) createUser(role, password string) *schema.User {
+	e.t.Helper()
+	hash, err := HashPassword(password)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	u := &schema.User{Username: uniq(e.t, role), Role: role, PasswordHash: hash}
+	if err := e.store.CreateUser(context.Background(), u); err != nil {
+		e.t.Fatal(err)
+	}
+	return u
+}
+
+func (e *env) createToken(u *schema.User, expires *time.Time) string {
+	e.t.Helper()
+	tok, hash := NewToken()
+	if err := e.store.CreateToken(context.Background(), &schema.APIToken{UserID: u.ID, Name: "test", Prefix: tok[:10], TokenHash: hash, ExpiresAt: expires}); err != nil {
+		e.t.Fatal(err)
+	}
+	return tok
+}
+
+type resp struct {
+	Status int
+	Header http.Header
+	Body   []byte
+}
+
+func (r resp) json(t *testing.T, v any) {
+	t.Helper()
+	if err := json.Unmarshal(r.Body, v); err != nil {
+		t.Fatalf("decode %s: %v", r.Body, err)
+	}
+}
+
+// apiError decodes the error envelope.
+func (r resp) apiError(t *testing.T) Error {
+	t.Helper()
+	var env struct{ Error *Error }
+	r.json(t, &env)
+	if env.Error == nil || env.Error.Code == "" || env.Error.Message == "" {
+		t.Fatalf("no error envelope in %d %s", r.Status, r.Body)
+	}
+	return *env.Error
+}
+
+// do sends a request as role ("" = anonymous). body may be a string (sent
+// as is) or a value (JSON-encoded).
+func (e *env) do(method, path, role string, body any, hdr ...string) resp {
+	e.t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	default:
+		buf, _ := json.Marshal(b)
+		rd = bytes.NewReader(buf)
+	}
+	req, err := http.NewRequest(method, e.srv.URL+path, rd)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if tok := e.tokens[role]; tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	cl := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	res, err := cl.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return resp{Status: res.StatusCode, Header: res.Header, Body: b}
+}
+
+// eventually polls f until it returns true or the deadline passes.
+func eventually(t *testing.T, d time.Duration, what string, f func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !f() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
