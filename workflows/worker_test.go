@@ -1,0 +1,131 @@
+package workflows_test
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/opsflow/opsflow/internal/testenv"
+	"github.com/opsflow/opsflow/schema"
+	"github.com/opsflow/opsflow/workers"
+	"github.com/opsflow/opsflow/workflows"
+	"go.temporal.io/api/enums/v1"
+	historypb "go.temporal.io/api/history/v1"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/worker"
+	"google.golang.org/protobuf/encoding/protojson"
+)
+
+var record = flag.Bool("record", false, "write the histories of real runs to testdata/ for replay tests")
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+func startOptions(id string) client.StartWorkflowOptions {
+	return client.StartWorkflowOptions{ID: id, TaskQueue: workflows.TaskQueueOps}
+}
+
+// TestRegistrationOnRealWorker registers every queue's workflows and
+// activities on real workers (a lazy client needs no server): the SDK
+// panics on a duplicate name there, which the test environment never does.
+func TestRegistrationOnRealWorker(t *testing.T) {
+	c, err := client.NewLazyClient(client.Options{HostPort: "127.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for _, q := range workflows.TaskQueues {
+		w := worker.New(c, q, worker.Options{})
+		if _, err := workers.Register(w, q, workers.Deps{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := workers.Register(worker.New(c, "nope", worker.Options{}), "nope", workers.Deps{}); err == nil {
+		t.Fatal("unknown queue accepted")
+	}
+}
+
+// TestReplayHistories replays every history in testdata/ against today's
+// workflow code: a change that breaks runs in flight fails here (TMPRL1100).
+func TestReplayHistories(t *testing.T) {
+	files, err := filepath.Glob("testdata/*.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) == 0 {
+		t.Fatal("no histories in testdata/; record some with go test ./workflows -run TestRealRun -record")
+	}
+	for _, f := range files {
+		r := worker.NewWorkflowReplayer()
+		r.RegisterWorkflow(workflows.Demo)
+		if err := r.ReplayWorkflowHistoryFromJSONFile(nil, f); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+}
+
+// TestRealRun runs a demo on the real Temporal server with real activities
+// against SQLite, and replays its history right away.
+func TestRealRun(t *testing.T) {
+	ctx := context.Background()
+	st, err := schema.Open(ctx, filepath.Join(t.TempDir(), "wf.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if _, err := st.MigrateUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c := testenv.TemporalClient(t, client.Options{})
+	w, err := workers.New(c, workflows.TaskQueueOps, workers.Deps{Store: st}, workers.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	id := fmt.Sprintf("demo:replay-%d", time.Now().UnixNano())
+	run, err := c.ExecuteWorkflow(ctx, startOptions(id), workflows.Demo, workflows.DemoInput{Steps: 2, StepInterval: 10 * time.Millisecond, Target: "h1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res workflows.DemoResult
+	if err := run.Get(ctx, &res); err != nil || res.Completed != 2 {
+		t.Fatalf("%+v %v", res, err)
+	}
+	r, err := st.Run(ctx, id)
+	if err != nil || r.Status != schema.RunCompleted {
+		t.Fatalf("read model: %+v %v", r, err)
+	}
+	hist := &historypb.History{}
+	it := c.GetWorkflowHistory(ctx, id, run.GetRunID(), false, enums.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+	for it.HasNext() {
+		ev, err := it.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		hist.Events = append(hist.Events, ev)
+	}
+	b, err := protojson.MarshalOptions{Indent: "  "}.Marshal(hist)
+	if err != nil {
+		t.Fatal(err)
+	}
+	replayer := worker.NewWorkflowReplayer()
+	replayer.RegisterWorkflow(workflows.Demo)
+	if err := replayer.ReplayWorkflowHistory(nil, hist); err != nil {
+		t.Fatalf("replay of a fresh history: %v", err)
+	}
+	if *record {
+		var pretty any
+		_ = json.Unmarshal(b, &pretty)
+		out, _ := json.MarshalIndent(pretty, "", "  ")
+		if err := os.WriteFile("testdata/demo_v1.json", append(out, '\n'), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
