@@ -10,7 +10,7 @@ import (
 )
 
 type startDemoRequest struct {
-	Steps int    `json:"steps"`
+	Steps int `json:"steps"`
 	// StepInterval is a Go duration between steps, e.g. "2s".
 	StepInterval string `json:"step_interval"`
 	Target       string `json:"target"`
