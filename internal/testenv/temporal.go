@@ -62,11 +62,11 @@ func TemporalClient(tb testing.TB, opts client.Options) client.Client {
 }
 
 func startTemporal() (string, error) {
-	bin, err := devstackBinary()
+	bin, err := DevstackBinary()
 	if err != nil {
 		return "", err
 	}
-	port, err := probeFreePort("127.0.0.1")
+	port, err := FreePort()
 	if err != nil {
 		return "", err
 	}
@@ -116,9 +116,9 @@ func startTemporal() (string, error) {
 	}
 }
 
-// devstackBinary returns the dev stack binary, building it once per machine
-// state: go build skips relinking when the output is up to date.
-func devstackBinary() (string, error) {
+// DevstackBinary returns the dev stack binary: OPSFLOW_DEVSTACK_BIN, or
+// built from the repository (go build skips relinking when up to date).
+func DevstackBinary() (string, error) {
 	if p := os.Getenv("OPSFLOW_DEVSTACK_BIN"); p != "" {
 		return p, nil
 	}
@@ -171,3 +171,6 @@ func repoRoot() (string, error) {
 		dir = parent
 	}
 }
+
+// FreePort returns a TCP port free on 127.0.0.1 at the time of the call.
+func FreePort() (int, error) { return probeFreePort("127.0.0.1") }
