@@ -26,7 +26,8 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 // env is a running API over a real Postgres database and a real Temporal
 // server with a worker, one user (and token) per role.
 type env struct {
-	t      *testing.T
+	t        testing.TB
+	temporal client.Client
 	srv    *httptest.Server
 	store  *schema.Store
 	api    *API
@@ -37,7 +38,7 @@ type env struct {
 
 var testLog = slog.New(slog.NewTextHandler(io.Discard, nil))
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	ctx := context.Background()
 	st, err := schema.Open(ctx, testenv.PostgresURL(t))
@@ -65,7 +66,7 @@ func newEnv(t *testing.T) *env {
 	}
 	srv := httptest.NewServer(e)
 	t.Cleanup(srv.Close)
-	ev := &env{t: t, srv: srv, store: st, tokens: map[string]string{"": ""}, users: map[string]*schema.User{}, reg: reg}
+	ev := &env{t: t, temporal: c, srv: srv, store: st, tokens: map[string]string{"": ""}, users: map[string]*schema.User{}, reg: reg}
 	for _, role := range schema.Roles {
 		u := ev.createUser(role, "correct-horse-battery")
 		ev.users[role] = u
@@ -75,7 +76,7 @@ func newEnv(t *testing.T) *env {
 }
 
 // uniq makes names unique across tests sharing the package's database.
-func uniq(t *testing.T, s string) string {
+func uniq(t testing.TB, s string) string {
 	r := strings.NewReplacer("/", "-", "_", "-", " ", "-")
 	return strings.ToLower(r.Replace(t.Name()))[:min(40, len(t.Name()))] + "-" + s + "-" + time.Now().Format("150405.000000")
 }
@@ -108,7 +109,7 @@ type resp struct {
 	Body   []byte
 }
 
-func (r resp) json(t *testing.T, v any) {
+func (r resp) json(t testing.TB, v any) {
 	t.Helper()
 	if err := json.Unmarshal(r.Body, v); err != nil {
 		t.Fatalf("decode %s: %v", r.Body, err)
@@ -116,7 +117,7 @@ func (r resp) json(t *testing.T, v any) {
 }
 
 // apiError decodes the error envelope.
-func (r resp) apiError(t *testing.T) Error {
+func (r resp) apiError(t testing.TB) Error {
 	t.Helper()
 	var env struct{ Error *Error }
 	r.json(t, &env)

@@ -177,7 +177,9 @@ func TestDevStackSurvivesKill9(t *testing.T) {
 		t.Fatalf("temporal ui: %d %s", res.StatusCode, body)
 	}
 	// Users and the audit log survived the kill.
-	var audit struct{ Items []struct{ Action, Target string } }
+	var audit struct {
+		Items []struct{ Action, Target string }
+	}
 	s.api(http.MethodGet, "/api/v1/audit?action=workflow.start", nil, &audit)
 	if len(audit.Items) != 1 || audit.Items[0].Target != "run:"+r.ID {
 		t.Fatalf("audit after restart: %+v", audit.Items)
