@@ -15,6 +15,7 @@ const (
 	auditTargetKey = "opsflow.audit.target"
 	auditActorKey  = "opsflow.audit.actor"
 	auditDetailKey = "opsflow.audit.detail"
+	auditDoneKey   = "opsflow.audit.done" // the handler wrote the entry itself
 )
 
 func setAudit(c echo.Context, action, target string) {
@@ -30,24 +31,14 @@ func (a *API) audit(next echo.HandlerFunc) echo.HandlerFunc {
 		if safeMethod(c.Request().Method) {
 			return err
 		}
+		if done, _ := c.Get(auditDoneKey).(bool); done && err == nil {
+			return nil
+		}
 		status := c.Response().Status
 		if err != nil {
 			status = toError(err).Status
 		}
-		e := &schema.AuditEntry{
-			At:        time.Now().UTC(),
-			Actor:     "anonymous",
-			Action:    c.Request().Method + " " + c.Path(),
-			Target:    c.Request().URL.Path,
-			SourceIP:  c.RealIP(),
-			RequestID: c.Response().Header().Get(echo.HeaderXRequestID),
-			Status:    status,
-		}
-		if u := userOf(c); u != nil {
-			e.Actor, e.ActorID = u.Username, &u.ID
-		} else if s, ok := c.Get(auditActorKey).(string); ok {
-			e.Actor = s
-		}
+		e := a.auditEntry(c, c.Request().Method+" "+c.Path(), c.Request().URL.Path, status)
 		if s, ok := c.Get(auditActionKey).(string); ok {
 			e.Action = s
 		}
@@ -64,19 +55,23 @@ func (a *API) audit(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
-// recordAudit appends an entry for something a handler did besides the
-// request itself, such as starting a workflow.
-func (a *API) recordAudit(c echo.Context, action, target, detail string) {
+// auditEntry describes the request's actor, source and ID.
+func (a *API) auditEntry(c echo.Context, action, target string, status int) *schema.AuditEntry {
 	e := &schema.AuditEntry{
-		Action: action, Target: target, Detail: detail, SourceIP: c.RealIP(),
-		RequestID: c.Response().Header().Get(echo.HeaderXRequestID), Actor: "anonymous",
+		At:        time.Now().UTC(),
+		Actor:     "anonymous",
+		Action:    action,
+		Target:    target,
+		SourceIP:  c.RealIP(),
+		RequestID: c.Response().Header().Get(echo.HeaderXRequestID),
+		Status:    status,
 	}
 	if u := userOf(c); u != nil {
 		e.Actor, e.ActorID = u.Username, &u.ID
+	} else if s, ok := c.Get(auditActorKey).(string); ok {
+		e.Actor = s
 	}
-	if err := a.store.AppendAudit(c.Request().Context(), e); err != nil {
-		a.log.Error("audit append failed", "action", action, "error", err)
-	}
+	return e
 }
 
 func (a *API) listAudit(c echo.Context) error {

@@ -38,7 +38,18 @@ type env struct {
 
 var testLog = slog.New(slog.NewTextHandler(io.Discard, nil))
 
-func newEnv(t testing.TB) *env {
+// httpClient keeps connections alive across concurrent requests (the
+// default transport keeps only 2 idle per host) and does not follow
+// redirects, so tests see them.
+var httpClient = &http.Client{
+	Transport:     &http.Transport{MaxIdleConnsPerHost: 64},
+	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+}
+
+func newEnv(t testing.TB) *env { return newEnvWith(t, true) }
+
+// newEnvWith builds the env, with or without a worker polling the ops queue.
+func newEnvWith(t testing.TB, withWorker bool) *env {
 	t.Helper()
 	ctx := context.Background()
 	st, err := schema.Open(ctx, testenv.PostgresURL(t))
@@ -51,14 +62,16 @@ func newEnv(t testing.TB) *env {
 	}
 	reg := prometheus.NewRegistry()
 	c := testenv.TemporalClient(t, client.Options{MetricsHandler: metrics.NewTemporalHandler(reg)})
-	w, err := workers.New(c, workflows.TaskQueueOps, workers.Deps{Store: st}, workers.Options{})
-	if err != nil {
-		t.Fatal(err)
+	if withWorker {
+		w, err := workers.New(c, workflows.TaskQueueOps, workers.Deps{Store: st}, workers.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(w.Stop)
 	}
-	if err := w.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(w.Stop)
 	e, err := New(Deps{Store: st, Temporal: c, Namespace: testenv.TemporalNamespace, TemporalUIURL: "http://temporal-ui.test",
 		Logger: testLog, Registry: reg, Version: "test"})
 	if err != nil {
@@ -153,8 +166,7 @@ func (e *env) do(method, path, role string, body any, hdr ...string) resp {
 	for i := 0; i+1 < len(hdr); i += 2 {
 		req.Header.Set(hdr[i], hdr[i+1])
 	}
-	cl := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	res, err := cl.Do(req)
+	res, err := httpClient.Do(req)
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -200,13 +200,6 @@ func (a *API) startRun(c echo.Context, kind, target string, wf any, input any) (
 			Fields: map[string]string{"Idempotency-Key": "must be 1-200 printable ASCII characters without spaces"}}
 	}
 	id := workflows.RunWorkflowID(kind, user.ID, key, uuid.NewString())
-	if key != "" {
-		if r, err := a.store.Run(ctx, id); err == nil {
-			return a.view(*r), false, nil
-		} else if !errors.Is(err, schema.ErrNotFound) {
-			return runView{}, false, err
-		}
-	}
 	opts := client.StartWorkflowOptions{
 		ID:                       id,
 		TaskQueue:                workflows.TaskQueueOps,
@@ -218,16 +211,36 @@ func (a *API) startRun(c echo.Context, kind, target string, wf any, input any) (
 			workflows.SATarget.ValueSet(target),
 		),
 	}
+	// A repeat of a running start attaches to it (USE_EXISTING); a repeat
+	// after it closed is refused by Temporal, and the read model answers.
 	run, err := a.temporal.ExecuteWorkflow(ctx, opts, wf, input)
-	if err != nil {
+	var already *serviceerror.WorkflowExecutionAlreadyStarted
+	if errors.As(err, &already) {
+		r, err := a.store.Run(ctx, id)
+		if err != nil {
+			return runView{}, false, err
+		}
+		return a.view(*r), false, nil
+	} else if err != nil {
 		return runView{}, false, fmt.Errorf("start %s workflow: %w", kind, err)
 	}
 	r := schema.Run{WorkflowID: id, RunID: run.GetRunID(), Kind: kind, Status: schema.RunRunning,
 		StartedBy: user.Username, Target: target, StartedAt: time.Now().UTC()}
-	if err := a.store.RecordRunStart(ctx, &r); err != nil {
+	// The start request's audit entry is the workflow start's: one row,
+	// written with the read model in one transaction.
+	ae := a.auditEntry(c, "workflow.start", "run:"+id, http.StatusCreated)
+	ae.Detail = kind + " on " + target
+	created, err := a.store.RecordRunStartAudited(ctx, &r, ae)
+	if err != nil {
 		return runView{}, false, err
 	}
-	a.recordAudit(c, "workflow.start", "run:"+id, kind+" on "+target)
-	setAudit(c, "run.start", "run:"+id)
+	c.Set(auditDoneKey, true) // a repeated start is not a new action
+	if !created {
+		cur, err := a.store.Run(ctx, id)
+		if err != nil {
+			return runView{}, false, err
+		}
+		return a.view(*cur), false, nil
+	}
 	return a.view(r), true, nil
 }

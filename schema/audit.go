@@ -27,10 +27,14 @@ type AuditEntry struct {
 
 // AppendAudit adds e to the log. The tables reject updates and deletes.
 func (s *Store) AppendAudit(ctx context.Context, e *AuditEntry) error {
+	return appendAudit(ctx, s.DB, e)
+}
+
+func appendAudit(ctx context.Context, db bun.IDB, e *AuditEntry) error {
 	if e.At.IsZero() {
 		e.At = time.Now().UTC()
 	}
-	if _, err := s.DB.NewInsert().Model(e).Returning("id").Exec(ctx); err != nil {
+	if _, err := db.NewInsert().Model(e).Returning("id").Exec(ctx); err != nil {
 		return fmt.Errorf("store: append audit %q: %w", e.Action, err)
 	}
 	return nil

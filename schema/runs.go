@@ -2,6 +2,7 @@ package schema
 
 import (
 	"context"
+	"database/sql"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -42,13 +43,72 @@ type Run struct {
 // a status (a fast run can finish before its starter records it) that
 // status is kept; who started it and the target are filled in.
 func (s *Store) RecordRunStart(ctx context.Context, r *Run) error {
+	return s.recordRunStart(ctx, s.DB, r)
+}
+
+// RecordRunStartAudited records a started run and its audit entry
+// atomically and reports whether this call recorded the start: false means
+// the run was already recorded as started by someone (a repeated
+// idempotent start), and then no audit entry is written either.
+//
+// Starts are the API's hot path: on Postgres this is one statement.
+func (s *Store) RecordRunStartAudited(ctx context.Context, r *Run, e *AuditEntry) (bool, error) {
 	if r.StartedAt.IsZero() {
 		r.StartedAt = time.Now().UTC()
 	}
 	if r.Status == "" {
 		r.Status = RunRunning
 	}
-	_, err := s.DB.NewInsert().Model(r).ModelTableExpr("runs").
+	if e.At.IsZero() {
+		e.At = time.Now().UTC()
+	}
+	// A row with no starter was written by the workflow itself (it can
+	// finish before its starter records it): fill in who started it.
+	const upsert = `INSERT INTO runs (workflow_id, run_id, kind, status, started_by, target, started_at, summary)
+		VALUES (?, ?, ?, ?, ?, ?, ?, '')
+		ON CONFLICT (workflow_id) DO UPDATE SET run_id = EXCLUDED.run_id, kind = EXCLUDED.kind,
+			started_by = EXCLUDED.started_by, target = EXCLUDED.target, started_at = EXCLUDED.started_at
+		WHERE runs.started_by = ''
+		RETURNING workflow_id`
+	const audit = `INSERT INTO audit_log (at, actor, actor_id, action, target, source_ip, request_id, status, detail)`
+	runArgs := []any{r.WorkflowID, r.RunID, r.Kind, r.Status, r.StartedBy, r.Target, r.StartedAt}
+	auditArgs := []any{e.At, e.Actor, e.ActorID, e.Action, e.Target, e.SourceIP, e.RequestID, e.Status, e.Detail}
+	created := false
+	var err error
+	if s.Engine == Postgres {
+		err = s.DB.NewRaw(`WITH started AS (`+upsert+`) `+audit+` SELECT ?, ?, ?, ?, ?, ?, ?, ?, ? FROM started RETURNING id`,
+			append(runArgs, auditArgs...)...).Scan(ctx, &e.ID)
+		created = err == nil
+		if errors.Is(err, sql.ErrNoRows) {
+			err = nil
+		}
+	} else {
+		err = s.DB.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+			var ids []string
+			if err := tx.NewRaw(upsert, runArgs...).Scan(ctx, &ids); err != nil {
+				return err
+			}
+			if len(ids) == 0 {
+				return nil
+			}
+			created = true
+			return tx.NewRaw(audit+` VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`, auditArgs...).Scan(ctx, &e.ID)
+		})
+	}
+	if err != nil {
+		return false, fmt.Errorf("store: record run start %q: %w", r.WorkflowID, err)
+	}
+	return created, nil
+}
+
+func (s *Store) recordRunStart(ctx context.Context, db bun.IDB, r *Run) error {
+	if r.StartedAt.IsZero() {
+		r.StartedAt = time.Now().UTC()
+	}
+	if r.Status == "" {
+		r.Status = RunRunning
+	}
+	_, err := db.NewInsert().Model(r).ModelTableExpr("runs").
 		On("CONFLICT (workflow_id) DO UPDATE").
 		Set("run_id = EXCLUDED.run_id").
 		Set("kind = EXCLUDED.kind").

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
 	"github.com/uptrace/bun"
@@ -49,7 +50,12 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 		if err != nil {
 			return nil, fmt.Errorf("store: open postgres: %w", err)
 		}
+		// database/sql keeps only 2 idle connections by default; under
+		// concurrent requests the rest would be closed and reopened
+		// (TCP + auth) on every query.
 		sqldb.SetMaxOpenConns(20)
+		sqldb.SetMaxIdleConns(20)
+		sqldb.SetConnMaxIdleTime(5 * time.Minute)
 		s = Store{DB: bun.NewDB(sqldb, pgdialect.New()), Engine: Postgres}
 	} else {
 		path := strings.TrimPrefix(strings.TrimPrefix(dsn, "sqlite://"), "file:")
@@ -66,6 +72,7 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 			return nil, fmt.Errorf("store: open sqlite: %w", err)
 		}
 		sqldb.SetMaxOpenConns(4)
+		sqldb.SetMaxIdleConns(4)
 		s = Store{DB: bun.NewDB(sqldb, sqlitedialect.New()), Engine: SQLite}
 	}
 	if err := s.DB.PingContext(ctx); err != nil {

@@ -237,6 +237,20 @@ func TestRunsReadModel(t *testing.T) {
 			if err != nil || r.Status != schema.RunCompleted || r.StartedBy != by || r.Target != "h1" {
 				t.Fatalf("fast run = %+v, %v", r, err)
 			}
+			// A start with its audit entry is recorded once; a repeat writes
+			// neither row again.
+			audited := "demo:" + by + "-audited"
+			for i, want := range []bool{true, false} {
+				e := &schema.AuditEntry{Actor: by, Action: "workflow.start", Target: "run:" + audited, Status: 201}
+				created, err := s.RecordRunStartAudited(ctx, &schema.Run{WorkflowID: audited, RunID: "r3", Kind: "demo", StartedBy: by}, e)
+				if err != nil || created != want {
+					t.Fatalf("start %d: created=%v err=%v, want %v", i, created, err, want)
+				}
+			}
+			es, err := s.Audit(ctx, schema.AuditFilter{Target: "run:" + audited})
+			if err != nil || len(es) != 1 || es[0].Actor != by {
+				t.Fatalf("audit of audited start: %+v %v", es, err)
+			}
 			if _, err := s.Run(ctx, "demo:missing"); !errors.Is(err, schema.ErrNotFound) {
 				t.Fatalf("missing run: %v", err)
 			}

@@ -38,17 +38,19 @@ func (s *Store) CreateToken(ctx context.Context, t *APIToken) error {
 	return nil
 }
 
-// TokenByHash returns the token whose secret hashes to hash, with its user.
+// TokenByHash returns the token whose secret hashes to hash, with its user,
+// in one query: it runs on every API request.
 func (s *Store) TokenByHash(ctx context.Context, hash string) (*APIToken, *User, error) {
-	t := new(APIToken)
-	if err := s.DB.NewSelect().Model(t).Where("token_hash = ?", hash).Scan(ctx); err != nil {
+	var row struct {
+		APIToken `bun:",extend"`
+		User     *User `bun:"rel:belongs-to,join:user_id=id"`
+	}
+	err := s.DB.NewSelect().Model(&row).ModelTableExpr("api_tokens AS api_token").Relation("User").
+		Where("api_token.token_hash = ?", hash).Scan(ctx)
+	if err != nil {
 		return nil, nil, fmt.Errorf("store: token: %w", notFound(err))
 	}
-	u, err := s.User(ctx, t.UserID)
-	if err != nil {
-		return nil, nil, err
-	}
-	return t, u, nil
+	return &row.APIToken, row.User, nil
 }
 
 // TouchToken records that the token was used; it is best-effort bookkeeping.
