@@ -28,12 +28,12 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 type env struct {
 	t        testing.TB
 	temporal client.Client
-	srv    *httptest.Server
-	store  *schema.Store
-	api    *API
-	tokens map[string]string // role -> bearer token; "" = anonymous
-	users  map[string]*schema.User
-	reg    *prometheus.Registry
+	srv      *httptest.Server
+	store    *schema.Store
+	api      *API
+	tokens   map[string]string // role -> bearer token; "" = anonymous
+	users    map[string]*schema.User
+	reg      *prometheus.Registry
 }
 
 var testLog = slog.New(slog.NewTextHandler(io.Discard, nil))
