@@ -107,6 +107,10 @@ func run() error {
 	if err := a.Bootstrap(ctx, os.Getenv("OPSFLOW_DEV_ADMIN_TOKEN"), os.Stdout); err != nil {
 		return err
 	}
+	// A data dir from an older release lacks attributes added since.
+	if err := a.EnsureSearchAttributes(ctx); err != nil {
+		log.Warn("search attributes", "error", err)
+	}
 	stopWorkers, err := a.StartWorkers(workflows.TaskQueues)
 	if err != nil {
 		return err
