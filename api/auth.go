@@ -71,6 +71,12 @@ func NewToken() (token, hash string) {
 	return token, hashSecret(token)
 }
 
+// NewPassword returns a random 24-character password.
+func NewPassword() string {
+	s, _ := newSecret()
+	return s[:24]
+}
+
 // HashToken returns the stored hash of token.
 func HashToken(token string) string { return hashSecret(token) }
 

@@ -122,8 +122,8 @@ func (a *App) Bootstrap(ctx context.Context, devToken string, out io.Writer) err
 	}
 	var admin *schema.User
 	if n == 0 {
-		pw, _ := api.NewToken()
-		hash, err := api.HashPassword(pw[4:28])
+		pw := api.NewPassword()
+		hash, err := api.HashPassword(pw)
 		if err != nil {
 			return err
 		}
@@ -131,7 +131,7 @@ func (a *App) Bootstrap(ctx context.Context, devToken string, out io.Writer) err
 		if err := a.Store.CreateUser(ctx, admin); err != nil && !errors.Is(err, schema.ErrConflict) {
 			return err
 		}
-		fmt.Fprintf(out, "opsflow: created user admin with password %s (shown once; change it)\n", pw[4:28])
+		fmt.Fprintf(out, "opsflow: created user admin with password %s (shown once; change it)\n", pw)
 		if devToken == "" {
 			tok, th := api.NewToken()
 			if err := a.Store.CreateToken(ctx, &schema.APIToken{UserID: admin.ID, Name: "bootstrap", Prefix: tok[:10], TokenHash: th}); err != nil {
