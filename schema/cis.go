@@ -1,0 +1,594 @@
+package schema
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/uptrace/bun"
+	"k8s.io/apimachinery/pkg/util/validation"
+)
+
+// CI is a configuration item: a typed, labelled thing that operations
+// target.
+type CI struct {
+	bun.BaseModel `bun:"table:cis"`
+
+	ID         int64             `bun:"id,pk,autoincrement" json:"id"`
+	Type       string            `bun:"type" json:"type"`
+	Name       string            `bun:"name" json:"name"`
+	Attributes map[string]any    `bun:"attributes,type:text" json:"attributes"`
+	Labels     map[string]string `bun:"-" json:"labels"`
+	Version    int64             `bun:"version" json:"version"`
+	CreatedAt  time.Time         `bun:"created_at" json:"created_at"`
+	CreatedBy  string            `bun:"created_by" json:"created_by"`
+	UpdatedAt  time.Time         `bun:"updated_at" json:"updated_at"`
+	UpdatedBy  string            `bun:"updated_by" json:"updated_by"`
+}
+
+// Change says who makes a CMDB change: a user, or a workflow run acting
+// for one. RunID links the change to the run in history and the feed.
+type Change struct {
+	Actor string
+	RunID string
+}
+
+// CIInput creates a CI. Attribute values are raw JSON, checked against the
+// type.
+type CIInput struct {
+	Type       string                     `json:"type"`
+	Name       string                     `json:"name"`
+	Attributes map[string]json.RawMessage `json:"attributes"`
+	Labels     map[string]string          `json:"labels"`
+}
+
+// CIPatch changes a CI: a JSON null attribute or a nil label removes it.
+type CIPatch struct {
+	Name       *string                    `json:"name"`
+	Attributes map[string]json.RawMessage `json:"attributes"`
+	Labels     map[string]*string         `json:"labels"`
+}
+
+// VersionMismatch is returned when an update names a stale version.
+type VersionMismatch struct{ Current int64 }
+
+func (e *VersionMismatch) Error() string {
+	return fmt.Sprintf("version mismatch: the CI is at version %d", e.Current)
+}
+
+var ciNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,252}$`)
+
+// ValidCIName reports whether s may name a CI.
+func ValidCIName(s string) bool { return ciNameRE.MatchString(s) }
+
+// ValidateLabels checks Kubernetes label syntax, keyed "labels.<key>".
+func ValidateLabels(labels map[string]string, bad map[string]string) {
+	for k, v := range labels {
+		if errs := validation.IsQualifiedName(k); len(errs) > 0 {
+			bad["labels."+k] = "invalid key: " + errs[0]
+		} else if errs := validation.IsValidLabelValue(v); len(errs) > 0 {
+			bad["labels."+k] = "invalid value: " + errs[0]
+		}
+	}
+}
+
+// Diff is a field-level change: "attributes.cpu": {from: 2, to: 4}.
+type Diff map[string]DiffEntry
+
+// DiffEntry is one field's old and new value; absent means unset.
+type DiffEntry struct {
+	From any `json:"from,omitempty"`
+	To   any `json:"to,omitempty"`
+}
+
+func diffCI(old, cur *CI) Diff {
+	d := Diff{}
+	if old == nil {
+		old = &CI{}
+	}
+	if cur == nil {
+		cur = &CI{}
+	}
+	if old.Name != cur.Name {
+		d["name"] = DiffEntry{From: nilIfEmpty(old.Name), To: nilIfEmpty(cur.Name)}
+	}
+	for k, v := range cur.Attributes {
+		if ov, ok := old.Attributes[k]; !ok || !jsonEqual(ov, v) {
+			d["attributes."+k] = DiffEntry{From: ov, To: v}
+		}
+	}
+	for k, v := range old.Attributes {
+		if _, ok := cur.Attributes[k]; !ok {
+			d["attributes."+k] = DiffEntry{From: v}
+		}
+	}
+	for k, v := range cur.Labels {
+		if ov, ok := old.Labels[k]; !ok || ov != v {
+			e := DiffEntry{To: v}
+			if ok {
+				e.From = ov
+			}
+			d["labels."+k] = e
+		}
+	}
+	for k, v := range old.Labels {
+		if _, ok := cur.Labels[k]; !ok {
+			d["labels."+k] = DiffEntry{From: v}
+		}
+	}
+	return d
+}
+
+func nilIfEmpty(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+func jsonEqual(a, b any) bool {
+	ab, _ := json.Marshal(a)
+	bb, _ := json.Marshal(b)
+	var av, bv any
+	_ = json.Unmarshal(ab, &av)
+	_ = json.Unmarshal(bb, &bv)
+	return reflect.DeepEqual(av, bv)
+}
+
+// CreateCI validates and inserts a CI with its labels.
+func (s *Store) CreateCI(ctx context.Context, in CIInput, ch Change) (*CI, error) {
+	var out *CI
+	err := s.DB.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		c, err := s.createCI(ctx, tx, in, ch, nil)
+		out = c
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: create ci: %w", err)
+	}
+	return out, nil
+}
+
+// typeCache memoizes types within one transaction (bulk import).
+type typeCache map[string]*CIType
+
+func (tc typeCache) get(ctx context.Context, db bun.IDB, name string) (*CIType, error) {
+	if t, ok := tc[name]; ok && tc != nil {
+		return t, nil
+	}
+	t, err := typeIn(ctx, db, name)
+	if err == nil && tc != nil {
+		tc[name] = t
+	}
+	return t, err
+}
+
+func (s *Store) createCI(ctx context.Context, tx bun.Tx, in CIInput, ch Change, tc typeCache) (*CI, error) {
+	bad := map[string]string{}
+	t, err := tc.get(ctx, tx, in.Type)
+	if errors.Is(err, ErrNotFound) {
+		bad["type"] = "unknown CI type " + strconv.Quote(in.Type)
+		return nil, invalid("invalid CI", bad)
+	} else if err != nil {
+		return nil, err
+	}
+	if !ValidCIName(in.Name) {
+		bad["name"] = "must be 1-253 characters: letters, digits and . _ : / @ + -, starting with a letter or digit"
+	}
+	ValidateLabels(in.Labels, bad)
+	attrs, abad := normalizeAll(t, in.Attributes, false)
+	for k, v := range abad {
+		bad[k] = v
+	}
+	if len(bad) > 0 {
+		return nil, invalid("invalid CI", bad)
+	}
+	now := time.Now().UTC()
+	c := &CI{Type: t.Name, Name: in.Name, Attributes: attrs, Labels: in.Labels, Version: 1,
+		CreatedAt: now, CreatedBy: ch.Actor, UpdatedAt: now, UpdatedBy: ch.Actor}
+	if c.Labels == nil {
+		c.Labels = map[string]string{}
+	}
+	if _, err := tx.NewInsert().Model(c).Returning("id").Exec(ctx); err != nil {
+		if isUniqueViolation(err) {
+			return nil, &ConflictError{Message: fmt.Sprintf("a %s named %q already exists", t.Name, in.Name), Fields: map[string]string{"name": "already exists"}}
+		}
+		return nil, err
+	}
+	if err := s.writeLabels(ctx, tx, c); err != nil {
+		return nil, err
+	}
+	if err := indexAttrs(ctx, tx, t, c); err != nil {
+		return nil, err
+	}
+	if err := s.recordCIChange(ctx, tx, "create", nil, c, ch); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// ConflictError is a uniqueness conflict naming the fields; the API
+// answers 409.
+type ConflictError struct {
+	Message string
+	Fields  map[string]string
+}
+
+func (e *ConflictError) Error() string { return e.Message }
+
+func (s *Store) writeLabels(ctx context.Context, tx bun.IDB, c *CI) error {
+	if _, err := tx.NewDelete().Table("ci_labels").Where("ci_id = ?", c.ID).Exec(ctx); err != nil {
+		return err
+	}
+	if len(c.Labels) == 0 {
+		return nil
+	}
+	type row struct {
+		bun.BaseModel `bun:"table:ci_labels"`
+		CIID          int64  `bun:"ci_id"`
+		Key           string `bun:"key"`
+		Value         string `bun:"value"`
+	}
+	rows := make([]row, 0, len(c.Labels))
+	for k, v := range c.Labels {
+		rows = append(rows, row{CIID: c.ID, Key: k, Value: v})
+	}
+	_, err := tx.NewInsert().Model(&rows).Exec(ctx)
+	return err
+}
+
+// indexAttrs rewrites the CI's rows in ci_attrs and ci_unique_values. A
+// unique value held by another CI is a ConflictError naming the attribute.
+func indexAttrs(ctx context.Context, tx bun.IDB, t *CIType, c *CI) error {
+	if _, err := tx.NewDelete().Table("ci_attrs").Where("ci_id = ?", c.ID).Exec(ctx); err != nil {
+		return err
+	}
+	if _, err := tx.NewDelete().Table("ci_unique_values").Where("ci_id = ?", c.ID).Exec(ctx); err != nil {
+		return err
+	}
+	type attrRow struct {
+		bun.BaseModel `bun:"table:ci_attrs"`
+		CIID          int64  `bun:"ci_id"`
+		Type          string `bun:"type"`
+		Name          string `bun:"name"`
+		Value         string `bun:"value"`
+	}
+	type uniqRow struct {
+		bun.BaseModel `bun:"table:ci_unique_values"`
+		Type          string `bun:"type"`
+		Name          string `bun:"name"`
+		Value         string `bun:"value"`
+		CIID          int64  `bun:"ci_id"`
+	}
+	var rows []attrRow
+	var uniq []uniqRow
+	for k, v := range c.Attributes {
+		d, ok := t.Attr(k)
+		if !ok {
+			continue
+		}
+		raw, _ := json.Marshal(v)
+		_, idx, err := d.Normalize(raw)
+		if err != nil {
+			return fmt.Errorf("attribute %s: %w", k, err)
+		}
+		if d.Type != AttrJSON {
+			rows = append(rows, attrRow{CIID: c.ID, Type: t.Name, Name: k, Value: idx})
+		}
+		if d.Unique {
+			uniq = append(uniq, uniqRow{Type: t.Name, Name: k, Value: idx, CIID: c.ID})
+		}
+	}
+	if len(rows) > 0 {
+		if _, err := tx.NewInsert().Model(&rows).Exec(ctx); err != nil {
+			return err
+		}
+	}
+	for _, u := range uniq {
+		// One by one so the conflict names its attribute; unique
+		// attributes are few.
+		var holder int64
+		err := tx.NewSelect().Table("ci_unique_values").Column("ci_id").
+			Where("type = ? AND name = ? AND value = ?", u.Type, u.Name, u.Value).Scan(ctx, &holder)
+		if err == nil {
+			return &ConflictError{Message: fmt.Sprintf("attribute %s must be unique: %q is used by CI %d", u.Name, u.Value, holder),
+				Fields: map[string]string{"attributes." + u.Name: fmt.Sprintf("%q is already used by CI %d", u.Value, holder)}}
+		}
+		if _, err := tx.NewInsert().Model(&u).Exec(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// CI returns the CI id with its labels.
+func (s *Store) CI(ctx context.Context, id int64) (*CI, error) {
+	return s.ciIn(ctx, s.DB, id)
+}
+
+func (s *Store) ciIn(ctx context.Context, db bun.IDB, id int64) (*CI, error) {
+	c := new(CI)
+	if err := db.NewSelect().Model(c).Where("id = ?", id).Scan(ctx); err != nil {
+		return nil, fmt.Errorf("store: ci %d: %w", id, notFound(err))
+	}
+	if err := loadLabels(ctx, db, []*CI{c}); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// CIByName returns the CI of type named name.
+func (s *Store) CIByName(ctx context.Context, typ, name string) (*CI, error) {
+	c := new(CI)
+	if err := s.DB.NewSelect().Model(c).Where("type = ? AND name = ?", typ, name).Scan(ctx); err != nil {
+		return nil, fmt.Errorf("store: ci %s/%s: %w", typ, name, notFound(err))
+	}
+	if err := loadLabels(ctx, s.DB, []*CI{c}); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func loadLabels(ctx context.Context, db bun.IDB, cis []*CI) error {
+	if len(cis) == 0 {
+		return nil
+	}
+	byID := make(map[int64]*CI, len(cis))
+	ids := make([]int64, 0, len(cis))
+	for _, c := range cis {
+		c.Labels = map[string]string{}
+		if c.Attributes == nil {
+			c.Attributes = map[string]any{}
+		}
+		byID[c.ID] = c
+		ids = append(ids, c.ID)
+	}
+	var rows []struct {
+		CIID  int64  `bun:"ci_id"`
+		Key   string `bun:"key"`
+		Value string `bun:"value"`
+	}
+	if err := db.NewSelect().Table("ci_labels").Column("ci_id", "key", "value").Where("ci_id IN (?)", bun.In(ids)).Scan(ctx, &rows); err != nil {
+		return fmt.Errorf("store: ci labels: %w", err)
+	}
+	for _, r := range rows {
+		byID[r.CIID].Labels[r.Key] = r.Value
+	}
+	return nil
+}
+
+// UpdateCI applies p to CI id if it is still at version ifVersion.
+func (s *Store) UpdateCI(ctx context.Context, id, ifVersion int64, p CIPatch, ch Change) (*CI, error) {
+	var out *CI
+	err := s.DB.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		old, err := s.ciIn(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		if old.Version != ifVersion {
+			return &VersionMismatch{Current: old.Version}
+		}
+		c, err := s.patchCI(ctx, tx, old, p, ch, nil)
+		out = c
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: update ci %d: %w", id, err)
+	}
+	return out, nil
+}
+
+// patchCI applies p to old inside tx. A patch that changes nothing writes
+// nothing and keeps the version.
+func (s *Store) patchCI(ctx context.Context, tx bun.Tx, old *CI, p CIPatch, ch Change, tc typeCache) (*CI, error) {
+	t, err := tc.get(ctx, tx, old.Type)
+	if err != nil {
+		return nil, err
+	}
+	bad := map[string]string{}
+	cur := *old
+	cur.Attributes = map[string]any{}
+	for k, v := range old.Attributes {
+		cur.Attributes[k] = v
+	}
+	cur.Labels = map[string]string{}
+	for k, v := range old.Labels {
+		cur.Labels[k] = v
+	}
+	if p.Name != nil {
+		if !ValidCIName(*p.Name) {
+			bad["name"] = "must be 1-253 characters: letters, digits and . _ : / @ + -, starting with a letter or digit"
+		}
+		cur.Name = *p.Name
+	}
+	raw := rawAttrs(cur.Attributes)
+	for k, v := range p.Attributes {
+		if string(v) == "null" {
+			delete(raw, k)
+		} else {
+			raw[k] = v
+		}
+	}
+	attrs, abad := normalizeAll(t, raw, false)
+	for k, v := range abad {
+		if _, patched := p.Attributes[strings.TrimPrefix(k, "attributes.")]; patched || strings.HasSuffix(v, "required") {
+			bad[k] = v
+		}
+	}
+	cur.Attributes = attrs
+	set := map[string]string{}
+	for k, v := range p.Labels {
+		if v == nil {
+			delete(cur.Labels, k)
+		} else {
+			cur.Labels[k] = *v
+			set[k] = *v
+		}
+	}
+	ValidateLabels(set, bad)
+	if len(bad) > 0 {
+		return nil, invalid("invalid CI", bad)
+	}
+	d := diffCI(old, &cur)
+	if len(d) == 0 {
+		return old, nil
+	}
+	cur.Version = old.Version + 1
+	cur.UpdatedAt, cur.UpdatedBy = time.Now().UTC(), ch.Actor
+	res, err := tx.NewUpdate().Model(&cur).Column("name", "attributes", "version", "updated_at", "updated_by").
+		WherePK().Where("version = ?", old.Version).Exec(ctx)
+	if err != nil {
+		if isUniqueViolation(err) {
+			return nil, &ConflictError{Message: fmt.Sprintf("a %s named %q already exists", cur.Type, cur.Name), Fields: map[string]string{"name": "already exists"}}
+		}
+		return nil, err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return nil, &VersionMismatch{Current: old.Version + 1}
+	}
+	if err := s.writeLabels(ctx, tx, &cur); err != nil {
+		return nil, err
+	}
+	if err := indexAttrs(ctx, tx, t, &cur); err != nil {
+		return nil, err
+	}
+	if err := s.recordCIChangeDiff(ctx, tx, "update", &cur, d, ch); err != nil {
+		return nil, err
+	}
+	return &cur, nil
+}
+
+// DependentsError refuses deleting a CI others relate to.
+type DependentsError struct {
+	Relations int
+}
+
+func (e *DependentsError) Error() string {
+	return fmt.Sprintf("%d relation(s) reference this CI; delete them first or pass cascade=true", e.Relations)
+}
+
+// DeleteCI deletes a CI. If relations reference it, it is refused unless
+// cascade, which deletes those relations too.
+func (s *Store) DeleteCI(ctx context.Context, id int64, cascade bool, ch Change) error {
+	err := s.DB.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		c, err := s.ciIn(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		var rels []Relation
+		if err := tx.NewSelect().Model(&rels).Where("source_id = ? OR target_id = ?", id, id).Scan(ctx); err != nil {
+			return err
+		}
+		if len(rels) > 0 && !cascade {
+			return &DependentsError{Relations: len(rels)}
+		}
+		for i := range rels {
+			if err := s.deleteRelation(ctx, tx, &rels[i], ch); err != nil {
+				return err
+			}
+		}
+		if _, err := tx.NewDelete().Model(c).WherePK().Exec(ctx); err != nil {
+			return err
+		}
+		return s.recordCIChange(ctx, tx, "delete", c, nil, ch)
+	})
+	if err != nil {
+		return fmt.Errorf("store: delete ci %d: %w", id, err)
+	}
+	return nil
+}
+
+// CIQuery selects CIs; zero fields match everything.
+type CIQuery struct {
+	Type     string
+	Selector string            // Kubernetes label-selector syntax
+	Q        string            // substring of the name
+	Attrs    map[string]string // attribute name -> value (query-string form)
+	Cursor   string
+	Limit    int
+}
+
+// CIs lists CIs by ID with the cursor of the next page ("" at the end).
+// A bad selector or attribute filter is a ValidationError.
+func (s *Store) CIs(ctx context.Context, q CIQuery) ([]CI, string, error) {
+	limit := clampLimit(q.Limit)
+	sel := s.DB.NewSelect().Model((*CI)(nil)).ColumnExpr("ci.*").OrderExpr("ci.id ASC").Limit(int64(limit + 1))
+	bad := map[string]string{}
+	var t *CIType
+	if q.Type != "" {
+		var err error
+		if t, err = s.Type(ctx, q.Type); errors.Is(err, ErrNotFound) {
+			bad["type"] = "unknown CI type " + strconv.Quote(q.Type)
+		} else if err != nil {
+			return nil, "", err
+		}
+		sel = sel.Where("ci.type = ?", q.Type)
+	}
+	if q.Selector != "" {
+		var err error
+		if sel, err = applySelector(sel, q.Selector); err != nil {
+			bad["selector"] = err.Error()
+		}
+	}
+	if q.Q != "" {
+		sel = sel.Where("LOWER(ci.name) LIKE ?", "%"+escapeLike(strings.ToLower(q.Q))+"%")
+	}
+	names := make([]string, 0, len(q.Attrs))
+	for k := range q.Attrs {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		val := q.Attrs[name]
+		if t != nil {
+			d, ok := t.Attr(name)
+			if !ok {
+				bad["attr."+name] = "type " + t.Name + " has no attribute " + name
+				continue
+			}
+			v, err := d.ParseFilterValue(val)
+			if err != nil {
+				bad["attr."+name] = err.Error()
+				continue
+			}
+			val = v
+		}
+		sel = sel.Where("EXISTS (SELECT 1 FROM ci_attrs a WHERE a.ci_id = ci.id AND a.name = ? AND a.value = ?)", name, val)
+	}
+	if q.Cursor != "" {
+		b, err := base64.RawURLEncoding.DecodeString(q.Cursor)
+		id, perr := strconv.ParseInt(string(b), 10, 64)
+		if err != nil || perr != nil {
+			return nil, "", ErrBadCursor
+		}
+		sel = sel.Where("ci.id > ?", id)
+	}
+	if len(bad) > 0 {
+		return nil, "", invalid("invalid query", bad)
+	}
+	var cis []CI
+	if err := sel.Scan(ctx, &cis); err != nil {
+		return nil, "", fmt.Errorf("store: cis: %w", err)
+	}
+	next := ""
+	if len(cis) > limit {
+		cis = cis[:limit]
+		next = base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(cis[len(cis)-1].ID, 10)))
+	}
+	ptrs := make([]*CI, len(cis))
+	for i := range cis {
+		ptrs[i] = &cis[i]
+	}
+	if err := loadLabels(ctx, s.DB, ptrs); err != nil {
+		return nil, "", err
+	}
+	return cis, next, nil
+}

@@ -1,0 +1,9 @@
+DROP TABLE cmdb_events;
+DROP TABLE ci_history;
+DROP TABLE relations;
+DROP TABLE relation_types;
+DROP TABLE ci_unique_values;
+DROP TABLE ci_attrs;
+DROP TABLE ci_labels;
+DROP TABLE cis;
+DROP TABLE ci_types;
