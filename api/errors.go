@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/labstack/echo/v4"
@@ -23,6 +24,8 @@ const (
 	CodeNotFound         = "not_found"
 	CodeMethodNotAllowed = "method_not_allowed"
 	CodeConflict         = "conflict"
+	CodeVersionConflict  = "version_conflict"
+	CodePrecondition     = "precondition_required"
 	CodeUnavailable      = "unavailable"
 	CodeInternal         = "internal"
 )
@@ -34,6 +37,9 @@ type Error struct {
 	Code    string            `json:"code"`
 	Message string            `json:"message"`
 	Fields  map[string]string `json:"fields,omitempty"`
+	// Details carries structured context for some codes, such as the CIs a
+	// refused type change would invalidate.
+	Details any `json:"details,omitempty"`
 }
 
 func (e *Error) Error() string { return e.Code + ": " + e.Message }
@@ -72,6 +78,28 @@ func toError(err error) *Error {
 	switch {
 	case errors.As(err, &ae):
 		return ae
+	case errors.As(err, new(*schema.ValidationError)):
+		var ve *schema.ValidationError
+		errors.As(err, &ve)
+		return &Error{Status: http.StatusUnprocessableEntity, Code: CodeValidation, Message: ve.Message, Fields: ve.Fields}
+	case errors.As(err, new(*schema.ConflictError)):
+		var ce *schema.ConflictError
+		errors.As(err, &ce)
+		return &Error{Status: http.StatusConflict, Code: CodeConflict, Message: ce.Message, Fields: ce.Fields}
+	case errors.As(err, new(*schema.VersionMismatch)):
+		var vm *schema.VersionMismatch
+		errors.As(err, &vm)
+		return &Error{Status: http.StatusConflict, Code: CodeVersionConflict, Message: vm.Error(),
+			Fields: map[string]string{"If-Match": "stale; the current version is " + strconv.FormatInt(vm.Current, 10)},
+			Details: map[string]int64{"current_version": vm.Current}}
+	case errors.As(err, new(*schema.DependentsError)):
+		var de *schema.DependentsError
+		errors.As(err, &de)
+		return &Error{Status: http.StatusConflict, Code: CodeConflict, Message: de.Error(), Fields: map[string]string{"cascade": "required to delete a CI with relations"}}
+	case errors.As(err, new(*schema.TypeChangeRefused)):
+		var tr *schema.TypeChangeRefused
+		errors.As(err, &tr)
+		return &Error{Status: http.StatusConflict, Code: CodeConflict, Message: tr.Error(), Details: map[string]any{"offending": tr.Offending}}
 	case errors.Is(err, schema.ErrNotFound):
 		return newError(http.StatusNotFound, CodeNotFound, "not found")
 	case errors.Is(err, schema.ErrConflict):
