@@ -90,7 +90,7 @@ func toError(err error) *Error {
 		var vm *schema.VersionMismatch
 		errors.As(err, &vm)
 		return &Error{Status: http.StatusConflict, Code: CodeVersionConflict, Message: vm.Error(),
-			Fields: map[string]string{"If-Match": "stale; the current version is " + strconv.FormatInt(vm.Current, 10)},
+			Fields:  map[string]string{"If-Match": "stale; the current version is " + strconv.FormatInt(vm.Current, 10)},
 			Details: map[string]int64{"current_version": vm.Current}}
 	case errors.As(err, new(*schema.DependentsError)):
 		var de *schema.DependentsError
