@@ -103,6 +103,9 @@ func (a *API) routes() []route {
 		{Method: http.MethodGet, Path: "/api/v1/cmdb/relations", Roles: anyUser, handler: a.listRelations},
 		{Method: http.MethodPost, Path: "/api/v1/cmdb/relations", Roles: operators, handler: a.createRelation},
 		{Method: http.MethodDelete, Path: "/api/v1/cmdb/relations/:id", Roles: operators, handler: a.deleteRelation},
+		{Method: http.MethodPost, Path: "/api/v1/cmdb/import", Roles: operators, handler: a.importCIs},
+		{Method: http.MethodGet, Path: "/api/v1/cmdb/export", Roles: anyUser, handler: a.exportCIs},
+		{Method: http.MethodGet, Path: "/api/v1/cmdb/events", Roles: anyUser, handler: a.cmdbEvents},
 		{Method: http.MethodGet, Path: "/api/v1/cmdb/relation-types", Roles: anyUser, handler: a.listRelationTypes},
 		{Method: http.MethodPost, Path: "/api/v1/cmdb/relation-types", Roles: admins, handler: a.createRelationType},
 

@@ -167,16 +167,21 @@ func (a *App) RunAPI(ctx context.Context, ln net.Listener) error {
 	if err != nil {
 		return err
 	}
-	go a.expireSessions(ctx)
+	go a.housekeeping(ctx)
 	return api.Serve(ctx, e, ln, a.Log)
 }
 
-func (a *App) expireSessions(ctx context.Context) {
+// housekeeping expires sessions and prunes the CMDB change feed (kept
+// OPSFLOW_CMDB_EVENTS_RETENTION, at least and by default 7 days) hourly.
+func (a *App) housekeeping(ctx context.Context) {
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()
 	for {
 		if _, err := a.Store.DeleteExpiredSessions(ctx, time.Now()); err != nil && ctx.Err() == nil {
 			a.Log.Warn("expire sessions", "error", err)
+		}
+		if _, err := a.Store.PruneEvents(ctx, a.Cfg.EventRetention, time.Now()); err != nil && ctx.Err() == nil {
+			a.Log.Warn("prune cmdb events", "error", err)
 		}
 		select {
 		case <-ctx.Done():

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 )
 
 // Config is opsflow's runtime configuration, from OPSFLOW_* variables.
@@ -20,20 +21,31 @@ type Config struct {
 	LogFormat     string // OPSFLOW_LOG_FORMAT: text or json
 	SecureCookies bool   // OPSFLOW_SECURE_COOKIES: set behind HTTPS
 	MetricsAddr   string // OPSFLOW_METRICS_ADDR: the worker's /metrics listener
+	// EventRetention is how long the CMDB change feed is kept
+	// (OPSFLOW_CMDB_EVENTS_RETENTION, a Go duration; at least 7 days).
+	EventRetention time.Duration
 }
 
 // ConfigFromEnv reads Config with defaults.
 func ConfigFromEnv() Config {
 	return Config{
-		HTTPAddr:      env("OPSFLOW_HTTP_ADDR", "127.0.0.1:8080"),
-		DatabaseURL:   os.Getenv("OPSFLOW_DATABASE_URL"),
-		DataDir:       env("OPSFLOW_DATA_DIR", "./.opsflow"),
-		TemporalUIURL: strings.TrimRight(os.Getenv("OPSFLOW_TEMPORAL_UI_URL"), "/"),
-		LogLevel:      env("OPSFLOW_LOG_LEVEL", "info"),
-		LogFormat:     env("OPSFLOW_LOG_FORMAT", "text"),
-		SecureCookies: os.Getenv("OPSFLOW_SECURE_COOKIES") == "true",
-		MetricsAddr:   os.Getenv("OPSFLOW_METRICS_ADDR"),
+		HTTPAddr:       env("OPSFLOW_HTTP_ADDR", "127.0.0.1:8080"),
+		DatabaseURL:    os.Getenv("OPSFLOW_DATABASE_URL"),
+		DataDir:        env("OPSFLOW_DATA_DIR", "./.opsflow"),
+		TemporalUIURL:  strings.TrimRight(os.Getenv("OPSFLOW_TEMPORAL_UI_URL"), "/"),
+		LogLevel:       env("OPSFLOW_LOG_LEVEL", "info"),
+		LogFormat:      env("OPSFLOW_LOG_FORMAT", "text"),
+		SecureCookies:  os.Getenv("OPSFLOW_SECURE_COOKIES") == "true",
+		MetricsAddr:    os.Getenv("OPSFLOW_METRICS_ADDR"),
+		EventRetention: durationEnv("OPSFLOW_CMDB_EVENTS_RETENTION", 7*24*time.Hour),
 	}
+}
+
+func durationEnv(name string, def time.Duration) time.Duration {
+	if d, err := time.ParseDuration(os.Getenv(name)); err == nil && d > 0 {
+		return d
+	}
+	return def
 }
 
 func env(name, def string) string {

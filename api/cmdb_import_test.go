@@ -1,0 +1,181 @@
+package api
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+func (e *env) importCSV(typ, body string, dry bool) resp {
+	e.t.Helper()
+	return e.do(http.MethodPost, fmt.Sprintf("/api/v1/cmdb/import?type=%s&dry_run=%v", typ, dry), "operator", body, "Content-Type", "text/csv")
+}
+
+func TestCMDBImportExport(t *testing.T) {
+	e := newEnv(t)
+	p := fmt.Sprintf("imp%d-", time.Now().UnixNano())
+	csv := "name,labels,cpu_count,os,discovered_at\n" +
+		p + "a,\"env=prod,role=web\",4,debian,2026-01-02T03:04:05Z\n" +
+		p + "b,env=dev,2,,\n"
+
+	// Dry run: reports, writes nothing.
+	res := e.importCSV("host", csv, true)
+	var rep struct {
+		Created, Updated, Unchanged int
+		Written                     bool
+	}
+	res.json(t, &rep)
+	if res.Status != 200 || rep.Created != 2 || rep.Written {
+		t.Fatalf("dry run: %d %s", res.Status, res.Body)
+	}
+	if _, err := e.store.CIByName(context.Background(), "host", p+"a"); err == nil {
+		t.Fatal("dry run wrote")
+	}
+	res = e.importCSV("host", csv, false)
+	res.json(t, &rep)
+	if res.Status != 200 || rep.Created != 2 || !rep.Written {
+		t.Fatalf("import: %d %s", res.Status, res.Body)
+	}
+	a, err := e.store.CIByName(context.Background(), "host", p+"a")
+	if err != nil || a.Labels["role"] != "web" || fmt.Sprint(a.Attributes["cpu_count"]) != "4" {
+		t.Fatalf("imported CI: %+v %v", a, err)
+	}
+
+	// Bad rows: each named by row and column, and nothing written, not
+	// even the good rows.
+	bad := "name,labels,cpu_count,ssh_host_key,colour\n"
+	if res := e.importCSV("host", bad, false); res.Status != 422 || !strings.Contains(string(res.Body), `"column":"colour"`) {
+		t.Fatalf("unknown column: %d %s", res.Status, res.Body)
+	}
+	bad = "name,labels,cpu_count\n" +
+		p + "c,env=prod,8\n" +
+		p + "d,env=prod,many\n" +
+		p + "e,env,2\n" +
+		p + "c,,1\n" +
+		"bad name!,,1\n"
+	res = e.importCSV("host", bad, false)
+	if res.Status != 422 {
+		t.Fatalf("bad rows: %d %s", res.Status, res.Body)
+	}
+	body := string(res.Body)
+	for _, want := range []string{`"row":3,"column":"cpu_count"`, `"row":4,"column":"labels"`, `"row":5,"column":"name"`, `"row":6,"column":"name"`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("report lacks %s: %s", want, body)
+		}
+	}
+	if _, err := e.store.CIByName(context.Background(), "host", p+"c"); err == nil {
+		t.Fatal("a failed import wrote its good rows")
+	}
+	// A unique value held by another CI is refused too.
+	zone := "name,cidr\n" + p + "z1,10.9.0.0/24\n"
+	if res := e.importCSV("network_zone", zone, false); res.Status != 200 {
+		t.Fatalf("zone: %d %s", res.Status, res.Body)
+	}
+	if res := e.importCSV("network_zone", "name,cidr\n"+p+"z2,10.9.0.0/24\n", false); res.Status != 422 || !strings.Contains(string(res.Body), `"column":"cidr"`) {
+		t.Fatalf("duplicate unique: %d %s", res.Status, res.Body)
+	}
+
+	// Export re-imports unchanged, in both formats.
+	for _, format := range []string{"csv", "json"} {
+		exp := e.do(http.MethodGet, "/api/v1/cmdb/export?type=host&format="+format+"&selector=env", "viewer", nil)
+		if exp.Status != 200 || !strings.Contains(string(exp.Body), p+"a") {
+			t.Fatalf("export %s: %d %s", format, exp.Status, exp.Body)
+		}
+		ct := "text/csv"
+		if format == "json" {
+			ct = "application/json"
+		}
+		res := e.do(http.MethodPost, "/api/v1/cmdb/import?type=host", "operator", string(exp.Body), "Content-Type", ct)
+		res.json(t, &rep)
+		if res.Status != 200 || rep.Created != 0 || rep.Updated != 0 || rep.Unchanged == 0 {
+			t.Fatalf("re-import of %s export: %d %s", format, res.Status, res.Body)
+		}
+	}
+	// A JSON import changes one CI: one update, one history entry.
+	res = e.do(http.MethodPost, "/api/v1/cmdb/import?type=host", "operator",
+		`[{"name":"`+p+`b","labels":{"env":"dev"},"attributes":{"cpu_count":16}}]`, "Content-Type", "application/json")
+	res.json(t, &rep)
+	if res.Status != 200 || rep.Updated != 1 {
+		t.Fatalf("json update: %d %s", res.Status, res.Body)
+	}
+	b, _ := e.store.CIByName(context.Background(), "host", p+"b")
+	hs, _ := e.store.History(context.Background(), b.ID, 0, 10)
+	if len(hs) != 2 || fmt.Sprint(hs[0].Diff["attributes.cpu_count"].To) != "16" || hs[0].ChangedBy != e.users["operator"].Username {
+		t.Fatalf("history after import: %+v", hs)
+	}
+	if res := e.do(http.MethodPost, "/api/v1/cmdb/import?type=host", "operator", `[{"name":"x","extra":1}]`, "Content-Type", "application/json"); res.Status != 422 || !strings.Contains(string(res.Body), `"column":"extra"`) {
+		t.Fatalf("json unknown field: %d %s", res.Status, res.Body)
+	}
+	if res := e.do(http.MethodPost, "/api/v1/cmdb/import?type=nope", "operator", "name\n", "Content-Type", "text/csv"); res.Status != 422 {
+		t.Fatalf("unknown type: %d", res.Status)
+	}
+}
+
+func TestCMDBEventFeed(t *testing.T) {
+	e := newEnv(t)
+	var page struct {
+		Items []struct {
+			ID         int64
+			Kind, Op   string
+			ObjectID   int64 `json:"object_id"`
+		}
+		NextCursor string `json:"next_cursor"`
+	}
+	// Find the end of the feed, then open a live stream from there.
+	cursor := "0"
+	for {
+		e.do(http.MethodGet, "/api/v1/cmdb/events?limit=500&after="+cursor, "viewer", nil).json(t, &page)
+		if len(page.Items) == 0 {
+			break
+		}
+		cursor = page.NextCursor
+	}
+	req, _ := http.NewRequest(http.MethodGet, e.srv.URL+"/api/v1/cmdb/events?after="+cursor, nil)
+	req.Header.Set("Accept", "text/event-stream")
+	req.Header.Set("Authorization", "Bearer "+e.tokens["viewer"])
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := http.DefaultClient.Do(req.WithContext(ctx))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode != 200 || !strings.HasPrefix(res.Header.Get("Content-Type"), "text/event-stream") {
+		t.Fatalf("stream: %d %s", res.StatusCode, res.Header.Get("Content-Type"))
+	}
+	c := e.mkCI("host", fmt.Sprintf("feed-%d", time.Now().UnixNano()), nil, nil)
+	e.do(http.MethodPatch, "/api/v1/cmdb/cis/"+strconv.FormatInt(c.ID, 10), "operator", map[string]any{"labels": map[string]string{"a": "b"}}, "If-Match", "1")
+	sc := bufio.NewScanner(res.Body)
+	var events []string
+	var lastID string
+	for sc.Scan() && len(events) < 2 {
+		line := sc.Text()
+		if id, ok := strings.CutPrefix(line, "id: "); ok {
+			lastID = id
+		}
+		if ev, ok := strings.CutPrefix(line, "event: "); ok {
+			events = append(events, ev)
+		}
+	}
+	if fmt.Sprint(events) != "[ci.create ci.update]" {
+		t.Fatalf("streamed %v", events)
+	}
+	// The JSON page from the same cursor has the same two, and resumes
+	// after the last one.
+	e.do(http.MethodGet, "/api/v1/cmdb/events?after="+cursor, "viewer", nil).json(t, &page)
+	if len(page.Items) != 2 || page.Items[0].ObjectID != c.ID || page.NextCursor != lastID {
+		t.Fatalf("page: %+v last id %s", page, lastID)
+	}
+	e.do(http.MethodGet, "/api/v1/cmdb/events?after="+lastID, "viewer", nil).json(t, &page)
+	if len(page.Items) != 0 {
+		t.Fatalf("after the last: %+v", page.Items)
+	}
+	if res := e.do(http.MethodGet, "/api/v1/cmdb/events?after=abc", "viewer", nil); res.Status != 422 {
+		t.Fatalf("bad cursor: %d", res.Status)
+	}
+}
