@@ -120,9 +120,9 @@ func TestCMDBEventFeed(t *testing.T) {
 	e := newEnv(t)
 	var page struct {
 		Items []struct {
-			ID         int64
-			Kind, Op   string
-			ObjectID   int64 `json:"object_id"`
+			ID       int64
+			Kind, Op string
+			ObjectID int64 `json:"object_id"`
 		}
 		NextCursor string `json:"next_cursor"`
 	}

@@ -2,8 +2,8 @@ package schema
 
 import (
 	"context"
-	"errors"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strconv"
