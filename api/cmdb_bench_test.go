@@ -104,7 +104,8 @@ func BenchmarkCMDB(b *testing.B) {
 
 	selector := "env=prod,role in (web,api),!deprecated"
 	apiSel := "/api/v1/cmdb/cis?type=host&limit=100&selector=" + url.QueryEscape(selector)
-	rawSel := `SELECT c.id, c.type, c.name, c.attributes, c.version FROM cis c
+	// The same rows and columns the API returns, labels included.
+	rawSel := `SELECT c.*, COALESCE((SELECT json_object_agg(l.key, l.value)::text FROM ci_labels l WHERE l.ci_id = c.id), '{}') FROM cis c
 		WHERE c.type = 'host'
 		AND EXISTS (SELECT 1 FROM ci_labels l WHERE l.ci_id = c.id AND l.key = 'env' AND l.value = 'prod')
 		AND EXISTS (SELECT 1 FROM ci_labels l WHERE l.ci_id = c.id AND l.key = 'role' AND l.value IN ('web','api'))

@@ -517,19 +517,18 @@ type CIQuery struct {
 }
 
 // CIs lists CIs by ID with the cursor of the next page ("" at the end).
-// A bad selector or attribute filter is a ValidationError.
+// A bad selector or attribute filter is a ValidationError. Labels come in
+// the same query, aggregated per row.
 func (s *Store) CIs(ctx context.Context, q CIQuery) ([]CI, string, error) {
 	limit := clampLimit(q.Limit)
-	sel := s.DB.NewSelect().Model((*CI)(nil)).ColumnExpr("ci.*").OrderExpr("ci.id ASC").Limit(int64(limit + 1))
+	labelsAgg := "(SELECT json_group_object(l.key, l.value) FROM ci_labels l WHERE l.ci_id = ci.id)"
+	if s.Engine == Postgres {
+		labelsAgg = "(SELECT json_object_agg(l.key, l.value)::text FROM ci_labels l WHERE l.ci_id = ci.id)"
+	}
+	sel := s.DB.NewSelect().Model((*CI)(nil)).ColumnExpr("ci.*").ColumnExpr("COALESCE("+labelsAgg+", '{}') AS labels_json").
+		OrderExpr("ci.id ASC").Limit(int64(limit + 1))
 	bad := map[string]string{}
-	var t *CIType
 	if q.Type != "" {
-		var err error
-		if t, err = s.Type(ctx, q.Type); errors.Is(err, ErrNotFound) {
-			bad["type"] = "unknown CI type " + strconv.Quote(q.Type)
-		} else if err != nil {
-			return nil, "", err
-		}
 		sel = sel.Where("ci.type = ?", q.Type)
 	}
 	if q.Selector != "" {
@@ -546,6 +545,25 @@ func (s *Store) CIs(ctx context.Context, q CIQuery) ([]CI, string, error) {
 		names = append(names, k)
 	}
 	sort.Strings(names)
+	// The type is read only when attribute filters need its definitions,
+	// or to tell an unknown type from an empty result.
+	var t *CIType
+	checkType := func() error {
+		if q.Type == "" || t != nil {
+			return nil
+		}
+		var err error
+		if t, err = s.Type(ctx, q.Type); errors.Is(err, ErrNotFound) {
+			bad["type"] = "unknown CI type " + strconv.Quote(q.Type)
+			return nil
+		}
+		return err
+	}
+	if len(names) > 0 {
+		if err := checkType(); err != nil {
+			return nil, "", err
+		}
+	}
 	for _, name := range names {
 		val := q.Attrs[name]
 		if t != nil {
@@ -574,21 +592,36 @@ func (s *Store) CIs(ctx context.Context, q CIQuery) ([]CI, string, error) {
 	if len(bad) > 0 {
 		return nil, "", invalid("invalid query", bad)
 	}
-	var cis []CI
-	if err := sel.Scan(ctx, &cis); err != nil {
+	var rows []struct {
+		CI         `bun:",extend"`
+		LabelsJSON string `bun:"labels_json"`
+	}
+	if err := sel.Scan(ctx, &rows); err != nil {
 		return nil, "", fmt.Errorf("store: cis: %w", err)
 	}
+	if len(rows) == 0 {
+		if err := checkType(); err != nil {
+			return nil, "", err
+		}
+		if len(bad) > 0 {
+			return nil, "", invalid("invalid query", bad)
+		}
+	}
 	next := ""
-	if len(cis) > limit {
-		cis = cis[:limit]
-		next = base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(cis[len(cis)-1].ID, 10)))
+	if len(rows) > limit {
+		rows = rows[:limit]
+		next = base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(rows[len(rows)-1].ID, 10)))
 	}
-	ptrs := make([]*CI, len(cis))
-	for i := range cis {
-		ptrs[i] = &cis[i]
-	}
-	if err := loadLabels(ctx, s.DB, ptrs); err != nil {
-		return nil, "", err
+	cis := make([]CI, len(rows))
+	for i := range rows {
+		cis[i] = rows[i].CI
+		cis[i].Labels = map[string]string{}
+		if err := json.Unmarshal([]byte(rows[i].LabelsJSON), &cis[i].Labels); err != nil {
+			return nil, "", fmt.Errorf("store: ci %d labels: %w", cis[i].ID, err)
+		}
+		if cis[i].Attributes == nil {
+			cis[i].Attributes = map[string]any{}
+		}
 	}
 	return cis, next, nil
 }
