@@ -1,0 +1,15 @@
+-- Secrets are sealed (AES-GCM, see internal/secret) before they reach this
+-- table; only their fingerprints are readable.
+CREATE TABLE credentials (
+	id          BIGSERIAL PRIMARY KEY,
+	name        TEXT NOT NULL UNIQUE,
+	kind        TEXT NOT NULL CHECK (kind IN ('ssh_key', 'password')),
+	username    TEXT NOT NULL,
+	secret      TEXT NOT NULL,
+	passphrase  TEXT NOT NULL DEFAULT '',
+	fingerprint TEXT NOT NULL DEFAULT '',
+	description TEXT NOT NULL DEFAULT '',
+	created_by  TEXT NOT NULL DEFAULT '',
+	created_at  TIMESTAMPTZ NOT NULL,
+	updated_at  TIMESTAMPTZ NOT NULL
+);
