@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/opsflow/opsflow/internal/metrics"
+	"github.com/opsflow/opsflow/internal/secret"
 	"github.com/opsflow/opsflow/internal/testenv"
 	"github.com/opsflow/opsflow/schema"
 	"github.com/opsflow/opsflow/workers"
@@ -34,6 +35,7 @@ type env struct {
 	tokens   map[string]string // role -> bearer token; "" = anonymous
 	users    map[string]*schema.User
 	reg      *prometheus.Registry
+	keys     *secret.Keyring
 }
 
 var testLog = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -72,14 +74,19 @@ func newEnvWith(t testing.TB, withWorker bool) *env {
 		}
 		t.Cleanup(w.Stop)
 	}
+	key, _ := secret.ParseKey(secret.NewKey())
+	keys, err := secret.NewKeyring(key)
+	if err != nil {
+		t.Fatal(err)
+	}
 	e, err := New(Deps{Store: st, Temporal: c, Namespace: testenv.TemporalNamespace, TemporalUIURL: "http://temporal-ui.test",
-		Logger: testLog, Registry: reg, Version: "test"})
+		Logger: testLog, Registry: reg, Version: "test", Secrets: keys})
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(e)
 	t.Cleanup(srv.Close)
-	ev := &env{t: t, temporal: c, srv: srv, store: st, tokens: map[string]string{"": ""}, users: map[string]*schema.User{}, reg: reg}
+	ev := &env{t: t, temporal: c, keys: keys, srv: srv, store: st, tokens: map[string]string{"": ""}, users: map[string]*schema.User{}, reg: reg}
 	for _, role := range schema.Roles {
 		u := ev.createUser(role, "correct-horse-battery")
 		ev.users[role] = u

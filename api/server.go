@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
+	"github.com/opsflow/opsflow/internal/secret"
 	"github.com/opsflow/opsflow/schema"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -34,6 +35,8 @@ type Deps struct {
 	Version  string
 	// SecureCookies marks the session cookie Secure (set behind HTTPS).
 	SecureCookies bool
+	// Secrets seals credentials; nil refuses to store them.
+	Secrets *secret.Keyring
 }
 
 // API holds the handlers.
@@ -47,6 +50,7 @@ type API struct {
 	secure    bool
 	reg       *prometheus.Registry
 	pages     *pages
+	secrets   *secret.Keyring
 }
 
 // route is one endpoint and who may call it. Keeping every route in one
@@ -83,6 +87,10 @@ func (a *API) routes() []route {
 		{Method: http.MethodPost, Path: "/api/v1/tokens", Roles: anyUser, handler: a.createToken},
 		{Method: http.MethodDelete, Path: "/api/v1/tokens/:id", Roles: anyUser, handler: a.revokeToken},
 		{Method: http.MethodGet, Path: "/api/v1/audit", Roles: admins, handler: a.listAudit},
+		{Method: http.MethodGet, Path: "/api/v1/credentials", Roles: operators, handler: a.listCredentials},
+		{Method: http.MethodPost, Path: "/api/v1/credentials", Roles: operators, handler: a.createCredential},
+		{Method: http.MethodGet, Path: "/api/v1/credentials/:id", Roles: operators, handler: a.getCredential},
+		{Method: http.MethodDelete, Path: "/api/v1/credentials/:id", Roles: admins, handler: a.deleteCredential},
 		{Method: http.MethodGet, Path: "/api/v1/runs", Roles: anyUser, handler: a.listRuns},
 		{Method: http.MethodGet, Path: "/api/v1/runs/:id", Roles: anyUser, handler: a.getRun},
 		{Method: http.MethodPost, Path: "/api/v1/runs/:id/cancel", Roles: operators, handler: a.cancelRun},
@@ -138,7 +146,7 @@ func New(d Deps) (*echo.Echo, error) {
 		return nil, err
 	}
 	a := &API{store: d.Store, temporal: d.Temporal, namespace: d.Namespace, uiURL: d.TemporalUIURL,
-		log: d.Logger, version: d.Version, secure: d.SecureCookies, reg: d.Registry, pages: pg}
+		log: d.Logger, version: d.Version, secure: d.SecureCookies, reg: d.Registry, pages: pg, secrets: d.Secrets}
 
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true

@@ -14,6 +14,7 @@ import (
 	"syscall"
 
 	"github.com/opsflow/opsflow/internal/app"
+	"github.com/opsflow/opsflow/internal/secret"
 	"github.com/opsflow/opsflow/workflows"
 )
 
@@ -27,7 +28,8 @@ commands:
                               manage the database schema
   version                     print the version
 
-Environment: OPSFLOW_DATABASE_URL (required), TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE,
+Environment: OPSFLOW_DATABASE_URL (required), OPSFLOW_SECRET_KEY or OPSFLOW_SECRET_KEY_FILE
+(required by api and worker: 32 bytes, base64; OPSFLOW_SECRET_OLD_KEYS for rotation), TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE,
 TEMPORAL_API_KEY / TEMPORAL_TLS_* (see the Temporal SDK's envconfig), OPSFLOW_HTTP_ADDR,
 OPSFLOW_TEMPORAL_UI_URL, OPSFLOW_LOG_LEVEL, OPSFLOW_LOG_FORMAT, OPSFLOW_METRICS_ADDR.
 `
@@ -65,6 +67,9 @@ func run(args []string) error {
 			return err
 		}
 		defer a.Close()
+		if a.Secrets == nil {
+			return secret.ErrNoKey
+		}
 		if *migrate {
 			if err := a.Migrate(ctx); err != nil {
 				return err
@@ -90,6 +95,9 @@ func run(args []string) error {
 			return err
 		}
 		defer a.Close()
+		if a.Secrets == nil {
+			return secret.ErrNoKey
+		}
 		stopWorkers, err := a.StartWorkers(strings.Split(*queues, ","))
 		if err != nil {
 			return err

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/opsflow/opsflow/internal/app"
+	"github.com/opsflow/opsflow/internal/secret"
 	"github.com/opsflow/opsflow/workflows"
 	"go.temporal.io/sdk/client"
 )
@@ -92,6 +93,16 @@ func run() error {
 		} else {
 			cfg.DatabaseURL = filepath.Join(dataDir, "opsflow.db")
 		}
+	}
+	// The dev stack keeps its own secret key next to its data.
+	if os.Getenv("OPSFLOW_SECRET_KEY") == "" && os.Getenv("OPSFLOW_SECRET_KEY_FILE") == "" {
+		keyFile := filepath.Join(dataDir, "secret.key")
+		if _, err := os.Stat(keyFile); os.IsNotExist(err) {
+			if err := os.WriteFile(keyFile, []byte(secret.NewKey()+"\n"), 0o600); err != nil {
+				return fmt.Errorf("secret key: %w", err)
+			}
+		}
+		os.Setenv("OPSFLOW_SECRET_KEY_FILE", keyFile)
 	}
 	if cfg.TemporalUIURL == "" && uiport != 0 {
 		cfg.TemporalUIURL = "http://" + net.JoinHostPort(topts.IP, strconv.Itoa(uiport))

@@ -12,6 +12,7 @@ import (
 
 	"github.com/opsflow/opsflow/api"
 	"github.com/opsflow/opsflow/internal/metrics"
+	"github.com/opsflow/opsflow/internal/secret"
 	"github.com/opsflow/opsflow/schema"
 	"github.com/opsflow/opsflow/workers"
 	"github.com/opsflow/opsflow/workflows"
@@ -37,6 +38,9 @@ type App struct {
 	Temporal  client.Client
 	Namespace string
 	Registry  *prometheus.Registry
+	// Secrets seals and opens credentials; nil when no key is configured
+	// (enough for migrations, not for the API or workers).
+	Secrets *secret.Keyring
 }
 
 // Open connects to the database and (lazily) to Temporal. temporalOpts nil
@@ -71,7 +75,12 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger, temporalOpts *clien
 		st.Close()
 		return nil, fmt.Errorf("temporal client: %w", err)
 	}
-	return &App{Cfg: cfg, Log: log, Store: st, Temporal: c, Namespace: opts.Namespace, Registry: reg}, nil
+	keys, err := secret.FromEnv()
+	if err != nil && !errors.Is(err, secret.ErrNoKey) {
+		st.Close()
+		return nil, err
+	}
+	return &App{Cfg: cfg, Log: log, Store: st, Temporal: c, Namespace: opts.Namespace, Registry: reg, Secrets: keys}, nil
 }
 
 // Close releases the connections.
@@ -163,7 +172,7 @@ func (a *App) Bootstrap(ctx context.Context, devToken string, out io.Writer) err
 // RunAPI serves the API and UI on ln until ctx ends.
 func (a *App) RunAPI(ctx context.Context, ln net.Listener) error {
 	e, err := api.New(api.Deps{Store: a.Store, Temporal: a.Temporal, Namespace: a.Namespace, TemporalUIURL: a.Cfg.TemporalUIURL,
-		Logger: a.Log, Registry: a.Registry, Version: Version, SecureCookies: a.Cfg.SecureCookies})
+		Logger: a.Log, Registry: a.Registry, Version: Version, SecureCookies: a.Cfg.SecureCookies, Secrets: a.Secrets})
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,82 @@
+package api
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opsflow/opsflow/schema"
+	"golang.org/x/crypto/ssh"
+)
+
+func newPrivateKeyPEM(t testing.TB) string {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, err := ssh.MarshalPrivateKey(priv, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(blk))
+}
+
+func TestCredentialsAreSealedAndNeverReturned(t *testing.T) {
+	e := newEnv(t)
+	key := newPrivateKeyPEM(t)
+	name := fmt.Sprintf("deploy-%d", time.Now().UnixNano())
+	res := e.do(http.MethodPost, "/api/v1/credentials", "operator", map[string]string{"name": name, "kind": "ssh_key", "username": "root", "private_key": key})
+	if res.Status != 201 {
+		t.Fatalf("create: %d %s", res.Status, res.Body)
+	}
+	var cr schema.Credential
+	res.json(t, &cr)
+	if !strings.HasPrefix(cr.Fingerprint, "SHA256:") {
+		t.Fatalf("fingerprint %q", cr.Fingerprint)
+	}
+	keyLine := strings.Split(key, "\n")[1]
+	pw := e.do(http.MethodPost, "/api/v1/credentials", "operator", map[string]string{"name": name + "-pw", "kind": "password", "username": "ops", "password": "s3cret-Passw0rd"})
+	for _, r := range []resp{res, pw, e.do(http.MethodGet, "/api/v1/credentials", "operator", nil), e.do(http.MethodGet, fmt.Sprintf("/api/v1/credentials/%d", cr.ID), "operator", nil)} {
+		if r.Status >= 300 || strings.Contains(string(r.Body), keyLine) || strings.Contains(string(r.Body), "s3cret-Passw0rd") || strings.Contains(string(r.Body), "v1.") {
+			t.Fatalf("secret leaked or call failed: %d %s", r.Status, r.Body)
+		}
+	}
+	// At rest: sealed, and it opens only with the key and its own name.
+	stored, err := e.store.Credential(context.Background(), cr.ID)
+	if err != nil || strings.Contains(stored.Secret, keyLine) || !strings.HasPrefix(stored.Secret, "v1.") {
+		t.Fatalf("stored %q %v", stored.Secret, err)
+	}
+	if pt, err := e.keys.Open(stored.Secret, stored.SealContext()); err != nil || string(pt) != key {
+		t.Fatalf("open: %v", err)
+	}
+	// The audit log has the action, not the secret.
+	es, _ := e.store.Audit(context.Background(), schema.AuditFilter{Action: "credential.create", Limit: 10})
+	for _, a := range es {
+		if strings.Contains(a.Detail+a.Target, "s3cret") {
+			t.Fatalf("audit leaks: %+v", a)
+		}
+	}
+	for _, c := range []struct {
+		body  map[string]string
+		field string
+	}{
+		{map[string]string{"name": name + "x", "kind": "ssh_key", "username": "root", "private_key": "not a key"}, "private_key"},
+		{map[string]string{"name": name + "x", "kind": "token", "username": "root"}, "kind"},
+		{map[string]string{"name": name + "x", "kind": "password", "username": "root"}, "password"},
+		{map[string]string{"name": "bad name", "kind": "password", "username": "root", "password": "x"}, "name"},
+	} {
+		r := e.do(http.MethodPost, "/api/v1/credentials", "operator", c.body)
+		if r.Status != 422 || r.apiError(t).Fields[c.field] == "" {
+			t.Errorf("%v: %d %s", c.body, r.Status, r.Body)
+		}
+	}
+	if r := e.do(http.MethodPost, "/api/v1/credentials", "viewer", map[string]string{}); r.Status != 403 {
+		t.Fatalf("viewer: %d", r.Status)
+	}
+}
