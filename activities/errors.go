@@ -5,5 +5,6 @@ package activities
 // Application error types for non-retryable business failures. They are
 // wire values checked by workflows: never rename one.
 const (
-	ErrTypeInvalidInput = "InvalidInput"
+	ErrTypeInvalidInput   = "InvalidInput"
+	ErrTypeHostKeyChanged = "HostKeyChanged"
 )

@@ -23,7 +23,7 @@ import (
 func BenchmarkStartWorkflow(b *testing.B) {
 	// No worker: a backlog of runs executing from one arm would slow the
 	// other. This measures starts alone.
-	e := newEnvWith(b, false)
+	e := newEnvWith(b, envOptions{noWorkers: true})
 	const starts, conc = 400, 32
 	in := workflows.DemoInput{Steps: 1, Target: "bench"}
 	run := func(f func(i int) error) float64 {

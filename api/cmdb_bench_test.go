@@ -23,7 +23,7 @@ import (
 //
 //	go tool task bench -- -run '^$' -bench BenchmarkCMDB ./api
 func BenchmarkCMDB(b *testing.B) {
-	e := newEnvWith(b, false)
+	e := newEnvWith(b, envOptions{noWorkers: true})
 	ctx := context.Background()
 	const hosts, services, apps = 60000, 30000, 10000
 	envs := []string{"prod", "staging", "dev"}

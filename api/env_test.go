@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -48,13 +49,24 @@ var httpClient = &http.Client{
 	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 }
 
-func newEnv(t testing.TB) *env { return newEnvWith(t, true) }
+func newEnv(t testing.TB) *env { return newEnvWith(t, envOptions{}) }
 
-// newEnvWith builds the env, with or without a worker polling the ops queue.
-func newEnvWith(t testing.TB, withWorker bool) *env {
+// envOptions vary the env: no workers at all, or SQLite instead of the
+// package's Postgres database.
+type envOptions struct {
+	noWorkers bool
+	sqlite    bool
+}
+
+// newEnvWith builds the env; its workers serve every task queue.
+func newEnvWith(t testing.TB, o envOptions) *env {
 	t.Helper()
 	ctx := context.Background()
-	st, err := schema.Open(ctx, testenv.PostgresURL(t))
+	dsn := testenv.PostgresURL(t)
+	if o.sqlite {
+		dsn = filepath.Join(t.TempDir(), "opsflow.db")
+	}
+	st, err := schema.Open(ctx, dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,8 +76,16 @@ func newEnvWith(t testing.TB, withWorker bool) *env {
 	}
 	reg := prometheus.NewRegistry()
 	c := testenv.TemporalClient(t, client.Options{MetricsHandler: metrics.NewTemporalHandler(reg)})
-	if withWorker {
-		w, err := workers.New(c, workflows.TaskQueueOps, workers.Deps{Store: st}, workers.Options{})
+	key, _ := secret.ParseKey(secret.NewKey())
+	keys, err := secret.NewKeyring(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range workflows.TaskQueues {
+		if o.noWorkers {
+			break
+		}
+		w, err := workers.New(c, q, workers.Deps{Store: st, Secrets: keys}, workers.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -73,11 +93,6 @@ func newEnvWith(t testing.TB, withWorker bool) *env {
 			t.Fatal(err)
 		}
 		t.Cleanup(w.Stop)
-	}
-	key, _ := secret.ParseKey(secret.NewKey())
-	keys, err := secret.NewKeyring(key)
-	if err != nil {
-		t.Fatal(err)
 	}
 	e, err := New(Deps{Store: st, Temporal: c, Namespace: testenv.TemporalNamespace, TemporalUIURL: "http://temporal-ui.test",
 		Logger: testLog, Registry: reg, Version: "test", Secrets: keys})

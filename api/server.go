@@ -112,6 +112,7 @@ func (a *API) routes() []route {
 		{Method: http.MethodPost, Path: "/api/v1/cmdb/relations", Roles: operators, handler: a.createRelation},
 		{Method: http.MethodDelete, Path: "/api/v1/cmdb/relations/:id", Roles: operators, handler: a.deleteRelation},
 		{Method: http.MethodPost, Path: "/api/v1/cmdb/import", Roles: operators, handler: a.importCIs},
+		{Method: http.MethodPost, Path: "/api/v1/cmdb/discoveries", Roles: operators, handler: a.startDiscovery},
 		{Method: http.MethodGet, Path: "/api/v1/cmdb/export", Roles: anyUser, handler: a.exportCIs},
 		{Method: http.MethodGet, Path: "/api/v1/cmdb/events", Roles: anyUser, handler: a.cmdbEvents},
 		{Method: http.MethodGet, Path: "/api/v1/cmdb/relation-types", Roles: anyUser, handler: a.listRelationTypes},

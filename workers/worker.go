@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/opsflow/opsflow/activities"
+	"github.com/opsflow/opsflow/internal/secret"
 	"github.com/opsflow/opsflow/schema"
 	"github.com/opsflow/opsflow/workflows"
 	"go.temporal.io/sdk/client"
@@ -14,7 +15,8 @@ import (
 
 // Deps are the long-lived clients the activities hold.
 type Deps struct {
-	Store *schema.Store
+	Store   *schema.Store
+	Secrets *secret.Keyring
 }
 
 // Options tune a worker; zero values take the SDK defaults.
@@ -42,13 +44,14 @@ func Register(r worker.Registry, queue string, deps Deps) (int, error) {
 	switch queue {
 	case workflows.TaskQueueOps:
 		r.RegisterWorkflow(workflows.Demo)
+		r.RegisterWorkflow(workflows.DiscoverHosts)
 		r.RegisterActivity(&activities.Runs{Store: deps.Store})
 		r.RegisterActivity(&activities.Demo{})
-		return 3, nil
+		r.RegisterActivity(&activities.CMDB{Store: deps.Store})
+		return 5, nil
 	case workflows.TaskQueueSSH:
-		// SSH activities arrive with batch execution; the queue exists so
-		// deployments can already run SSH workers near the hosts.
-		return 0, nil
+		r.RegisterActivity(&activities.SSH{Store: deps.Store, Secrets: deps.Secrets})
+		return 1, nil
 	}
 	return 0, fmt.Errorf("workers: unknown task queue %q (known: %v)", queue, workflows.TaskQueues)
 }

@@ -27,7 +27,8 @@ var TaskQueues = []string{TaskQueueOps, TaskQueueSSH}
 // Run kinds, as stored in the read model and the OpsflowKind search
 // attribute.
 const (
-	KindDemo = "demo"
+	KindDemo      = "demo"
+	KindDiscovery = "discovery"
 )
 
 // Query names.

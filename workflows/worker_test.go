@@ -62,6 +62,7 @@ func TestReplayHistories(t *testing.T) {
 	for _, f := range files {
 		r := worker.NewWorkflowReplayer()
 		r.RegisterWorkflow(workflows.Demo)
+		r.RegisterWorkflow(workflows.DiscoverHosts)
 		if err := r.ReplayWorkflowHistoryFromJSONFile(nil, f); err != nil {
 			t.Errorf("%s: %v", f, err)
 		}

@@ -209,7 +209,7 @@ func (a *App) StartWorkers(queues []string) (stop func(), err error) {
 		}
 	}
 	for _, q := range queues {
-		w, err := workers.New(a.Temporal, q, workers.Deps{Store: a.Store}, workers.Options{})
+		w, err := workers.New(a.Temporal, q, workers.Deps{Store: a.Store, Secrets: a.Secrets}, workers.Options{})
 		if err != nil {
 			stop()
 			return nil, err

@@ -1,0 +1,132 @@
+package api
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/opsflow/opsflow/schema"
+	"github.com/opsflow/opsflow/workflows"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/temporal"
+)
+
+var hostnameRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?)*$`)
+
+type discoveryRequest struct {
+	Addresses    []string `json:"addresses"`
+	CIDR         string   `json:"cidr"`
+	Port         int      `json:"port"`
+	CredentialID int64    `json:"credential_id"`
+	Concurrency  int      `json:"concurrency"`
+	// Schedule, a cron expression, makes this a recurring discovery
+	// (a Temporal Schedule) instead of one run now.
+	Schedule string `json:"schedule"`
+}
+
+func (r *discoveryRequest) validate(ctx context.Context, st *schema.Store) (workflows.DiscoverHostsInput, error) {
+	bad := fieldErrors{}
+	in := workflows.DiscoverHostsInput{Addresses: r.Addresses, CIDR: strings.TrimSpace(r.CIDR), Port: r.Port, CredentialID: r.CredentialID, Concurrency: r.Concurrency}
+	if len(in.Addresses) == 0 && in.CIDR == "" {
+		bad.add("addresses", "give addresses, a cidr, or both")
+	}
+	for i, a := range in.Addresses {
+		host := a
+		if h, p, err := net.SplitHostPort(a); err == nil {
+			if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+				bad.add(fmt.Sprintf("addresses[%d]", i), "bad port")
+			}
+			host = h
+		}
+		if net.ParseIP(host) == nil && !hostnameRE.MatchString(host) {
+			bad.add(fmt.Sprintf("addresses[%d]", i), "must be an IP address or DNS name, optionally with :port")
+		}
+	}
+	if r.Port != 0 && (r.Port < 1 || r.Port > 65535) {
+		bad.add("port", "must be from 1 to 65535")
+	}
+	if r.Concurrency < 0 || r.Concurrency > 200 {
+		bad.add("concurrency", "must be from 1 to 200")
+	}
+	if _, err := in.Targets(); err != nil {
+		if strings.HasPrefix(err.Error(), "cidr") {
+			bad.add("cidr", "must be a CIDR such as 10.0.0.0/24")
+		} else {
+			bad.add("cidr", err.Error())
+		}
+	}
+	if r.CredentialID <= 0 {
+		bad.add("credential_id", "required")
+	} else if _, err := st.Credential(ctx, r.CredentialID); errors.Is(err, schema.ErrNotFound) {
+		bad.add("credential_id", "no such credential")
+	} else if err != nil {
+		return in, err
+	}
+	return in, bad.err()
+}
+
+// startDiscovery runs DiscoverHosts now, or on a cron schedule.
+func (a *API) startDiscovery(c echo.Context) error {
+	var req discoveryRequest
+	if err := decodeJSON(c, &req); err != nil {
+		return err
+	}
+	in, err := req.validate(c.Request().Context(), a.store)
+	if err != nil {
+		return err
+	}
+	in.StartedBy = userOf(c).Username
+	target := in.CIDR
+	if target == "" {
+		target = strings.Join(in.Addresses, ",")
+	}
+	if len(target) > 200 {
+		target = target[:197] + "..."
+	}
+	if req.Schedule == "" {
+		v, created, err := a.startRun(c, workflows.KindDiscovery, target, workflows.DiscoverHosts, in)
+		if err != nil {
+			return err
+		}
+		status := http.StatusOK
+		if created {
+			status = http.StatusCreated
+		}
+		return c.JSON(status, v)
+	}
+	sum := sha256.Sum256([]byte(fmt.Sprintf("%s|%v|%s|%d|%d", req.Schedule, in.Addresses, in.CIDR, in.Port, in.CredentialID)))
+	id := workflows.KindDiscovery + ":sched-" + hex.EncodeToString(sum[:6])
+	setAudit(c, "schedule.create", "schedule:"+id)
+	_, err = a.temporal.ScheduleClient().Create(c.Request().Context(), client.ScheduleOptions{
+		ID:   id,
+		Spec: client.ScheduleSpec{CronExpressions: []string{req.Schedule}},
+		Action: &client.ScheduleWorkflowAction{
+			ID: id, Workflow: workflows.DiscoverHosts, Args: []any{in}, TaskQueue: workflows.TaskQueueOps,
+			TypedSearchAttributes: temporal.NewSearchAttributes(
+				workflows.SAKind.ValueSet(workflows.KindDiscovery),
+				workflows.SAStartedBy.ValueSet(in.StartedBy),
+				workflows.SATarget.ValueSet(target),
+			),
+			WorkflowRunTimeout: 6 * time.Hour,
+		},
+	})
+	if err != nil {
+		if strings.Contains(err.Error(), "already") {
+			return &Error{Status: http.StatusConflict, Code: CodeConflict, Message: "the same discovery is already scheduled", Fields: map[string]string{"schedule": "exists as " + id}}
+		}
+		if strings.Contains(strings.ToLower(err.Error()), "invalid") {
+			return &Error{Status: http.StatusUnprocessableEntity, Code: CodeValidation, Message: "invalid schedule", Fields: map[string]string{"schedule": "not a valid cron expression"}}
+		}
+		return err
+	}
+	return c.JSON(http.StatusCreated, map[string]string{"schedule_id": id, "schedule": req.Schedule})
+}
