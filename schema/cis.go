@@ -525,7 +525,7 @@ func (s *Store) CIs(ctx context.Context, q CIQuery) ([]CI, string, error) {
 	if s.Engine == Postgres {
 		labelsAgg = "(SELECT json_object_agg(l.key, l.value)::text FROM ci_labels l WHERE l.ci_id = ci.id)"
 	}
-	sel := s.DB.NewSelect().Model((*CI)(nil)).ColumnExpr("ci.*").ColumnExpr("COALESCE("+labelsAgg+", '{}') AS labels_json").
+	sel := s.DB.NewSelect().Model((*CI)(nil)).ColumnExpr("ci.*").ColumnExpr("COALESCE(" + labelsAgg + ", '{}') AS labels_json").
 		OrderExpr("ci.id ASC").Limit(int64(limit + 1))
 	bad := map[string]string{}
 	if q.Type != "" {
