@@ -37,8 +37,10 @@ func loadPages() (*pages, error) {
 			return ""
 		},
 	}
+	funcs["deref"] = func(f *float64) float64 { return *f }
+	funcs["join"] = strings.Join
 	p := &pages{byName: map[string]*template.Template{}}
-	for _, name := range []string{"login", "runs", "run", "coming", "error", "docs"} {
+	for _, name := range []string{"login", "runs", "run", "coming", "error", "docs", "cmdb", "cmdb_types", "cmdb_ci", "cmdb_import", "cmdb_discover"} {
 		t, err := template.New(name).Funcs(funcs).ParseFS(ui.Templates, "templates/layout.html", "templates/"+name+".html")
 		if err != nil {
 			return nil, fmt.Errorf("ui: parse %s: %w", name, err)

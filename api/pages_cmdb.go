@@ -1,0 +1,351 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"html"
+	"html/template"
+	"net/http"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+	"github.com/opsflow/opsflow/schema"
+	"github.com/opsflow/opsflow/workflows"
+)
+
+func (a *API) cmdbPage(c echo.Context) error {
+	ctx := c.Request().Context()
+	q := c.QueryParams()
+	cq := schema.CIQuery{Type: q.Get("type"), Selector: q.Get("selector"), Q: q.Get("q"), Cursor: q.Get("cursor"), Limit: 50, Attrs: map[string]string{}}
+	attr := strings.TrimSpace(q.Get("attr"))
+	p := a.newPage(c, "CMDB", "cmdb")
+	var errMsg string
+	if attr != "" {
+		k, v, ok := strings.Cut(attr, "=")
+		if !ok {
+			errMsg = "Attribute filter must be name=value."
+		}
+		cq.Attrs[strings.TrimSpace(k)] = strings.TrimSpace(v)
+	}
+	types, err := a.store.Types(ctx)
+	if err != nil {
+		return err
+	}
+	var cis []schema.CI
+	var next string
+	if errMsg == "" {
+		cis, next, err = a.store.CIs(ctx, cq)
+		var ve *schema.ValidationError
+		if errors.As(err, &ve) {
+			errMsg = ve.Error()
+		} else if errors.Is(err, schema.ErrBadCursor) {
+			errMsg = "Bad page cursor."
+		} else if err != nil {
+			return err
+		}
+	}
+	nextQ := url.Values{"type": {cq.Type}, "selector": {cq.Selector}, "q": {cq.Q}, "attr": {attr}, "cursor": {next}}
+	return a.render(c, http.StatusOK, "cmdb", struct {
+		*page
+		Types      []schema.CIType
+		Query      schema.CIQuery
+		AttrFilter string
+		CIs        []schema.CI
+		Next       string
+		NextURL    string
+		Error      string
+		CanEdit    bool
+	}{p, types, cq, attr, cis, next, "/cmdb?" + nextQ.Encode(), errMsg, canOperate(p.User)})
+}
+
+func (a *API) cmdbTypesPage(c echo.Context) error {
+	types, err := a.store.Types(c.Request().Context())
+	if err != nil {
+		return err
+	}
+	return a.render(c, http.StatusOK, "cmdb_types", struct {
+		*page
+		Types []schema.CIType
+	}{a.newPage(c, "CI types", "cmdb"), types})
+}
+
+type attrRow struct{ Name, Value string }
+
+type relRow struct {
+	Type  string
+	Out   bool
+	Other schema.CI
+}
+
+type diffRow struct{ Field, From, To string }
+
+type historyRow struct {
+	schema.CIHistory
+	Fields []diffRow
+}
+
+func show(v any) string {
+	if v == nil {
+		return ""
+	}
+	if s, ok := v.(string); ok {
+		return s
+	}
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+func (a *API) cmdbCIPage(c echo.Context) error {
+	id, err := idParam(c, "id")
+	if err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	ci, err := a.store.CI(ctx, id)
+	if err != nil {
+		return err
+	}
+	attrs := make([]attrRow, 0, len(ci.Attributes))
+	for k, v := range ci.Attributes {
+		attrs = append(attrs, attrRow{k, show(v)})
+	}
+	sort.Slice(attrs, func(i, j int) bool { return attrs[i].Name < attrs[j].Name })
+	rels, err := a.store.Relations(ctx, schema.RelationFilter{CIID: id, Limit: 500})
+	if err != nil {
+		return err
+	}
+	var rows []relRow
+	for _, r := range rels {
+		otherID, out := r.TargetID, true
+		if r.TargetID == id {
+			otherID, out = r.SourceID, false
+		}
+		other, err := a.store.CI(ctx, otherID)
+		if err != nil {
+			continue
+		}
+		rows = append(rows, relRow{Type: r.Type, Out: out, Other: *other})
+	}
+	impact, err := a.store.Impact(ctx, id, 20)
+	if err != nil {
+		return err
+	}
+	hist, err := a.store.History(ctx, id, 0, 100)
+	if err != nil {
+		return err
+	}
+	hrows := make([]historyRow, len(hist))
+	for i, h := range hist {
+		hrows[i].CIHistory = h
+		for f, d := range h.Diff {
+			hrows[i].Fields = append(hrows[i].Fields, diffRow{f, show(d.From), show(d.To)})
+		}
+		sort.Slice(hrows[i].Fields, func(a, b int) bool { return hrows[i].Fields[a].Field < hrows[i].Fields[b].Field })
+	}
+	up, err := a.store.Graph(ctx, id, schema.Up, 2)
+	if err != nil {
+		return err
+	}
+	down, err := a.store.Graph(ctx, id, schema.Down, 2)
+	if err != nil {
+		return err
+	}
+	return a.render(c, http.StatusOK, "cmdb_ci", struct {
+		*page
+		CI        *schema.CI
+		Attrs     []attrRow
+		Relations []relRow
+		Impact    []schema.GraphNode
+		History   []historyRow
+		SVG       template.HTML
+	}{a.newPage(c, ci.Name, "cmdb"), ci, attrs, rows, impact, hrows, topologySVG(up, down)})
+}
+
+// topologySVG draws the graph around a CI in rows: what depends on it
+// above, what it depends on below.
+func topologySVG(up, down *schema.Graph) template.HTML {
+	type node struct {
+		n     schema.GraphNode
+		level int
+		x, y  int
+	}
+	nodes := map[int64]*node{}
+	root := up.Nodes[0]
+	nodes[root.ID] = &node{n: root}
+	for _, n := range up.Nodes[1:] {
+		nodes[n.ID] = &node{n: n, level: -n.Depth}
+	}
+	for _, n := range down.Nodes[1:] {
+		if _, ok := nodes[n.ID]; !ok {
+			nodes[n.ID] = &node{n: n, level: n.Depth}
+		}
+	}
+	byLevel := map[int][]*node{}
+	minL, maxL := 0, 0
+	for _, n := range nodes {
+		byLevel[n.level] = append(byLevel[n.level], n)
+		minL, maxL = min(minL, n.level), max(maxL, n.level)
+	}
+	const w, rowH, boxW, boxH = 640, 64, 132, 30
+	widest := 1
+	for _, ns := range byLevel {
+		widest = max(widest, len(ns))
+	}
+	width := max(w, widest*(boxW+12)+12)
+	for l, ns := range byLevel {
+		sort.Slice(ns, func(i, j int) bool { return ns[i].n.ID < ns[j].n.ID })
+		for i, n := range ns {
+			n.x = width * (i + 1) / (len(ns) + 1)
+			n.y = 24 + (l-minL)*rowH
+		}
+	}
+	height := 24 + (maxL-minL)*rowH + boxH + 12
+	var b strings.Builder
+	fmt.Fprintf(&b, `<svg class="topology" xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d">`, width, height, width, height)
+	seen := map[int64]bool{}
+	for _, e := range append(append([]schema.Relation{}, up.Edges...), down.Edges...) {
+		s, t := nodes[e.SourceID], nodes[e.TargetID]
+		if seen[e.ID] || s == nil || t == nil {
+			continue
+		}
+		seen[e.ID] = true
+		fmt.Fprintf(&b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#9aa4b8"/><text x="%d" y="%d" fill="#6b7385">%s</text>`,
+			s.x, s.y+boxH/2, t.x, t.y+boxH/2, (s.x+t.x)/2+4, (s.y+t.y)/2+boxH/2, html.EscapeString(e.Type))
+	}
+	ids := make([]int64, 0, len(nodes))
+	for id := range nodes {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	for _, id := range ids {
+		n := nodes[id]
+		fill := "#fff"
+		if id == root.ID {
+			fill = "#dbe7ff"
+		}
+		name := n.n.Name
+		if len(name) > 20 {
+			name = name[:19] + "…"
+		}
+		fmt.Fprintf(&b, `<a href="/cmdb/cis/%d"><rect class="node" data-ci="%d" x="%d" y="%d" width="%d" height="%d" rx="4" fill="%s" stroke="#2456d6"/>`+
+			`<text x="%d" y="%d" text-anchor="middle">%s</text><text x="%d" y="%d" text-anchor="middle" fill="#6b7385">%s</text></a>`,
+			id, id, n.x-boxW/2, n.y, boxW, boxH, fill, n.x, n.y+13, html.EscapeString(name), n.x, n.y+26, html.EscapeString(n.n.Type))
+	}
+	b.WriteString(`</svg>`)
+	return template.HTML(b.String())
+}
+
+type importPage struct {
+	*page
+	Types  []schema.CIType
+	Type   string
+	CSV    string
+	DryRun bool
+	Report *schema.ImportReport
+}
+
+func (a *API) cmdbImportPage(c echo.Context) error {
+	types, err := a.store.Types(c.Request().Context())
+	if err != nil {
+		return err
+	}
+	return a.render(c, http.StatusOK, "cmdb_import", importPage{page: a.newPage(c, "Import CIs", "cmdb"), Types: types, Type: c.QueryParam("type"), DryRun: true})
+}
+
+// cmdbImportSubmit imports CSV pasted into the form and shows the report;
+// row errors are shown on the page, never half-written.
+func (a *API) cmdbImportSubmit(c echo.Context) error {
+	ctx := c.Request().Context()
+	types, err := a.store.Types(ctx)
+	if err != nil {
+		return err
+	}
+	pg := importPage{page: a.newPage(c, "Import CIs", "cmdb"), Types: types, Type: c.FormValue("type"), CSV: c.FormValue("csv"), DryRun: c.FormValue("dry_run") == "true"}
+	setAudit(c, "cmdb.import", "ci_type:"+pg.Type)
+	t, err := a.store.Type(ctx, pg.Type)
+	if err != nil {
+		return err
+	}
+	rows, rowErrs := parseImportCSV(t, []byte(pg.CSV))
+	if len(rowErrs) > 0 {
+		pg.Report = &schema.ImportReport{Type: pg.Type, DryRun: pg.DryRun, Rows: len(rows), Errors: rowErrs}
+		return a.render(c, http.StatusUnprocessableEntity, "cmdb_import", pg)
+	}
+	rep, err := a.store.Import(ctx, pg.Type, rows, pg.DryRun, change(c))
+	if err != nil {
+		var ve *schema.ValidationError
+		if !errors.As(err, &ve) {
+			return err
+		}
+		rep = &schema.ImportReport{Type: pg.Type, Errors: []schema.RowError{{Reason: ve.Error()}}}
+	}
+	pg.Report = rep
+	status := http.StatusOK
+	if len(rep.Errors) > 0 {
+		status = http.StatusUnprocessableEntity
+	}
+	return a.render(c, status, "cmdb_import", pg)
+}
+
+type discoverPage struct {
+	*page
+	Credentials                    []schema.Credential
+	Addresses, CIDR, Schedule string
+}
+
+func (a *API) cmdbDiscoverPage(c echo.Context) error {
+	creds, err := a.store.Credentials(c.Request().Context())
+	if err != nil {
+		return err
+	}
+	return a.render(c, http.StatusOK, "cmdb_discover", discoverPage{page: a.newPage(c, "Discover hosts", "cmdb"), Credentials: creds})
+}
+
+func (a *API) cmdbDiscoverSubmit(c echo.Context) error {
+	ctx := c.Request().Context()
+	req := discoveryRequest{CIDR: c.FormValue("cidr"), Schedule: strings.TrimSpace(c.FormValue("schedule"))}
+	for _, l := range strings.Split(c.FormValue("addresses"), "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			req.Addresses = append(req.Addresses, l)
+		}
+	}
+	req.CredentialID, _ = strconv.ParseInt(c.FormValue("credential_id"), 10, 64)
+	fail := func(err error) error {
+		creds, cerr := a.store.Credentials(ctx)
+		if cerr != nil {
+			return cerr
+		}
+		pg := discoverPage{page: a.newPage(c, "Discover hosts", "cmdb"), Credentials: creds, Addresses: c.FormValue("addresses"), CIDR: req.CIDR, Schedule: req.Schedule}
+		pg.page.Error = toError(err).Message
+		for f, why := range toError(err).Fields {
+			pg.page.Error += "; " + f + ": " + why
+		}
+		return a.render(c, toError(err).Status, "cmdb_discover", pg)
+	}
+	in, err := req.validate(ctx, a.store)
+	if err != nil {
+		return fail(err)
+	}
+	in.StartedBy = userOf(c).Username
+	if req.Schedule != "" {
+		return fail(newError(http.StatusUnprocessableEntity, CodeValidation, "schedules are created through the API (POST /api/v1/cmdb/discoveries)"))
+	}
+	v, _, err := a.startRun(c, workflows.KindDiscovery, firstNonEmpty(in.CIDR, strings.Join(in.Addresses, ",")), workflows.DiscoverHosts, in)
+	if err != nil {
+		return err
+	}
+	return c.Redirect(http.StatusSeeOther, "/runs/"+url.PathEscape(v.WorkflowID))
+}
+
+func firstNonEmpty(ss ...string) string {
+	for _, s := range ss {
+		if s != "" {
+			return s
+		}
+	}
+	return ""
+}
