@@ -11,6 +11,7 @@ import (
 
 	"github.com/opsflow/opsflow/internal/testenv"
 	"github.com/opsflow/opsflow/schema"
+	"go.temporal.io/sdk/client"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -148,4 +149,50 @@ func TestDiscoveryAgainstRealSSHD(t *testing.T) {
 func schemaPatch(attr, value string) schema.CIPatch {
 	b, _ := json.Marshal(value)
 	return schema.CIPatch{Attributes: map[string]json.RawMessage{attr: b}}
+}
+
+// TestScheduledDiscovery creates a recurring discovery (a Temporal
+// Schedule), triggers it, and sees its run in the runs read model.
+func TestScheduledDiscovery(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	res := e.do(http.MethodPost, "/api/v1/credentials", "operator", map[string]string{"name": fmt.Sprintf("sched-%d", time.Now().UnixNano()), "kind": "password", "username": "nobody", "password": "x"})
+	var cr schema.Credential
+	res.json(t, &cr)
+	body := map[string]any{"addresses": []string{"127.0.0.1:1"}, "credential_id": cr.ID, "schedule": "0 3 * * *"}
+	if bad := e.do(http.MethodPost, "/api/v1/cmdb/discoveries", "operator", map[string]any{"addresses": []string{"127.0.0.1:1"}, "credential_id": cr.ID, "schedule": "every tuesday"}); bad.Status != 422 || bad.apiError(t).Fields["schedule"] == "" {
+		t.Fatalf("bad cron: %d %s", bad.Status, bad.Body)
+	}
+	res = e.do(http.MethodPost, "/api/v1/cmdb/discoveries", "operator", body)
+	if res.Status != 201 {
+		t.Fatalf("schedule: %d %s", res.Status, res.Body)
+	}
+	var out struct {
+		ScheduleID string `json:"schedule_id"`
+	}
+	res.json(t, &out)
+	h := e.temporal.ScheduleClient().GetHandle(ctx, out.ScheduleID)
+	t.Cleanup(func() { _ = h.Delete(context.Background()) })
+	desc, err := h.Describe(ctx)
+	if err != nil || len(desc.Schedule.Spec.CronExpressions) != 1 && len(desc.Schedule.Spec.Calendars) == 0 {
+		t.Fatalf("describe: %+v %v", desc, err)
+	}
+	if dup := e.do(http.MethodPost, "/api/v1/cmdb/discoveries", "operator", body); dup.Status != 409 {
+		t.Fatalf("same schedule twice: %d %s", dup.Status, dup.Body)
+	}
+	if err := h.Trigger(ctx, client.ScheduleTriggerOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 60*time.Second, "scheduled run recorded", func() bool {
+		rs, _, err := e.store.Runs(ctx, schema.RunFilter{Kind: "discovery", Status: schema.RunCompleted, Limit: 50})
+		if err != nil {
+			return false
+		}
+		for _, r := range rs {
+			if strings.HasPrefix(r.WorkflowID, out.ScheduleID) && strings.Contains(r.Summary, "1 failed") {
+				return true
+			}
+		}
+		return false
+	})
 }

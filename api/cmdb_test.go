@@ -120,6 +120,29 @@ func TestCMDBThroughTheAPI(t *testing.T) {
 		t.Fatalf("stale patch: %d %s", stale.Status, stale.Body)
 	}
 
+	// Evolving the type: a new required attribute without a default is
+	// refused with the CIs it would invalidate; with a default it applies.
+	evolve := map[string]any{"attributes": []map[string]any{
+		{"name": "serial", "type": "string", "unique": true},
+		{"name": "ports", "type": "int", "min": 1, "max": 96, "required": true},
+		{"name": "vendor", "type": "string", "required": true},
+	}}
+	refused := e.do(http.MethodPut, "/api/v1/cmdb/types/"+typ, "admin", evolve)
+	if refused.Status != 409 || !strings.Contains(string(refused.Body), `"offending"`) || !strings.Contains(string(refused.Body), p+"sw2") {
+		t.Fatalf("invalidating type change: %d %s", refused.Status, refused.Body)
+	}
+	evolve["attributes"].([]map[string]any)[2]["default"] = "acme"
+	if ok := e.do(http.MethodPut, "/api/v1/cmdb/types/"+typ, "admin", evolve); ok.Status != 200 {
+		t.Fatalf("compatible type change: %d %s", ok.Status, ok.Body)
+	}
+	// Admins may add relation types.
+	if res := e.do(http.MethodPost, "/api/v1/cmdb/relation-types", "admin", map[string]any{"name": "backs_up_" + strconv.FormatInt(time.Now().UnixNano(), 36), "cardinality": "many_to_one"}); res.Status != 201 {
+		t.Fatalf("relation type: %d %s", res.Status, res.Body)
+	}
+	if res := e.do(http.MethodPost, "/api/v1/cmdb/relation-types", "admin", map[string]any{"name": "x", "cardinality": "lots"}); res.Status != 422 || res.apiError(t).Fields["cardinality"] == "" {
+		t.Fatalf("bad relation type: %d %s", res.Status, res.Body)
+	}
+
 	// Relations, graph, impact, delete protection.
 	host := e.mkCI("host", p+"h1", nil, nil)
 	rel := e.do(http.MethodPost, "/api/v1/cmdb/relations", "operator", map[string]any{"type": "member_of", "source_id": host.ID, "target_id": sw.ID})

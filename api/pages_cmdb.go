@@ -293,7 +293,7 @@ func (a *API) cmdbImportSubmit(c echo.Context) error {
 
 type discoverPage struct {
 	*page
-	Credentials                    []schema.Credential
+	Credentials               []schema.Credential
 	Addresses, CIDR, Schedule string
 }
 
