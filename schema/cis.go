@@ -517,28 +517,26 @@ type CIQuery struct {
 }
 
 // CIs lists CIs by ID with the cursor of the next page ("" at the end).
-// A bad selector or attribute filter is a ValidationError. Labels come in
-// the same query, aggregated per row.
+// A bad selector or attribute filter is a ValidationError. It is the
+// CMDB's hottest read, so it is one hand-built, parameterized statement —
+// labels aggregated per row — that Postgres prepares once and reuses.
 func (s *Store) CIs(ctx context.Context, q CIQuery) ([]CI, string, error) {
 	limit := clampLimit(q.Limit)
-	labelsAgg := "(SELECT json_group_object(l.key, l.value) FROM ci_labels l WHERE l.ci_id = ci.id)"
-	if s.Engine == Postgres {
-		labelsAgg = "(SELECT json_object_agg(l.key, l.value)::text FROM ci_labels l WHERE l.ci_id = ci.id)"
-	}
-	sel := s.DB.NewSelect().Model((*CI)(nil)).ColumnExpr("ci.*").ColumnExpr("COALESCE(" + labelsAgg + ", '{}') AS labels_json").
-		OrderExpr("ci.id ASC").Limit(int64(limit + 1))
+	var where []string
+	var args []any
 	bad := map[string]string{}
 	if q.Type != "" {
-		sel = sel.Where("ci.type = ?", q.Type)
+		where, args = append(where, "ci.type = ?"), append(args, q.Type)
 	}
 	if q.Selector != "" {
-		var err error
-		if sel, err = applySelector(sel, q.Selector); err != nil {
+		conds, cargs, err := selectorSQL(q.Selector)
+		if err != nil {
 			bad["selector"] = err.Error()
 		}
+		where, args = append(where, conds...), append(args, cargs...)
 	}
 	if q.Q != "" {
-		sel = sel.Where("LOWER(ci.name) LIKE ?", "%"+escapeLike(strings.ToLower(q.Q))+"%")
+		where, args = append(where, "LOWER(ci.name) LIKE ?"), append(args, "%"+escapeLike(strings.ToLower(q.Q))+"%")
 	}
 	names := make([]string, 0, len(q.Attrs))
 	for k := range q.Attrs {
@@ -579,7 +577,8 @@ func (s *Store) CIs(ctx context.Context, q CIQuery) ([]CI, string, error) {
 			}
 			val = v
 		}
-		sel = sel.Where("EXISTS (SELECT 1 FROM ci_attrs a WHERE a.ci_id = ci.id AND a.name = ? AND a.value = ?)", name, val)
+		where = append(where, "EXISTS (SELECT 1 FROM ci_attrs a WHERE a.ci_id = ci.id AND a.name = ? AND a.value = ?)")
+		args = append(args, name, val)
 	}
 	if q.Cursor != "" {
 		b, err := base64.RawURLEncoding.DecodeString(q.Cursor)
@@ -587,19 +586,55 @@ func (s *Store) CIs(ctx context.Context, q CIQuery) ([]CI, string, error) {
 		if err != nil || perr != nil {
 			return nil, "", ErrBadCursor
 		}
-		sel = sel.Where("ci.id > ?", id)
+		where, args = append(where, "ci.id > ?"), append(args, id)
 	}
 	if len(bad) > 0 {
 		return nil, "", invalid("invalid query", bad)
 	}
-	var rows []struct {
-		CI         `bun:",extend"`
-		LabelsJSON string `bun:"labels_json"`
+	labelsAgg := "(SELECT json_group_object(l.key, l.value) FROM ci_labels l WHERE l.ci_id = ci.id)"
+	if s.Engine == Postgres {
+		labelsAgg = "(SELECT json_object_agg(l.key, l.value)::text FROM ci_labels l WHERE l.ci_id = ci.id)"
 	}
-	if err := sel.Scan(ctx, &rows); err != nil {
+	query := "SELECT ci.id, ci.type, ci.name, ci.attributes, ci.version, ci.created_at, ci.created_by, ci.updated_at, ci.updated_by, COALESCE(" +
+		labelsAgg + ", '{}') FROM cis ci"
+	if len(where) > 0 {
+		query += " WHERE " + strings.Join(where, " AND ")
+	}
+	query += " ORDER BY ci.id LIMIT " + strconv.Itoa(limit+1)
+	rows, err := s.queryPrepared(ctx, query, args...)
+	if err != nil {
 		return nil, "", fmt.Errorf("store: cis: %w", err)
 	}
-	if len(rows) == 0 {
+	defer rows.Close()
+	var cis []CI
+	for rows.Next() {
+		var c CI
+		var attrs, labels string
+		var created, updated any
+		if err := rows.Scan(&c.ID, &c.Type, &c.Name, &attrs, &c.Version, &created, &c.CreatedBy, &updated, &c.UpdatedBy, &labels); err != nil {
+			return nil, "", fmt.Errorf("store: cis: %w", err)
+		}
+		if c.CreatedAt, err = asTime(created); err != nil {
+			return nil, "", err
+		}
+		if c.UpdatedAt, err = asTime(updated); err != nil {
+			return nil, "", err
+		}
+		if err := json.Unmarshal([]byte(attrs), &c.Attributes); err != nil {
+			return nil, "", fmt.Errorf("store: ci %d attributes: %w", c.ID, err)
+		}
+		if err := json.Unmarshal([]byte(labels), &c.Labels); err != nil {
+			return nil, "", fmt.Errorf("store: ci %d labels: %w", c.ID, err)
+		}
+		if c.Attributes == nil {
+			c.Attributes = map[string]any{}
+		}
+		cis = append(cis, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, "", fmt.Errorf("store: cis: %w", err)
+	}
+	if len(cis) == 0 {
 		if err := checkType(); err != nil {
 			return nil, "", err
 		}
@@ -608,20 +643,9 @@ func (s *Store) CIs(ctx context.Context, q CIQuery) ([]CI, string, error) {
 		}
 	}
 	next := ""
-	if len(rows) > limit {
-		rows = rows[:limit]
-		next = base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(rows[len(rows)-1].ID, 10)))
-	}
-	cis := make([]CI, len(rows))
-	for i := range rows {
-		cis[i] = rows[i].CI
-		cis[i].Labels = map[string]string{}
-		if err := json.Unmarshal([]byte(rows[i].LabelsJSON), &cis[i].Labels); err != nil {
-			return nil, "", fmt.Errorf("store: ci %d labels: %w", cis[i].ID, err)
-		}
-		if cis[i].Attributes == nil {
-			cis[i].Attributes = map[string]any{}
-		}
+	if len(cis) > limit {
+		cis = cis[:limit]
+		next = base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(cis[len(cis)-1].ID, 10)))
 	}
 	return cis, next, nil
 }

@@ -339,8 +339,7 @@ func (s *Store) Impact(ctx context.Context, id int64, maxDepth int) ([]GraphNode
 	if _, err := s.CI(ctx, id); err != nil {
 		return nil, err
 	}
-	var out []GraphNode
-	err := s.DB.NewRaw(`WITH RECURSIVE up(id, depth) AS (
+	rows, err := s.queryPrepared(ctx, `WITH RECURSIVE up(id, depth) AS (
 			SELECT r.source_id, 1 FROM relations r JOIN relation_types t ON t.name = r.type AND t.impact
 			WHERE r.target_id = ?
 			UNION
@@ -349,8 +348,20 @@ func (s *Store) Impact(ctx context.Context, id int64, maxDepth int) ([]GraphNode
 		)
 		SELECT c.id, c.type, c.name, MIN(up.depth) AS depth FROM up JOIN cis c ON c.id = up.id
 		WHERE c.id <> ?
-		GROUP BY c.id, c.type, c.name ORDER BY depth, c.id`, id, maxDepth, id).Scan(ctx, &out)
+		GROUP BY c.id, c.type, c.name ORDER BY depth, c.id`, id, maxDepth, id)
 	if err != nil {
+		return nil, fmt.Errorf("store: impact of %d: %w", id, err)
+	}
+	defer rows.Close()
+	out := []GraphNode{}
+	for rows.Next() {
+		var n GraphNode
+		if err := rows.Scan(&n.ID, &n.Type, &n.Name, &n.Depth); err != nil {
+			return nil, fmt.Errorf("store: impact of %d: %w", id, err)
+		}
+		out = append(out, n)
+	}
+	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("store: impact of %d: %w", id, err)
 	}
 	return out, nil

@@ -117,3 +117,34 @@ func notFound(err error) error {
 	}
 	return err
 }
+
+// queryPrepared runs a hot read with ? placeholders. On Postgres the
+// arguments are written into the text (so the planner sees the values) and
+// the statement is prepared once per connection and reused, as a
+// hand-written data layer on pgx would; repeated queries skip parsing and
+// planning.
+func (s *Store) queryPrepared(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	if s.Engine != Postgres {
+		return s.DB.DB.QueryContext(ctx, query, args...)
+	}
+	return s.DB.DB.QueryContext(ctx, s.DB.QueryGen().FormatQuery(query, args...), pgx.QueryExecModeCacheStatement)
+}
+
+// asTime reads a timestamp column: time.Time from Postgres, and from
+// SQLite either that or the text bun wrote.
+func asTime(v any) (time.Time, error) {
+	switch t := v.(type) {
+	case time.Time:
+		return t.UTC(), nil
+	case string:
+		for _, layout := range []string{"2006-01-02 15:04:05.999999999-07:00", time.RFC3339Nano, "2006-01-02 15:04:05.999999999"} {
+			if tt, err := time.Parse(layout, t); err == nil {
+				return tt.UTC(), nil
+			}
+		}
+		return time.Time{}, fmt.Errorf("store: unreadable timestamp %q", t)
+	case []byte:
+		return asTime(string(t))
+	}
+	return time.Time{}, fmt.Errorf("store: unreadable timestamp %T", v)
+}
