@@ -33,12 +33,12 @@ type DiscoverHostInput struct {
 	CredentialID int64
 }
 
-// Disk is a mounted filesystem.
+// Disk is a mounted filesystem. Usage is left out on purpose: it changes
+// all the time, and the CMDB records configuration, not metrics.
 type Disk struct {
 	Mount  string `json:"mount"`
 	Device string `json:"device"`
 	SizeMB int64  `json:"size_mb"`
-	UsedMB int64  `json:"used_mb"`
 }
 
 // ListeningPort is a socket accepting connections.
@@ -276,8 +276,7 @@ func parseFacts(out string) HostFacts {
 			continue
 		}
 		size, _ := strconv.ParseInt(fs[1], 10, 64)
-		used, _ := strconv.ParseInt(fs[2], 10, 64)
-		f.Disks = append(f.Disks, Disk{Device: fs[0], Mount: fs[5], SizeMB: size / 1024, UsedMB: used / 1024})
+		f.Disks = append(f.Disks, Disk{Device: fs[0], Mount: fs[5], SizeMB: size / 1024})
 	}
 	for _, l := range sections["ip"] {
 		fs := strings.Fields(l)

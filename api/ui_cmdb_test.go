@@ -64,12 +64,16 @@ func TestCMDBUIInBrowser(t *testing.T) {
 	run("import",
 		chromedp.Click(chromedp.ID("i-dry")), // uncheck
 		chromedp.Click(chromedp.ID("import")),
-		chromedp.WaitVisible(chromedp.ID("report")),
 	)
-	web, err := e.store.CIByName(ctx, "host", p+"web")
-	if err != nil {
-		t.Fatalf("import from the UI: %v", err)
-	}
+	// The dry run's report is still on screen until the new page loads:
+	// wait for the result itself.
+	var web *schema.CI
+	eventually(t, 30*time.Second, "import written", func() bool {
+		var err error
+		web, err = e.store.CIByName(ctx, "host", p+"web")
+		return err == nil
+	})
+	run("import report", chromedp.WaitVisible(chromedp.ID("report")))
 	// A bad row is reported with its row and column.
 	run("bad import",
 		chromedp.SetValue(chromedp.ID("i-csv"), "name,cpu_count\n"+p+"x,lots\n"),

@@ -19,14 +19,17 @@ var browserState struct {
 
 // Browser returns a chromedp context for a new tab of the package's headless
 // Chromium, which starts on first use and stops when the package's tests end.
-// The tab closes when the test ends.
+// The tab, in a browser context of its own (no shared cookies), closes when
+// the test ends.
 func Browser(tb testing.TB) context.Context {
 	tb.Helper()
 	browserState.once.Do(func() { browserState.ctx, browserState.err = startBrowser(tb) })
 	if browserState.err != nil {
 		Unavailable(tb, "browser: %v", browserState.err)
 	}
-	ctx, cancel := chromedp.NewContext(browserState.ctx)
+	// Each test gets its own browser context: tabs of different tests
+	// share no cookies, so one test's login never leaks into another.
+	ctx, cancel := chromedp.NewContext(browserState.ctx, chromedp.WithNewBrowserContext())
 	tb.Cleanup(cancel)
 	return ctx
 }
