@@ -17,7 +17,12 @@ func (e *env) importCSV(typ, body string, dry bool) resp {
 }
 
 func TestCMDBImportExport(t *testing.T) {
-	e := newEnv(t)
+	for _, engine := range []string{"postgres", "sqlite"} {
+		t.Run(engine, func(t *testing.T) { testCMDBImportExport(t, newEnvWith(t, envOptions{sqlite: engine == "sqlite"})) })
+	}
+}
+
+func testCMDBImportExport(t *testing.T, e *env) {
 	p := fmt.Sprintf("imp%d-", time.Now().UnixNano())
 	csv := "name,labels,cpu_count,os,discovered_at\n" +
 		p + "a,\"env=prod,role=web\",4,debian,2026-01-02T03:04:05Z\n" +
@@ -117,7 +122,12 @@ func TestCMDBImportExport(t *testing.T) {
 }
 
 func TestCMDBEventFeed(t *testing.T) {
-	e := newEnv(t)
+	for _, engine := range []string{"postgres", "sqlite"} {
+		t.Run(engine, func(t *testing.T) { testCMDBEventFeed(t, newEnvWith(t, envOptions{sqlite: engine == "sqlite"})) })
+	}
+}
+
+func testCMDBEventFeed(t *testing.T, e *env) {
 	var page struct {
 		Items []struct {
 			ID       int64

@@ -33,7 +33,12 @@ func (e *env) mkCI(typ, name string, attrs map[string]any, labels map[string]str
 }
 
 func TestCMDBThroughTheAPI(t *testing.T) {
-	e := newEnv(t)
+	for _, engine := range []string{"postgres", "sqlite"} {
+		t.Run(engine, func(t *testing.T) { testCMDBThroughTheAPI(t, newEnvWith(t, envOptions{sqlite: engine == "sqlite"})) })
+	}
+}
+
+func testCMDBThroughTheAPI(t *testing.T, e *env) {
 	p := uniq(t, "")
 	typ := fmt.Sprintf("appliance_%d", time.Now().UnixNano())
 
