@@ -149,7 +149,7 @@ func (a *API) resolve(c echo.Context) (*principal, error) {
 // require returns middleware admitting authenticated callers with one of
 // roles (any role when roles is empty; admin always). Cookie sessions must
 // also present the CSRF token on unsafe methods.
-func (a *API) require(roles ...string) echo.MiddlewareFunc {
+func (a *API) require(csrf bool, roles ...string) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			p := principalOf(c)
@@ -159,7 +159,7 @@ func (a *API) require(roles ...string) echo.MiddlewareFunc {
 				}
 				return newError(http.StatusUnauthorized, CodeUnauthorized, "authentication required: send 'Authorization: Bearer <token>' or log in")
 			}
-			if p.Session != nil && !safeMethod(c.Request().Method) {
+			if csrf && p.Session != nil && !safeMethod(c.Request().Method) {
 				got := c.Request().Header.Get(csrfHeader)
 				if got == "" {
 					got = c.FormValue(csrfField)

@@ -75,12 +75,12 @@ func newEnvWith(t testing.TB, o envOptions) *env {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	c := testenv.TemporalClient(t, client.Options{MetricsHandler: metrics.NewTemporalHandler(reg)})
 	key, _ := secret.ParseKey(secret.NewKey())
 	keys, err := secret.NewKeyring(key)
 	if err != nil {
 		t.Fatal(err)
 	}
+	c := testenv.TemporalClient(t, client.Options{MetricsHandler: metrics.NewTemporalHandler(reg), DataConverter: keys.DataConverter()})
 	for _, q := range workflows.TaskQueues {
 		if o.noWorkers {
 			break

@@ -65,8 +65,10 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	// The Temporal UI decodes opsflow's encrypted payloads through the
+	// codec endpoint of the opsflow API, with the user's opsflow login.
 	topts := temporalOptions{IP: "127.0.0.1", Port: tport, UIPort: uiport, Namespace: env("TEMPORAL_NAMESPACE", "default"),
-		SearchAttributes: workflows.SearchAttributeTypes, Logger: log}
+		SearchAttributes: workflows.SearchAttributeTypes, Logger: log, UICodecEndpoint: "http://" + cfg.HTTPAddr + "/codec"}
 	if !ephemeral {
 		topts.DBFile = filepath.Join(dataDir, "temporal.db")
 	}

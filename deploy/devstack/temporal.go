@@ -60,7 +60,7 @@ func startTemporal(o temporalOptions) (*temporalServer, error) {
 			Port:                o.UIPort,
 			TemporalGRPCAddress: net.JoinHostPort(o.IP, strconv.Itoa(o.Port)),
 			EnableUI:            true,
-			Codec:               uiconfig.Codec{Endpoint: o.UICodecEndpoint},
+			Codec:               uiconfig.Codec{Endpoint: o.UICodecEndpoint, IncludeCredentials: o.UICodecEndpoint != ""},
 			CORS:                uiconfig.CORS{CookieInsecure: true},
 			HideLogs:            true,
 		}))

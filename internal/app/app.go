@@ -70,15 +70,19 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger, temporalOpts *clien
 	}
 	opts.Logger = sdklog.NewStructuredLogger(log.With("component", "temporal-sdk"))
 	opts.MetricsHandler = metrics.NewTemporalHandler(reg)
-	c, err := client.NewLazyClient(opts)
-	if err != nil {
-		st.Close()
-		return nil, fmt.Errorf("temporal client: %w", err)
-	}
 	keys, err := secret.FromEnv()
 	if err != nil && !errors.Is(err, secret.ErrNoKey) {
 		st.Close()
 		return nil, err
+	}
+	if keys != nil {
+		// Every payload is encrypted before it reaches Temporal.
+		opts.DataConverter = keys.DataConverter()
+	}
+	c, err := client.NewLazyClient(opts)
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("temporal client: %w", err)
 	}
 	return &App{Cfg: cfg, Log: log, Store: st, Temporal: c, Namespace: opts.Namespace, Registry: reg, Secrets: keys}, nil
 }
