@@ -90,6 +90,9 @@ func (s *Store) MigrateUp(ctx context.Context) ([]string, error) {
 	if err := s.seedCMDB(ctx); err != nil {
 		return applied, fmt.Errorf("migrate up: %w", err)
 	}
+	if err := s.seedRiskRules(ctx); err != nil {
+		return applied, fmt.Errorf("migrate up: %w", err)
+	}
 	return applied, nil
 }
 
