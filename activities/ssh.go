@@ -191,28 +191,43 @@ func (a *SSH) clientConfig(ctx context.Context, id int64) (*ssh.ClientConfig, er
 	return cfg, nil
 }
 
-// run executes script in one session and returns its stdout.
+// run executes script in one session on a new connection and returns its
+// stdout.
 func (a *SSH) run(ctx context.Context, addr string, cfg *ssh.ClientConfig, script string) (string, error) {
-	d := net.Dialer{Timeout: cfg.Timeout}
-	conn, err := d.DialContext(ctx, "tcp", addr)
+	client, err := a.dial(ctx, addr, cfg)
 	if err != nil {
 		return "", err
 	}
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	defer stop()
+	defer client.Close()
+	return a.exec(ctx, client, script)
+}
+
+// dial connects and authenticates; ctx ending closes the connection.
+func (a *SSH) dial(ctx context.Context, addr string, cfg *ssh.ClientConfig) (*ssh.Client, error) {
+	d := net.Dialer{Timeout: cfg.Timeout}
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
 	_ = conn.SetDeadline(time.Now().Add(cfg.Timeout))
 	c, chans, reqs, err := ssh.NewClientConn(conn, addr, cfg)
 	if err != nil {
 		conn.Close()
 		var appErr *temporal.ApplicationError
 		if errors.As(err, &appErr) {
-			return "", appErr
+			return nil, appErr
 		}
-		return "", err
+		return nil, err
 	}
 	_ = conn.SetDeadline(time.Time{})
 	client := ssh.NewClient(c, chans, reqs)
-	defer client.Close()
+	stop := context.AfterFunc(ctx, func() { client.Close() })
+	go func() { _ = client.Wait(); stop() }()
+	return client, nil
+}
+
+// exec runs script with sh in a new session of client.
+func (a *SSH) exec(ctx context.Context, client *ssh.Client, script string) (string, error) {
 	sess, err := client.NewSession()
 	if err != nil {
 		return "", err
@@ -220,7 +235,7 @@ func (a *SSH) run(ctx context.Context, addr string, cfg *ssh.ClientConfig, scrip
 	defer sess.Close()
 	out, err := sess.Output("/bin/sh -s <<'OPSFLOW_EOF'\n" + script + "OPSFLOW_EOF\n")
 	if err != nil {
-		return "", fmt.Errorf("run discovery commands: %w", err)
+		return "", fmt.Errorf("run commands: %w", err)
 	}
 	return string(out), nil
 }

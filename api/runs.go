@@ -192,14 +192,30 @@ var idempotencyKeyRE = regexp.MustCompile(`^[\x21-\x7e]{1,200}$`)
 // caller sends Idempotency-Key: a repeat with the same key returns the same
 // run (200) instead of starting another (201).
 func (a *API) startRun(c echo.Context, kind, target string, wf any, input any) (runView, bool, error) {
-	ctx := c.Request().Context()
 	user := userOf(c)
-	key := c.Request().Header.Get("Idempotency-Key")
-	if key != "" && !idempotencyKeyRE.MatchString(key) {
-		return runView{}, false, &Error{Status: http.StatusBadRequest, Code: CodeBadRequest, Message: "invalid Idempotency-Key",
-			Fields: map[string]string{"Idempotency-Key": "must be 1-200 printable ASCII characters without spaces"}}
+	key, err := idempotencyKey(c)
+	if err != nil {
+		return runView{}, false, err
 	}
 	id := workflows.RunWorkflowID(kind, user.ID, key, uuid.NewString())
+	return a.startWorkflow(c, kind, id, target, wf, input)
+}
+
+// idempotencyKey reads and checks the caller's Idempotency-Key.
+func idempotencyKey(c echo.Context) (string, error) {
+	key := c.Request().Header.Get("Idempotency-Key")
+	if key != "" && !idempotencyKeyRE.MatchString(key) {
+		return "", &Error{Status: http.StatusBadRequest, Code: CodeBadRequest, Message: "invalid Idempotency-Key",
+			Fields: map[string]string{"Idempotency-Key": "must be 1-200 printable ASCII characters without spaces"}}
+	}
+	return key, nil
+}
+
+// startWorkflow starts workflow id (attaching to it when it already runs)
+// and records the run and its audit entry.
+func (a *API) startWorkflow(c echo.Context, kind, id, target string, wf any, input any) (runView, bool, error) {
+	ctx := c.Request().Context()
+	user := userOf(c)
 	opts := client.StartWorkflowOptions{
 		ID:                       id,
 		TaskQueue:                workflows.TaskQueueOps,

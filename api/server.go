@@ -15,6 +15,7 @@ import (
 	"github.com/labstack/echo/v4/middleware"
 	"github.com/opsflow/opsflow/internal/secret"
 	"github.com/opsflow/opsflow/schema"
+	"github.com/opsflow/opsflow/workflows"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.temporal.io/sdk/client"
@@ -106,6 +107,16 @@ func (a *API) routes() []route {
 		{Method: http.MethodGet, Path: "/api/v1/risk-rules", Roles: anyUser, handler: a.listRiskRules},
 		{Method: http.MethodPost, Path: "/api/v1/risk-rules", Roles: admins, handler: a.createRiskRule},
 		{Method: http.MethodDelete, Path: "/api/v1/risk-rules/:id", Roles: admins, handler: a.deleteRiskRule},
+		{Method: http.MethodGet, Path: "/api/v1/jobs", Roles: anyUser, handler: a.listJobs},
+		{Method: http.MethodPost, Path: "/api/v1/jobs", Roles: operators, handler: a.createJob},
+		{Method: http.MethodGet, Path: "/api/v1/jobs/:id", Roles: anyUser, handler: a.getJob},
+		{Method: http.MethodPatch, Path: "/api/v1/jobs/:id", Roles: operators, handler: a.patchJob},
+		{Method: http.MethodGet, Path: "/api/v1/jobs/:id/hosts", Roles: anyUser, handler: a.jobHosts},
+		{Method: http.MethodGet, Path: "/api/v1/jobs/:id/hosts/:idx", Roles: anyUser, handler: a.jobHost},
+		{Method: http.MethodPost, Path: "/api/v1/jobs/:id/pause", Roles: operators, handler: a.controlJob(workflows.UpdatePause)},
+		{Method: http.MethodPost, Path: "/api/v1/jobs/:id/resume", Roles: operators, handler: a.controlJob(workflows.UpdateResume)},
+		{Method: http.MethodPost, Path: "/api/v1/jobs/:id/abort", Roles: operators, handler: a.controlJob(workflows.UpdateAbort)},
+		{Method: http.MethodPost, Path: "/api/v1/jobs/:id/retry-failed", Roles: operators, handler: a.retryFailed},
 		{Method: http.MethodGet, Path: "/api/v1/runs", Roles: anyUser, handler: a.listRuns},
 		{Method: http.MethodGet, Path: "/api/v1/runs/:id", Roles: anyUser, handler: a.getRun},
 		{Method: http.MethodPost, Path: "/api/v1/runs/:id/cancel", Roles: operators, handler: a.cancelRun},

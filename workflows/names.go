@@ -29,11 +29,16 @@ var TaskQueues = []string{TaskQueueOps, TaskQueueSSH}
 const (
 	KindDemo      = "demo"
 	KindDiscovery = "discovery"
+	KindJob       = "job"
 )
 
-// Query names.
+// Query and update names.
 const (
-	QueryProgress = "progress"
+	QueryProgress        = "progress"
+	UpdatePause          = "pause"
+	UpdateResume         = "resume"
+	UpdateAbort          = "abort"
+	UpdateSetConcurrency = "set_concurrency"
 )
 
 // Search attributes opsflow sets on its workflows. The dev stack registers

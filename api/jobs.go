@@ -1,0 +1,437 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/labstack/echo/v4"
+	"github.com/opsflow/opsflow/schema"
+	"github.com/opsflow/opsflow/workflows"
+	"go.temporal.io/sdk/client"
+)
+
+type jobRequest struct {
+	ScriptID     int64                      `json:"script_id"`
+	Version      int64                      `json:"version"` // 0: the latest
+	Params       map[string]json.RawMessage `json:"params"`
+	Targets      schema.JobTargets          `json:"targets"`
+	CredentialID int64                      `json:"credential_id"`
+	Policy       schema.JobPolicy           `json:"policy"`
+}
+
+// maxJobHosts bounds one job; BatchJob continues as new every 1,000 hosts.
+const maxJobHosts = 10000
+
+// plan checks a job request and resolves its targets. Nothing is written.
+func (a *API) plan(ctx context.Context, req *jobRequest) (*schema.ScriptVersion, map[string]string, []schema.JobHost, error) {
+	bad := fieldErrors{}
+	var ver *schema.ScriptVersion
+	sc, err := a.store.Script(ctx, req.ScriptID)
+	if errors.Is(err, schema.ErrNotFound) {
+		bad.add("script_id", "no such script")
+	} else if err != nil {
+		return nil, nil, nil, err
+	} else {
+		if req.Version == 0 {
+			req.Version = sc.LatestVersion
+		}
+		ver, err = a.store.ScriptVersion(ctx, sc.ID, req.Version)
+		if errors.Is(err, schema.ErrNotFound) {
+			bad.add("version", fmt.Sprintf("script %d has no version %d", sc.ID, req.Version))
+		} else if err != nil {
+			return nil, nil, nil, err
+		}
+	}
+	params := map[string]string{}
+	if ver != nil {
+		switch ver.Risk {
+		case schema.RiskBlocked:
+			bad.add("version", "blocked by high-risk command rules: "+strings.Join(ver.RiskMatches, "; "))
+		case schema.RiskApproval:
+			bad.add("version", "needs an approval (high-risk: "+strings.Join(ver.RiskMatches, "; ")+"); approvals are not available yet, so it is blocked")
+		}
+		known := map[string]bool{}
+		for _, p := range ver.Parameters {
+			known[p.Name] = true
+			raw, given := req.Params[p.Name]
+			if !given && p.Default != nil {
+				raw, _ = json.Marshal(p.Default)
+				given = true
+			}
+			if !given {
+				if p.Required || p.Type == schema.ParamSecret {
+					bad.add("params."+p.Name, "required")
+				}
+				continue
+			}
+			v, err := p.Check(raw)
+			if err != nil {
+				bad.add("params."+p.Name, err.Error())
+				continue
+			}
+			params[p.Name] = v
+		}
+		for k := range req.Params {
+			if !known[k] {
+				bad.add("params."+k, fmt.Sprintf("version %d has no parameter %s", ver.Version, k))
+			}
+		}
+	}
+	if req.CredentialID <= 0 {
+		bad.add("credential_id", "required")
+	} else if _, err := a.store.Credential(ctx, req.CredentialID); errors.Is(err, schema.ErrNotFound) {
+		bad.add("credential_id", "no such credential")
+	} else if err != nil {
+		return nil, nil, nil, err
+	}
+	p := &req.Policy
+	if p.Concurrency == "" {
+		p.Concurrency = "10"
+	}
+	if _, err := workflows.ParseCount(p.Concurrency, 1); err != nil {
+		bad.add("policy.concurrency", err.Error())
+	}
+	if b := strings.TrimPrefix(p.Batch, "+"); p.Batch != "" {
+		if _, err := workflows.ParseCount(b, 1); err != nil || (strings.HasPrefix(p.Batch, "+") && strings.HasSuffix(b, "%")) {
+			bad.add("policy.batch", "must be N, N% or +N")
+		}
+	}
+	if p.MaxFailures != "" {
+		if _, err := workflows.ParseCount(p.MaxFailures, 1); err != nil && p.MaxFailures != "0" {
+			bad.add("policy.max_failures", err.Error())
+		}
+	}
+	for name, v := range map[string]string{"policy.host_timeout": p.HostTimeout, "policy.job_timeout": p.JobTimeout} {
+		if v == "" {
+			continue
+		}
+		if d, err := time.ParseDuration(v); err != nil || d < time.Second {
+			bad.add(name, "must be a duration such as 10m, at least 1s")
+		}
+	}
+
+	var hosts []schema.JobHost
+	t := req.Targets
+	switch {
+	case t.Selector != "" && len(t.Hosts) > 0:
+		bad.add("targets", "give a selector or hosts, not both")
+	case t.Selector != "":
+		if err := schema.ValidateSelector(t.Selector); err != nil {
+			bad.add("targets.selector", err.Error())
+			break
+		}
+		cis, err := a.store.ExportCIs(ctx, schema.CIQuery{Type: "host", Selector: t.Selector})
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		for _, ci := range cis {
+			addr, _ := ci.Attributes["address"].(string)
+			if addr == "" {
+				addr = ci.Name
+			}
+			id := ci.ID
+			hosts = append(hosts, schema.JobHost{Address: addr, CIID: &id})
+		}
+	default:
+		seen := map[string]bool{}
+		for i, h := range t.Hosts {
+			host := h
+			if hh, _, err := net.SplitHostPort(h); err == nil {
+				host = hh
+			}
+			if net.ParseIP(host) == nil && !hostnameRE.MatchString(host) {
+				bad.add(fmt.Sprintf("targets.hosts[%d]", i), "must be an IP address or DNS name, optionally with :port")
+				continue
+			}
+			if !seen[h] {
+				seen[h] = true
+				hosts = append(hosts, schema.JobHost{Address: h})
+			}
+		}
+	}
+	if len(hosts) == 0 && len(bad) == 0 {
+		bad.add("targets", "empty target set: no host matches")
+	}
+	if len(hosts) > maxJobHosts {
+		bad.add("targets", fmt.Sprintf("%d hosts; a job takes at most %d", len(hosts), maxJobHosts))
+	}
+	return ver, params, hosts, bad.err()
+}
+
+// createJob checks the request, records the job and its hosts, and starts
+// its BatchJob run. Bad input starts nothing and writes nothing.
+func (a *API) createJob(c echo.Context) error {
+	var req jobRequest
+	if err := decodeJSON(c, &req); err != nil {
+		return err
+	}
+	return a.startJob(c, req, nil)
+}
+
+func (a *API) startJob(c echo.Context, req jobRequest, parent *int64) error {
+	ctx := c.Request().Context()
+	setAudit(c, "job.create", "script:"+strconv.FormatInt(req.ScriptID, 10))
+	ver, params, hosts, err := a.plan(ctx, &req)
+	if err != nil {
+		return err
+	}
+	key, err := idempotencyKey(c)
+	if err != nil {
+		return err
+	}
+	wid := workflows.RunWorkflowID(workflows.KindJob, userOf(c).ID, key, uuid.NewString())
+	if existing, err := a.store.JobByWorkflowID(ctx, wid); err == nil {
+		return c.JSON(http.StatusOK, existing)
+	}
+	if a.secrets == nil {
+		return newError(http.StatusServiceUnavailable, CodeUnavailable, "no secret key configured")
+	}
+	job := &schema.Job{WorkflowID: wid, ScriptID: ver.ScriptID, ScriptVersion: ver.Version, Targets: req.Targets,
+		CredentialID: req.CredentialID, Policy: req.Policy, Status: schema.JobQueued, ParentID: parent, CreatedBy: userOf(c).Username}
+	b, _ := json.Marshal(params)
+	job.Params = a.secrets.Seal(b, job.ParamsContext())
+	if err := a.store.CreateJob(ctx, job, hosts); err != nil {
+		return err
+	}
+	target := req.Targets.Selector
+	if target == "" {
+		target = fmt.Sprintf("%d hosts", len(hosts))
+	}
+	setAudit(c, "job.create", "job:"+strconv.FormatInt(job.ID, 10))
+	if _, _, err := a.startWorkflow(c, workflows.KindJob, wid, target, workflows.BatchJob,
+		workflows.BatchJobInput{JobID: job.ID, Total: len(hosts), Policy: job.Policy}); err != nil {
+		_ = a.store.SetJobStatus(context.WithoutCancel(ctx), job.ID, schema.JobFailed, "could not start: "+err.Error())
+		return err
+	}
+	return c.JSON(http.StatusCreated, job)
+}
+
+type jobView struct {
+	*schema.Job
+	Counts   map[string]int           `json:"counts"`
+	Progress *workflows.BatchProgress `json:"progress,omitempty"`
+	Run      string                   `json:"temporal_url,omitempty"`
+}
+
+func (a *API) jobParam(c echo.Context) (*schema.Job, error) {
+	id, err := idParam(c, "id")
+	if err != nil {
+		return nil, err
+	}
+	return a.store.Job(c.Request().Context(), id)
+}
+
+func (a *API) getJob(c echo.Context) error {
+	j, err := a.jobParam(c)
+	if err != nil {
+		return err
+	}
+	counts, err := a.store.JobCounts(c.Request().Context(), j.ID)
+	if err != nil {
+		return err
+	}
+	v := jobView{Job: j, Counts: counts, Run: a.temporalURL(j.WorkflowID, "")}
+	if j.EndedAt == nil {
+		if res, err := a.temporal.QueryWorkflow(c.Request().Context(), j.WorkflowID, "", workflows.QueryProgress); err == nil {
+			var p workflows.BatchProgress
+			if res.Get(&p) == nil {
+				v.Progress = &p
+			}
+		}
+	}
+	return c.JSON(http.StatusOK, v)
+}
+
+func (a *API) listJobs(c echo.Context) error {
+	js, err := a.store.Jobs(c.Request().Context(), 100)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, map[string]any{"items": js})
+}
+
+func (a *API) jobHosts(c echo.Context) error {
+	j, err := a.jobParam(c)
+	if err != nil {
+		return err
+	}
+	bad := fieldErrors{}
+	limit := intParam(c.QueryParam("limit"), "limit", 1, 2000, bad)
+	if limit == 0 {
+		limit = 500
+	}
+	after := -1
+	if v := c.QueryParam("cursor"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			bad.add("cursor", "not a cursor returned by this API")
+		}
+		after = n
+	}
+	state := c.QueryParam("state")
+	if state != "" && !slicesContains([]string{schema.HostPending, schema.HostRunning, schema.HostSucceeded, schema.HostFailed, schema.HostSkipped}, state) {
+		bad.add("state", "must be pending, running, succeeded, failed or skipped")
+	}
+	if err := bad.err(); err != nil {
+		return err
+	}
+	hs, err := a.store.JobHosts(c.Request().Context(), j.ID, state, after, limit)
+	if err != nil {
+		return err
+	}
+	next := ""
+	if len(hs) == limit {
+		next = strconv.Itoa(hs[len(hs)-1].Idx)
+	}
+	return c.JSON(http.StatusOK, map[string]any{"items": hs, "next_cursor": next})
+}
+
+func (a *API) jobHost(c echo.Context) error {
+	j, err := a.jobParam(c)
+	if err != nil {
+		return err
+	}
+	idx, err := strconv.Atoi(c.Param("idx"))
+	if err != nil || idx < 0 {
+		return &Error{Status: http.StatusBadRequest, Code: CodeBadRequest, Message: "invalid host index", Fields: map[string]string{"idx": "must be a host index"}}
+	}
+	h, err := a.store.JobHost(c.Request().Context(), j.ID, idx)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, h)
+}
+
+// controlJob sends pause, resume or abort to the job's workflow as an
+// update: the caller learns at once whether it applied.
+func (a *API) controlJob(update string) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		j, err := a.jobParam(c)
+		if err != nil {
+			return err
+		}
+		setAudit(c, "job."+update, "job:"+strconv.FormatInt(j.ID, 10))
+		return a.updateJob(c, j, update, nil)
+	}
+}
+
+func (a *API) updateJob(c echo.Context, j *schema.Job, update string, arg any) error {
+	if j.EndedAt != nil {
+		return newError(http.StatusConflict, CodeConflict, "the job has ended ("+j.Status+")")
+	}
+	opts := client.UpdateWorkflowOptions{WorkflowID: j.WorkflowID, UpdateName: update, WaitForStage: client.WorkflowUpdateStageCompleted}
+	if arg != nil {
+		opts.Args = []any{arg}
+	}
+	h, err := a.temporal.UpdateWorkflow(c.Request().Context(), opts)
+	if err != nil {
+		return a.updateError(err)
+	}
+	var p workflows.BatchProgress
+	if err := h.Get(c.Request().Context(), &p); err != nil {
+		return a.updateError(err)
+	}
+	return c.JSON(http.StatusOK, p)
+}
+
+func (a *API) updateError(err error) error {
+	msg := err.Error()
+	if strings.Contains(msg, "already paused") || strings.Contains(msg, "not paused") || strings.Contains(msg, "has finished") || strings.Contains(msg, "concurrency must") {
+		return newError(http.StatusConflict, CodeConflict, rootMessage(msg))
+	}
+	return err
+}
+
+func rootMessage(msg string) string {
+	if i := strings.LastIndex(msg, ": "); i >= 0 {
+		return msg[i+2:]
+	}
+	return msg
+}
+
+func (a *API) patchJob(c echo.Context) error {
+	j, err := a.jobParam(c)
+	if err != nil {
+		return err
+	}
+	var req struct {
+		Concurrency int `json:"concurrency"`
+	}
+	if err := decodeJSON(c, &req); err != nil {
+		return err
+	}
+	setAudit(c, "job.set_concurrency", "job:"+strconv.FormatInt(j.ID, 10))
+	if req.Concurrency < 1 || req.Concurrency > 2000 {
+		return &Error{Status: http.StatusUnprocessableEntity, Code: CodeValidation, Message: "invalid concurrency", Fields: map[string]string{"concurrency": "must be from 1 to 2000"}}
+	}
+	return a.updateJob(c, j, workflows.UpdateSetConcurrency, workflows.SetConcurrencyRequest{Concurrency: req.Concurrency})
+}
+
+// retryFailed starts a new job over only the failed hosts, linked to the
+// first.
+func (a *API) retryFailed(c echo.Context) error {
+	j, err := a.jobParam(c)
+	if err != nil {
+		return err
+	}
+	if j.EndedAt == nil {
+		return newError(http.StatusConflict, CodeConflict, "the job is still running")
+	}
+	failed, err := a.store.JobHosts(c.Request().Context(), j.ID, schema.HostFailed, -1, maxJobHosts)
+	if err != nil {
+		return err
+	}
+	if len(failed) == 0 {
+		return newError(http.StatusConflict, CodeConflict, "no host failed")
+	}
+	raw, err := a.secrets.Open(j.Params, j.ParamsContext())
+	if err != nil {
+		return err
+	}
+	var params map[string]string
+	_ = json.Unmarshal(raw, &params)
+	req := jobRequest{ScriptID: j.ScriptID, Version: j.ScriptVersion, CredentialID: j.CredentialID, Policy: j.Policy, Params: map[string]json.RawMessage{}}
+	ver, err := a.store.ScriptVersion(c.Request().Context(), j.ScriptID, j.ScriptVersion)
+	if err != nil {
+		return err
+	}
+	for _, p := range ver.Parameters {
+		if v, ok := params[p.Name]; ok {
+			req.Params[p.Name] = typedParam(p, v)
+		}
+	}
+	addrs := make([]string, len(failed))
+	for i, h := range failed {
+		addrs[i] = h.Address
+	}
+	sort.Strings(addrs)
+	req.Targets = schema.JobTargets{Hosts: addrs}
+	return a.startJob(c, req, &j.ID)
+}
+
+// typedParam turns a stored (string) parameter back into its JSON form.
+func typedParam(p schema.ParamDef, v string) json.RawMessage {
+	if p.Type == schema.ParamInt || p.Type == schema.ParamBool {
+		return json.RawMessage(v)
+	}
+	b, _ := json.Marshal(v)
+	return b
+}
+
+func slicesContains(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}

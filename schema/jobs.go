@@ -1,0 +1,229 @@
+package schema
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/uptrace/bun"
+)
+
+// Job and host states.
+const (
+	JobQueued    = "queued"
+	JobRunning   = "running"
+	JobPaused    = "paused"
+	JobSucceeded = "succeeded"
+	JobFailed    = "failed"
+	JobAborted   = "aborted"
+
+	HostPending   = "pending"
+	HostRunning   = "running"
+	HostSucceeded = "succeeded"
+	HostFailed    = "failed"
+	HostSkipped   = "skipped"
+)
+
+// JobPolicy is how a job runs over its hosts.
+type JobPolicy struct {
+	// Concurrency is N or N% of the hosts (at least 1).
+	Concurrency string `json:"concurrency"`
+	// Batch splits the hosts into rolling batches: N, N% or +N (growing
+	// by N each batch); empty means one batch.
+	Batch string `json:"batch,omitempty"`
+	// PauseAfterFirstBatch waits for a resume after the first batch.
+	PauseAfterFirstBatch bool `json:"pause_after_first_batch,omitempty"`
+	// MaxFailures is the error budget, N or N%: once more hosts than this
+	// failed, no new host starts. Empty means no budget.
+	MaxFailures string `json:"max_failures,omitempty"`
+	// HostTimeout and JobTimeout are Go durations.
+	HostTimeout string `json:"host_timeout,omitempty"`
+	JobTimeout  string `json:"job_timeout,omitempty"`
+}
+
+// JobTargets is what a job was asked to target.
+type JobTargets struct {
+	Selector string   `json:"selector,omitempty"`
+	Hosts    []string `json:"hosts,omitempty"`
+}
+
+// Job is a batch execution of a script version over hosts.
+type Job struct {
+	bun.BaseModel `bun:"table:jobs"`
+
+	ID            int64      `bun:"id,pk,autoincrement" json:"id"`
+	WorkflowID    string     `bun:"workflow_id" json:"workflow_id"`
+	ScriptID      int64      `bun:"script_id" json:"script_id"`
+	ScriptVersion int64      `bun:"script_version" json:"script_version"`
+	Params        string     `bun:"params" json:"-"`
+	Targets       JobTargets `bun:"targets,type:text" json:"targets"`
+	CredentialID  int64      `bun:"credential_id" json:"credential_id"`
+	Policy        JobPolicy  `bun:"policy,type:text" json:"policy"`
+	Status        string     `bun:"status" json:"status"`
+	Total         int        `bun:"total" json:"total"`
+	ParentID      *int64     `bun:"parent_id" json:"parent_id,omitempty"`
+	CreatedBy     string     `bun:"created_by" json:"created_by"`
+	CreatedAt     time.Time  `bun:"created_at" json:"created_at"`
+	EndedAt       *time.Time `bun:"ended_at" json:"ended_at"`
+	Summary       string     `bun:"summary" json:"summary"`
+}
+
+// ParamsContext binds a job's sealed parameters to the job.
+func (j *Job) ParamsContext() string { return "job-params:" + j.WorkflowID }
+
+// JobHost is one host of a job.
+type JobHost struct {
+	bun.BaseModel `bun:"table:job_hosts"`
+
+	JobID       int64      `bun:"job_id,pk" json:"job_id"`
+	Idx         int        `bun:"idx,pk" json:"idx"`
+	Address     string     `bun:"address" json:"address"`
+	CIID        *int64     `bun:"ci_id" json:"ci_id,omitempty"`
+	State       string     `bun:"state" json:"state"`
+	ExitCode    *int       `bun:"exit_code" json:"exit_code"`
+	Attempts    int        `bun:"attempts" json:"attempts"`
+	StartedAt   *time.Time `bun:"started_at" json:"started_at"`
+	EndedAt     *time.Time `bun:"ended_at" json:"ended_at"`
+	Output      string     `bun:"output" json:"output,omitempty"`
+	OutputBytes int64      `bun:"output_bytes" json:"output_bytes"`
+	Truncated   bool       `bun:"truncated" json:"truncated"`
+	Error       string     `bun:"error" json:"error,omitempty"`
+}
+
+// Done reports whether the host reached a final state.
+func (h *JobHost) Done() bool {
+	return h.State == HostSucceeded || h.State == HostFailed || h.State == HostSkipped
+}
+
+// CreateJob inserts a job and its hosts (in order) in one transaction.
+func (s *Store) CreateJob(ctx context.Context, j *Job, hosts []JobHost) error {
+	j.CreatedAt = time.Now().UTC()
+	j.Total = len(hosts)
+	return s.DB.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		if _, err := tx.NewInsert().Model(j).Returning("id").Exec(ctx); err != nil {
+			return fmt.Errorf("store: create job: %w", err)
+		}
+		for i := range hosts {
+			hosts[i].JobID, hosts[i].Idx, hosts[i].State = j.ID, i, HostPending
+		}
+		for start := 0; start < len(hosts); start += importChunk {
+			chunk := hosts[start:min(start+importChunk, len(hosts))]
+			if _, err := tx.NewInsert().Model(&chunk).Exec(ctx); err != nil {
+				return fmt.Errorf("store: create job hosts: %w", err)
+			}
+		}
+		return nil
+	})
+}
+
+// Job returns job id.
+func (s *Store) Job(ctx context.Context, id int64) (*Job, error) {
+	j := new(Job)
+	if err := s.DB.NewSelect().Model(j).Where("id = ?", id).Scan(ctx); err != nil {
+		return nil, fmt.Errorf("store: job %d: %w", id, notFound(err))
+	}
+	return j, nil
+}
+
+// Jobs lists jobs newest first.
+func (s *Store) Jobs(ctx context.Context, limit int) ([]Job, error) {
+	var js []Job
+	if err := s.DB.NewSelect().Model(&js).OrderExpr("id DESC").Limit(int64(clampLimit(limit))).Scan(ctx); err != nil {
+		return nil, fmt.Errorf("store: jobs: %w", err)
+	}
+	return js, nil
+}
+
+// SetJobStatus records a job's status; a final one sets ended_at.
+func (s *Store) SetJobStatus(ctx context.Context, id int64, status, summary string) error {
+	q := s.DB.NewUpdate().Model((*Job)(nil)).Set("status = ?", status).Set("summary = ?", summary).Where("id = ?", id)
+	if status == JobSucceeded || status == JobFailed || status == JobAborted {
+		q = q.Set("ended_at = ?", time.Now().UTC())
+	}
+	if _, err := q.Exec(ctx); err != nil {
+		return fmt.Errorf("store: set job %d status: %w", id, err)
+	}
+	return nil
+}
+
+// JobHost returns one host of a job.
+func (s *Store) JobHost(ctx context.Context, jobID int64, idx int) (*JobHost, error) {
+	h := new(JobHost)
+	if err := s.DB.NewSelect().Model(h).Where("job_id = ? AND idx = ?", jobID, idx).Scan(ctx); err != nil {
+		return nil, fmt.Errorf("store: job %d host %d: %w", jobID, idx, notFound(err))
+	}
+	return h, nil
+}
+
+// JobHosts lists hosts of a job by index, optionally in one state; output
+// is left out (see JobHost).
+func (s *Store) JobHosts(ctx context.Context, jobID int64, state string, after, limit int) ([]JobHost, error) {
+	var hs []JobHost
+	q := s.DB.NewSelect().Model(&hs).ExcludeColumn("output").Where("job_id = ?", jobID).Where("idx > ?", after).
+		OrderExpr("idx").Limit(int64(limit))
+	if state != "" {
+		q = q.Where("state = ?", state)
+	}
+	if err := q.Scan(ctx); err != nil {
+		return nil, fmt.Errorf("store: job hosts: %w", err)
+	}
+	return hs, nil
+}
+
+// JobCounts counts a job's hosts by state.
+func (s *Store) JobCounts(ctx context.Context, jobID int64) (map[string]int, error) {
+	var rows []struct {
+		State string `bun:"state"`
+		N     int    `bun:"n"`
+	}
+	if err := s.DB.NewSelect().Table("job_hosts").ColumnExpr("state, COUNT(*) AS n").Where("job_id = ?", jobID).Group("state").Scan(ctx, &rows); err != nil {
+		return nil, fmt.Errorf("store: job counts: %w", err)
+	}
+	out := map[string]int{}
+	for _, r := range rows {
+		out[r.State] = r.N
+	}
+	return out, nil
+}
+
+// StartJobHost marks a host running and counts the attempt.
+func (s *Store) StartJobHost(ctx context.Context, jobID int64, idx int) error {
+	_, err := s.DB.NewUpdate().Model((*JobHost)(nil)).Set("state = ?", HostRunning).Set("attempts = attempts + 1").
+		Set("started_at = COALESCE(started_at, ?)", time.Now().UTC()).Where("job_id = ? AND idx = ?", jobID, idx).Exec(ctx)
+	if err != nil {
+		return fmt.Errorf("store: start job host: %w", err)
+	}
+	return nil
+}
+
+// FinishJobHost records a host's final state and output.
+func (s *Store) FinishJobHost(ctx context.Context, h *JobHost) error {
+	now := time.Now().UTC()
+	h.EndedAt = &now
+	_, err := s.DB.NewUpdate().Model(h).Column("state", "exit_code", "ended_at", "output", "output_bytes", "truncated", "error").
+		WherePK().Exec(ctx)
+	if err != nil {
+		return fmt.Errorf("store: finish job host: %w", err)
+	}
+	return nil
+}
+
+// SkipPendingHosts marks every pending host of a job skipped (error budget
+// spent, or the job aborted).
+func (s *Store) SkipPendingHosts(ctx context.Context, jobID int64, reason string) error {
+	_, err := s.DB.NewUpdate().Model((*JobHost)(nil)).Set("state = ?", HostSkipped).Set("error = ?", reason).
+		Set("ended_at = ?", time.Now().UTC()).Where("job_id = ? AND state IN (?)", jobID, bun.In([]string{HostPending, HostRunning})).Exec(ctx)
+	if err != nil {
+		return fmt.Errorf("store: skip job hosts: %w", err)
+	}
+	return nil
+}
+
+// JobByWorkflowID returns the job run by workflow id.
+func (s *Store) JobByWorkflowID(ctx context.Context, id string) (*Job, error) {
+	j := new(Job)
+	if err := s.DB.NewSelect().Model(j).Where("workflow_id = ?", id).Scan(ctx); err != nil {
+		return nil, fmt.Errorf("store: job %q: %w", id, notFound(err))
+	}
+	return j, nil
+}

@@ -1,0 +1,2 @@
+DROP TABLE job_hosts;
+DROP TABLE jobs;

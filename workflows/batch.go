@@ -1,0 +1,334 @@
+package workflows
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/opsflow/opsflow/activities"
+	"github.com/opsflow/opsflow/schema"
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
+)
+
+// hostsPerRun bounds the hosts one BatchJob run handles before it
+// continues as new, keeping each run's history far below Temporal's limits
+// (about 3 events per host) however large the job.
+const hostsPerRun = 1000
+
+// BatchJobInput starts a job or, after continue-as-new, carries its state.
+type BatchJobInput struct {
+	JobID  int64
+	Total  int
+	Policy schema.JobPolicy
+	State  BatchState
+}
+
+// BatchState is a job's progress, carried across continue-as-new.
+type BatchState struct {
+	Next        int // index of the next host to start
+	Batch       int // index of the current batch
+	BatchEnd    int // first index after the current batch
+	Succeeded   int
+	Failed      int
+	Concurrency int // 0: from the policy
+	Paused      bool
+	Deadline    time.Time // zero: no job timeout
+}
+
+// BatchProgress answers the progress query and every control update.
+type BatchProgress struct {
+	Total, Started, Running, Succeeded, Failed int
+	Concurrency                                int
+	Paused, Aborted, BudgetSpent               bool
+	Batch                                      int
+}
+
+// SetConcurrencyRequest changes a running job's concurrency.
+type SetConcurrencyRequest struct {
+	Concurrency int
+}
+
+// BatchJob runs a script version on every host of a job: rolling batches,
+// a concurrency limit that can change while it runs, an error budget,
+// pause/resume/abort. Each host's execution is exactly-once (see
+// activities.SSH.RunHostScript); per-host results live in the database.
+func BatchJob(ctx workflow.Context, in BatchJobInput) (BatchProgress, error) {
+	r := &batchRun{in: in, st: in.State}
+	if err := r.setup(ctx); err != nil {
+		return BatchProgress{}, err
+	}
+	res, err := r.run(ctx)
+	var can *workflow.ContinueAsNewError
+	if errors.As(err, &can) {
+		return res, err
+	}
+	return res, finishRun(ctx, fmt.Sprintf("%d/%d hosts succeeded, %d failed", res.Succeeded, res.Total, res.Failed), err)
+}
+
+type batchRun struct {
+	in       BatchJobInput
+	st       BatchState
+	running  int
+	aborted  bool
+	budget   bool
+	timedOut bool
+}
+
+func (r *batchRun) progress() BatchProgress {
+	return BatchProgress{Total: r.in.Total, Started: r.st.Next, Running: r.running, Succeeded: r.st.Succeeded, Failed: r.st.Failed,
+		Concurrency: r.concurrency(), Paused: r.st.Paused, Aborted: r.aborted, BudgetSpent: r.budget, Batch: r.st.Batch}
+}
+
+func (r *batchRun) finished() error {
+	if r.aborted || r.st.Next >= r.in.Total && r.running == 0 {
+		return errors.New("the job has finished")
+	}
+	return nil
+}
+
+func (r *batchRun) setup(ctx workflow.Context) error {
+	if err := workflow.SetQueryHandler(ctx, QueryProgress, func() (BatchProgress, error) { return r.progress(), nil }); err != nil {
+		return err
+	}
+	handlers := []struct {
+		name     string
+		validate func() error
+		apply    func()
+	}{
+		{UpdatePause, func() error {
+			if err := r.finished(); err != nil {
+				return err
+			}
+			if r.st.Paused {
+				return errors.New("already paused")
+			}
+			return nil
+		}, func() { r.st.Paused = true }},
+		{UpdateResume, func() error {
+			if err := r.finished(); err != nil {
+				return err
+			}
+			if !r.st.Paused {
+				return errors.New("not paused")
+			}
+			return nil
+		}, func() { r.st.Paused = false }},
+		{UpdateAbort, r.finished, func() { r.aborted = true }},
+	}
+	for _, h := range handlers {
+		h := h
+		if err := workflow.SetUpdateHandlerWithOptions(ctx, h.name, func(workflow.Context) (BatchProgress, error) {
+			h.apply()
+			return r.progress(), nil
+		}, workflow.UpdateHandlerOptions{Validator: func() error { return h.validate() }}); err != nil {
+			return err
+		}
+	}
+	return workflow.SetUpdateHandlerWithOptions(ctx, UpdateSetConcurrency, func(_ workflow.Context, req SetConcurrencyRequest) (BatchProgress, error) {
+		r.st.Concurrency = req.Concurrency
+		return r.progress(), nil
+	}, workflow.UpdateHandlerOptions{Validator: func(req SetConcurrencyRequest) error {
+		if req.Concurrency < 1 || req.Concurrency > 2000 {
+			return errors.New("concurrency must be from 1 to 2000")
+		}
+		return r.finished()
+	}})
+}
+
+// ParseCount reads N or N% of total (at least 1 when total > 0).
+func ParseCount(s string, total int) (int, error) {
+	s = strings.TrimSpace(s)
+	if p, ok := strings.CutSuffix(s, "%"); ok {
+		f, err := strconv.ParseFloat(p, 64)
+		if err != nil || f <= 0 || f > 100 {
+			return 0, errors.New("must be a percentage from 0 to 100, such as 10%")
+		}
+		return max(1, int(math.Ceil(f*float64(total)/100))), nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 {
+		return 0, errors.New("must be a positive number or a percentage such as 10%")
+	}
+	return n, nil
+}
+
+// batchSize is the size of batch i (0-based) under policy batch.
+func batchSize(batch string, i, total int) int {
+	if batch == "" {
+		return total
+	}
+	if n, ok := strings.CutPrefix(batch, "+"); ok {
+		step, err := strconv.Atoi(n)
+		if err != nil || step < 1 {
+			return total
+		}
+		return step * (i + 1)
+	}
+	n, err := ParseCount(batch, total)
+	if err != nil {
+		return total
+	}
+	return n
+}
+
+func (r *batchRun) concurrency() int {
+	if r.st.Concurrency > 0 {
+		return r.st.Concurrency
+	}
+	n, err := ParseCount(r.in.Policy.Concurrency, r.in.Total)
+	if err != nil {
+		return 10
+	}
+	return n
+}
+
+func (r *batchRun) budgetSpent() bool {
+	if r.in.Policy.MaxFailures == "" {
+		return false
+	}
+	n, err := ParseCount(r.in.Policy.MaxFailures, r.in.Total)
+	return err == nil && r.st.Failed > n
+}
+
+func (r *batchRun) run(ctx workflow.Context) (BatchProgress, error) {
+	var jobs *activities.Jobs
+	var ssh *activities.SSH
+	dbCtx := workflow.WithActivityOptions(ctx, dbActivity)
+	if r.st.Next == 0 && r.st.Batch == 0 && r.st.BatchEnd == 0 {
+		if d, err := time.ParseDuration(r.in.Policy.JobTimeout); err == nil && d > 0 {
+			r.st.Deadline = workflow.Now(ctx).Add(d)
+		}
+		r.st.BatchEnd = min(r.in.Total, batchSize(r.in.Policy.Batch, 0, r.in.Total))
+		if err := workflow.ExecuteActivity(dbCtx, jobs.RecordJobStatus, activities.RecordJobStatusInput{JobID: r.in.JobID, Status: schema.JobRunning}).Get(ctx, nil); err != nil {
+			return r.progress(), err
+		}
+	}
+	hostTimeout := 30 * time.Minute
+	if d, err := time.ParseDuration(r.in.Policy.HostTimeout); err == nil && d > 0 {
+		hostTimeout = d
+	}
+	hostCtx, cancelHosts := workflow.WithCancel(ctx)
+	defer cancelHosts()
+	hostCtx = workflow.WithActivityOptions(hostCtx, workflow.ActivityOptions{
+		TaskQueue:           TaskQueueSSH,
+		StartToCloseTimeout: hostTimeout + 2*time.Minute,
+		HeartbeatTimeout:    10 * time.Second,
+		WaitForCancellation: true,
+		RetryPolicy: &temporal.RetryPolicy{
+			InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: 10 * time.Second, MaximumAttempts: 20,
+			NonRetryableErrorTypes: []string{activities.ErrTypeInvalidInput},
+		},
+	})
+	if !r.st.Deadline.IsZero() {
+		timer := workflow.NewTimer(ctx, r.st.Deadline.Sub(workflow.Now(ctx)))
+		workflow.Go(ctx, func(gctx workflow.Context) {
+			if timer.Get(gctx, nil) == nil {
+				r.timedOut, r.aborted = true, true
+			}
+		})
+	}
+
+	startedThisRun := 0
+	wasPaused := !r.st.Paused
+	for {
+		if r.st.Paused != wasPaused {
+			wasPaused = r.st.Paused
+			status := schema.JobRunning
+			if r.st.Paused {
+				status = schema.JobPaused
+			}
+			_ = workflow.ExecuteActivity(dbCtx, jobs.RecordJobStatus, activities.RecordJobStatusInput{JobID: r.in.JobID, Status: status}).Get(ctx, nil)
+		}
+		if r.aborted {
+			cancelHosts()
+		}
+		if r.budgetSpent() {
+			r.budget = true
+		}
+		stop := r.aborted || r.budget
+		// Start hosts while there is room.
+		for !stop && !r.st.Paused && r.running < r.concurrency() && r.st.Next < r.st.BatchEnd && startedThisRun < hostsPerRun {
+			idx := r.st.Next
+			r.st.Next++
+			r.running++
+			startedThisRun++
+			f := workflow.ExecuteActivity(hostCtx, ssh.RunHostScript, activities.RunHostScriptInput{JobID: r.in.JobID, Idx: idx})
+			workflow.Go(ctx, func(gctx workflow.Context) {
+				var res activities.RunHostScriptResult
+				err := f.Get(gctx, &res)
+				r.running--
+				switch {
+				case err != nil:
+					if !temporal.IsCanceledError(err) {
+						r.st.Failed++
+					}
+				case res.State == schema.HostSucceeded:
+					r.st.Succeeded++
+				default:
+					r.st.Failed++
+				}
+			})
+		}
+		if r.running == 0 {
+			switch {
+			case stop || r.st.Next >= r.in.Total:
+				return r.finish(ctx, dbCtx)
+			case r.st.Next >= r.st.BatchEnd:
+				// Next rolling batch, after a confirmation if asked.
+				r.st.Batch++
+				r.st.BatchEnd = min(r.in.Total, r.st.Next+batchSize(r.in.Policy.Batch, r.st.Batch, r.in.Total))
+				if r.st.Batch == 1 && r.in.Policy.PauseAfterFirstBatch {
+					r.st.Paused = true
+				}
+				continue
+			case startedThisRun >= hostsPerRun:
+				return r.progress(), workflow.NewContinueAsNewError(ctx, BatchJob, BatchJobInput{JobID: r.in.JobID, Total: r.in.Total, Policy: r.in.Policy, State: r.st})
+			}
+		}
+		snapshot := struct {
+			running, next   int
+			paused, aborted bool
+			conc            int
+		}{r.running, r.st.Next, r.st.Paused, r.aborted, r.concurrency()}
+		if err := workflow.Await(ctx, func() bool {
+			return r.running != snapshot.running || r.st.Paused != snapshot.paused || r.aborted != snapshot.aborted || r.concurrency() != snapshot.conc
+		}); err != nil {
+			return r.progress(), err
+		}
+	}
+}
+
+func (r *batchRun) finish(ctx, dbCtx workflow.Context) (BatchProgress, error) {
+	var jobs *activities.Jobs
+	p := r.progress()
+	status, reason := schema.JobSucceeded, ""
+	switch {
+	case r.timedOut:
+		status, reason = schema.JobAborted, "job timeout"
+	case r.aborted:
+		status, reason = schema.JobAborted, "aborted"
+	case r.budget:
+		status, reason = schema.JobFailed, "error budget spent"
+	case r.st.Failed > 0:
+		status = schema.JobFailed
+	}
+	summary := fmt.Sprintf("%d/%d succeeded, %d failed", r.st.Succeeded, r.in.Total, r.st.Failed)
+	if reason != "" {
+		summary += "; " + reason
+	}
+	dctx, cancel := workflow.NewDisconnectedContext(dbCtx)
+	defer cancel()
+	err := workflow.ExecuteActivity(dctx, jobs.RecordJobStatus, activities.RecordJobStatusInput{JobID: r.in.JobID, Status: status, Summary: summary,
+		SkipPending: reason != "", SkipReason: reason}).Get(dctx, nil)
+	if err != nil {
+		return p, err
+	}
+	if status != schema.JobSucceeded {
+		return p, temporal.NewNonRetryableApplicationError(summary, "JobNotSucceeded", nil)
+	}
+	return p, nil
+}
