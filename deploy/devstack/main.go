@@ -72,6 +72,11 @@ func run() error {
 	if !ephemeral {
 		topts.DBFile = filepath.Join(dataDir, "temporal.db")
 	}
+	if _, port, err := net.SplitHostPort(cfg.HTTPAddr); err == nil {
+		if p, err := strconv.Atoi(port); err == nil {
+			topts.ReservedPorts = append(topts.ReservedPorts, p)
+		}
+	}
 	ts, err := startTemporal(topts)
 	if err != nil {
 		return err

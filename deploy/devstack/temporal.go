@@ -38,6 +38,7 @@ type temporalOptions struct {
 	DBFile           string
 	SearchAttributes map[string]enumspb.IndexedValueType
 	Logger           *slog.Logger
+	ReservedPorts    []int // ports others will listen on
 }
 
 type temporalServer struct {
@@ -92,7 +93,23 @@ func startTemporal(o temporalOptions) (*temporalServer, error) {
 		return nil, fmt.Errorf("temporal create namespace: %w", err)
 	}
 
-	httpPort, err := freePort(o.IP)
+	// Internal ports must not land on a port given to the frontend, the
+	// Web UI or the opsflow API (the UI server exits the process when its
+	// port is taken).
+	taken := map[int]bool{o.Port: true, o.UIPort: true}
+	for _, p := range o.ReservedPorts {
+		taken[p] = true
+	}
+	pick := func() (int, error) {
+		for {
+			p, err := freePort(o.IP)
+			if err != nil || !taken[p] {
+				taken[p] = true
+				return p, err
+			}
+		}
+	}
+	httpPort, err := pick()
 	if err != nil {
 		return nil, err
 	}
@@ -127,7 +144,7 @@ func startTemporal(o temporalOptions) (*temporalServer, error) {
 		if svc == primitives.FrontendService {
 			s.RPC.GRPCPort = o.Port
 			s.RPC.HTTPPort = httpPort
-		} else if s.RPC.GRPCPort, err = freePort(o.IP); err != nil {
+		} else if s.RPC.GRPCPort, err = pick(); err != nil {
 			return nil, err
 		}
 		conf.Services[string(svc)] = s

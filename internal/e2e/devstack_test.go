@@ -34,10 +34,14 @@ func newStack(t *testing.T) *stack {
 		t.Fatal(err)
 	}
 	s := &stack{t: t, bin: bin, dataDir: t.TempDir(), token: "opf_e2e_" + strconv.FormatInt(time.Now().UnixNano(), 36)}
+	used := map[int]bool{}
 	for _, p := range []*int{&s.httpPort, &s.tPort, &s.uiPort} {
-		if *p, err = testenv.FreePort(); err != nil {
-			t.Fatal(err)
+		for *p == 0 || used[*p] {
+			if *p, err = testenv.FreePort(); err != nil {
+				t.Fatal(err)
+			}
 		}
+		used[*p] = true
 	}
 	return s
 }
