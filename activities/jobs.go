@@ -2,13 +2,13 @@ package activities
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -113,18 +113,25 @@ func (a *SSH) RunHostScript(ctx context.Context, in RunHostScriptInput) (RunHost
 	// workflow ID is unique, job IDs are not across databases.
 	sum := sha256.Sum256([]byte(job.WorkflowID))
 	key := fmt.Sprintf("%s-h%d", hex.EncodeToString(sum[:10]), h.Idx)
-	wrapper := execWrapper(key, ver.Interpreter, ver.Content, env, int(timeout.Seconds())+1)
+	wrapper := execWrapper(key, ver.Interpreter, ver.Content, env)
 
 	stopBeat := heartbeat(ctx, 2*time.Second)
 	defer stopBeat()
 	addr := hostAddr(h.Address)
-	client, err := a.dial(ctx, addr, cfg)
+	// The host timeout runs from this attempt's start; the activity's own
+	// timeout leaves room to record the outcome.
+	execCtx, cancelExec := context.WithTimeout(ctx, timeout)
+	defer cancelExec()
+	client, err := a.dial(execCtx, addr, cfg)
 	var out string
 	if err == nil {
 		defer client.Close()
-		out, err = a.exec(ctx, client, wrapper)
-		if err != nil && ctx.Err() != nil {
+		out, err = a.exec(execCtx, client, wrapper)
+		if err != nil && execCtx.Err() != nil {
 			a.kill(ctx, addr, cfg, key)
+			if ctx.Err() == nil {
+				return fail(fmt.Sprintf("timed out after %s; killed", timeout))
+			}
 		}
 	}
 	if err != nil {
@@ -139,14 +146,20 @@ func (a *SSH) RunHostScript(ctx context.Context, in RunHostScriptInput) (RunHost
 		// retry reattaches to the same execution.
 		return RunHostScriptResult{}, fmt.Errorf("run on %s: %w", h.Address, err)
 	}
-	rc, total, output, ok := parseExecOutput(out)
+	rc, output, ok := parseExecOutput(out)
 	if !ok {
 		return RunHostScriptResult{}, fmt.Errorf("run on %s: unreadable result", h.Address)
+	}
+	// The host sends at most one byte over the cap: that byte says the
+	// output was cut, and only its last OutputCap bytes are kept.
+	h.Truncated = len(output) > OutputCap
+	if h.Truncated {
+		output = output[len(output)-OutputCap:]
 	}
 	for _, s := range secrets {
 		output = strings.ReplaceAll(output, s, "***")
 	}
-	h.ExitCode, h.Output, h.OutputBytes, h.Truncated = &rc, output, total, total > int64(len(output))
+	h.ExitCode, h.Output, h.OutputBytes = &rc, output, int64(len(output))
 	h.State = schema.HostSucceeded
 	if rc != 0 {
 		h.State = schema.HostFailed
@@ -154,11 +167,6 @@ func (a *SSH) RunHostScript(ctx context.Context, in RunHostScriptInput) (RunHost
 	}
 	if err := a.Store.FinishJobHost(ctx, h); err != nil {
 		return RunHostScriptResult{}, err
-	}
-	// Recorded: a retry now answers from the database, so the host may
-	// forget the execution (and old ones left behind by crashed runs).
-	if _, err := a.exec(ctx, client, `B="${TMPDIR:-/var/tmp}/opsflow-$(id -u)"; rm -rf "$B/`+key+`"; find "$B" -mindepth 1 -maxdepth 1 -mtime +7 -exec rm -rf {} + 2>/dev/null; true`); err != nil {
-		activity.GetLogger(ctx).Warn("execution cleanup failed", "host", h.Address, "error", err)
 	}
 	activity.GetLogger(ctx).Info("host done", "job", job.ID, "host", h.Address, "exit", rc)
 	return hostResult(h), nil
@@ -205,61 +213,74 @@ func (a *SSH) kill(ctx context.Context, addr string, cfg *ssh.ClientConfig, key 
 	defer cancel()
 	// The execution is its own session (setsid); timeout(1) moves the
 	// script into another process group of it, so kill the session.
-	_, _ = a.run(kctx, addr, cfg, `B="${TMPDIR:-/var/tmp}/opsflow-$(id -u)"; P=$(cat "$B/`+key+`/pid" 2>/dev/null) && { pkill -KILL -s "$P" 2>/dev/null || kill -KILL -- "-$P" 2>/dev/null; }; echo killed`)
+	_, _ = a.run(kctx, addr, cfg, `B="${TMPDIR:-/var/tmp}/opsflow-${USER:-$(id -u)}"; P=$(cat "$B/`+key+`.pid" 2>/dev/null) && { pkill -KILL -s "$P" 2>/dev/null || kill -KILL -- "-$P" 2>/dev/null; }; echo killed`)
 }
 
 func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
-// execWrapper is the shell program that starts the script once per key and
-// waits for its result. The script and its environment (secrets included)
-// are written with umask 077 and the environment file is removed as soon
-// as the script has read it.
-func execWrapper(key, interpreter, script string, env map[string]string, timeoutSecs int) string {
-	b := make([]byte, 8)
-	_, _ = rand.Read(b)
-	delim := "OPSFLOW_" + hex.EncodeToString(b)
-	var envFile strings.Builder
-	for k, v := range env {
-		fmt.Fprintf(&envFile, "export %s=%s\n", k, shellQuote(v))
+// execWrapper is the shell program (fed on stdin, so nothing of it shows in
+// the host's process list) that runs the script at most once per key and
+// reports its result. The first caller creates the key's lock file
+// atomically (noclobber) and runs the script in the foreground, immune to
+// the connection dropping (HUP and PIPE ignored); any later caller — a
+// retried activity whose worker died — finds the lock and waits for the
+// first run's exit status. Parameters (secrets included) are exported in
+// a subshell only: they touch no file. Few processes are spawned, since on
+// small hosts forks dominate the cost of a short command.
+//
+// The host timeout is the activity's: when it expires (or the job is
+// aborted) the activity is cancelled and kills the execution's session.
+func execWrapper(key, interpreter, script string, env map[string]string) string {
+	var exports strings.Builder
+	names := make([]string, 0, len(env))
+	for k := range env {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		fmt.Fprintf(&exports, "export %s=%s; ", k, shellQuote(env[k]))
+	}
+	gc := ""
+	if strings.HasPrefix(key, "0") { // now and then, forget executions older than two days
+		gc = `find "$B" -maxdepth 1 -type f -mtime +2 -delete 2>/dev/null &` + "\n"
 	}
 	return `umask 077
-B="${TMPDIR:-/var/tmp}/opsflow-$(id -u)"
-D="$B/` + key + `"
-mkdir -p "$B" || exit 97
-if mkdir "$D" 2>/dev/null; then
-cat > "$D/script" <<'` + delim + `'
-` + script + `
-` + delim + `
-cat > "$D/env" <<'` + delim + `'
-` + envFile.String() + delim + `
-setsid sh -c 'cd; . "$1/env"; rm -f "$1/env"; echo $$ > "$1/pid"; timeout -s KILL ` + strconv.Itoa(timeoutSecs) + ` ` + interpreter + ` "$1/script" > "$1/out" 2>&1; echo $? > "$1/rc.tmp"; mv "$1/rc.tmp" "$1/rc"' opsflow "$D" < /dev/null > /dev/null 2>&1 &
-fi
+B="${TMPDIR:-/var/tmp}/opsflow-${USER:-$(id -u)}"
+K="$B/` + key + `"
+[ -d "$B" ] || mkdir -p "$B" || exit 97
+set -C
+if true 2>/dev/null > "$K.lock"; then
+set +C
+printf '%s\n' ` + shellQuote(script) + ` > "$K.script"
+echo $$ > "$K.pid"
+trap '' HUP PIPE
+(` + exports.String() + `exec ` + interpreter + ` "$K.script") < /dev/null > "$K.out" 2>&1
+echo $? > "$K.rc"
+else
+set +C
 # A newline each second: once the caller is gone (its worker died), the
-# write fails and this waiter exits instead of lingering; the execution
-# itself carries on for the retry to collect.
+# write fails and this waiter exits instead of lingering.
 i=0
-while [ ! -f "$D/rc" ]; do i=$((i+1)); [ $((i % 5)) -eq 0 ] && echo; sleep 0.2; done
-echo "##rc $(cat "$D/rc")"
-echo "##bytes $(wc -c < "$D/out")"
+until [ -s "$K.rc" ]; do i=$((i+1)); [ $((i % 5)) -eq 0 ] && echo; sleep 0.2; done
+fi
+read rc < "$K.rc"
+echo "##rc $rc"
 echo "##out"
-tail -c ` + strconv.Itoa(OutputCap) + ` "$D/out"
-`
+tail -c ` + strconv.Itoa(OutputCap+1) + ` "$K.out"
+` + gc
 }
 
-func parseExecOutput(out string) (rc int, total int64, output string, ok bool) {
+func parseExecOutput(out string) (rc int, output string, ok bool) {
 	head, body, found := strings.Cut(out, "##out\n")
 	if !found {
-		return 0, 0, "", false
+		return 0, "", false
 	}
 	for _, l := range strings.Split(head, "\n") {
 		if v, ok := strings.CutPrefix(l, "##rc "); ok {
 			rc, _ = strconv.Atoi(strings.TrimSpace(v))
 		}
-		if v, ok := strings.CutPrefix(l, "##bytes "); ok {
-			total, _ = strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-		}
 	}
-	return rc, total, body, true
+	return rc, body, true
 }
 
 // Jobs keeps the jobs read model for the BatchJob workflow.

@@ -233,7 +233,10 @@ func (a *SSH) exec(ctx context.Context, client *ssh.Client, script string) (stri
 		return "", err
 	}
 	defer sess.Close()
-	out, err := sess.Output("/bin/sh -s <<'OPSFLOW_EOF'\n" + script + "OPSFLOW_EOF\n")
+	// The program goes in on stdin, not the command line: other users of
+	// the host can read command lines (ps), and it may carry secrets.
+	sess.Stdin = strings.NewReader(script)
+	out, err := sess.Output("/bin/sh -s")
 	if err != nil {
 		return "", fmt.Errorf("run commands: %w", err)
 	}

@@ -37,6 +37,8 @@ type env struct {
 	users    map[string]*schema.User
 	reg      *prometheus.Registry
 	keys     *secret.Keyring
+	keyText  string // the keyring's key, for worker processes
+	dsn      string // the database, for worker processes
 }
 
 var testLog = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -75,7 +77,8 @@ func newEnvWith(t testing.TB, o envOptions) *env {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	key, _ := secret.ParseKey(secret.NewKey())
+	keyText := secret.NewKey()
+	key, _ := secret.ParseKey(keyText)
 	keys, err := secret.NewKeyring(key)
 	if err != nil {
 		t.Fatal(err)
@@ -101,7 +104,7 @@ func newEnvWith(t testing.TB, o envOptions) *env {
 	}
 	srv := httptest.NewServer(e)
 	t.Cleanup(srv.Close)
-	ev := &env{t: t, temporal: c, keys: keys, srv: srv, store: st, tokens: map[string]string{"": ""}, users: map[string]*schema.User{}, reg: reg}
+	ev := &env{t: t, temporal: c, keys: keys, keyText: keyText, dsn: dsn, srv: srv, store: st, tokens: map[string]string{"": ""}, users: map[string]*schema.User{}, reg: reg}
 	for _, role := range schema.Roles {
 		u := ev.createUser(role, "correct-horse-battery")
 		ev.users[role] = u

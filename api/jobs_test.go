@@ -174,8 +174,9 @@ if [ "$OPSFLOW_HOST_INDEX" = "$FAIL_INDEX" ]; then echo failing >&2; exit 3; fi`
 	}
 
 	// Abort kills what runs and skips the rest.
-	marker := p + "-abort"
-	slow := e.script(p+"-slow", "sleep 60 # "+marker, nil)
+	// The sleep's own command line is the marker pgrep looks for.
+	marker := fmt.Sprintf("sleep 600.%d", time.Now().UnixNano()%1000000)
+	slow := e.script(p+"-slow", marker, nil)
 	aj := start(map[string]any{"script_id": slow, "credential_id": cred, "targets": map[string]any{"hosts": addrs}, "policy": map[string]any{"concurrency": "1"}})
 	eventually(t, 30*time.Second, "slow script running", func() bool {
 		return exec.Command("pgrep", "-f", marker).Run() == nil

@@ -135,8 +135,9 @@ func (s *Store) Jobs(ctx context.Context, limit int) ([]Job, error) {
 }
 
 // SetJobStatus records a job's status; a final one sets ended_at.
+// A job that has ended keeps its final status.
 func (s *Store) SetJobStatus(ctx context.Context, id int64, status, summary string) error {
-	q := s.DB.NewUpdate().Model((*Job)(nil)).Set("status = ?", status).Set("summary = ?", summary).Where("id = ?", id)
+	q := s.DB.NewUpdate().Model((*Job)(nil)).Set("status = ?", status).Set("summary = ?", summary).Where("id = ?", id).Where("ended_at IS NULL")
 	if status == JobSucceeded || status == JobFailed || status == JobAborted {
 		q = q.Set("ended_at = ?", time.Now().UTC())
 	}

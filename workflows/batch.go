@@ -70,12 +70,13 @@ func BatchJob(ctx workflow.Context, in BatchJobInput) (BatchProgress, error) {
 }
 
 type batchRun struct {
-	in       BatchJobInput
-	st       BatchState
-	running  int
-	aborted  bool
-	budget   bool
-	timedOut bool
+	in          BatchJobInput
+	statusWrite workflow.Future // the "running" status, when this run wrote it
+	st          BatchState
+	running     int
+	aborted     bool
+	budget      bool
+	timedOut    bool
 }
 
 func (r *batchRun) progress() BatchProgress {
@@ -203,9 +204,9 @@ func (r *batchRun) run(ctx workflow.Context) (BatchProgress, error) {
 			r.st.Deadline = workflow.Now(ctx).Add(d)
 		}
 		r.st.BatchEnd = min(r.in.Total, batchSize(r.in.Policy.Batch, 0, r.in.Total))
-		if err := workflow.ExecuteActivity(dbCtx, jobs.RecordJobStatus, activities.RecordJobStatusInput{JobID: r.in.JobID, Status: schema.JobRunning}).Get(ctx, nil); err != nil {
-			return r.progress(), err
-		}
+		// Hosts start without waiting for the status write; a final status
+		// written later is never overwritten by it.
+		r.statusWrite = workflow.ExecuteActivity(dbCtx, jobs.RecordJobStatus, activities.RecordJobStatusInput{JobID: r.in.JobID, Status: schema.JobRunning})
 	}
 	hostTimeout := 30 * time.Minute
 	if d, err := time.ParseDuration(r.in.Policy.HostTimeout); err == nil && d > 0 {
@@ -322,6 +323,9 @@ func (r *batchRun) finish(ctx, dbCtx workflow.Context) (BatchProgress, error) {
 	}
 	dctx, cancel := workflow.NewDisconnectedContext(dbCtx)
 	defer cancel()
+	if r.statusWrite != nil {
+		_ = r.statusWrite.Get(dctx, nil)
+	}
 	err := workflow.ExecuteActivity(dctx, jobs.RecordJobStatus, activities.RecordJobStatusInput{JobID: r.in.JobID, Status: status, Summary: summary,
 		SkipPending: reason != "", SkipReason: reason}).Get(dctx, nil)
 	if err != nil {

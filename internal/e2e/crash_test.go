@@ -32,10 +32,6 @@ func TestWorkerKilledMidJobRunsEachHostOnce(t *testing.T) {
 	temporalAddr := testenv.Temporal(t)
 	targets := testenv.SSHD(t, hosts)
 
-	bin := filepath.Join(t.TempDir(), "opsflow")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/opsflow/opsflow/cmd/opsflow").CombinedOutput(); err != nil {
-		t.Fatalf("build opsflow: %v\n%s", err, out)
-	}
 	keyText := secret.NewKey()
 	key, _ := secret.ParseKey(keyText)
 	keys, _ := secret.NewKeyring(key)
@@ -88,17 +84,8 @@ func TestWorkerKilledMidJobRunsEachHostOnce(t *testing.T) {
 
 	logs := filepath.Join(t.TempDir(), "worker.log")
 	startWorker := func() *exec.Cmd {
-		cmd := exec.Command(bin, "worker", "--queues", "ops,ops-ssh")
-		cmd.Env = append(os.Environ(), "OPSFLOW_DATABASE_URL="+pg, "TEMPORAL_ADDRESS="+temporalAddr,
+		return testenv.StartWorker(t, logs, "OPSFLOW_DATABASE_URL="+pg, "TEMPORAL_ADDRESS="+temporalAddr,
 			"TEMPORAL_NAMESPACE="+testenv.TemporalNamespace, "OPSFLOW_SECRET_KEY="+keyText, "OPSFLOW_LOG_LEVEL=warn")
-		f, _ := os.OpenFile(logs, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-		cmd.Stdout, cmd.Stderr = f, f
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait(); f.Close() })
-		return cmd
 	}
 	count := func(state string) int {
 		n, _ := st.DB.NewSelect().Table("job_hosts").Where("job_id = ? AND state = ?", job.ID, state).Count(ctx)
