@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -19,8 +18,6 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
 )
-
-var hostnameRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?)*$`)
 
 type discoveryRequest struct {
 	Addresses    []string `json:"addresses"`
@@ -47,7 +44,7 @@ func (r *discoveryRequest) validate(ctx context.Context, st *schema.Store) (work
 			}
 			host = h
 		}
-		if net.ParseIP(host) == nil && !hostnameRE.MatchString(host) {
+		if net.ParseIP(host) == nil && !schema.ValidHostname(host) {
 			bad.add(fmt.Sprintf("addresses[%d]", i), "must be an IP address or DNS name, optionally with :port")
 		}
 	}

@@ -3,14 +3,11 @@ package api
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"sort"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
@@ -19,168 +16,20 @@ import (
 	"go.temporal.io/sdk/client"
 )
 
-type jobRequest struct {
-	ScriptID     int64                      `json:"script_id"`
-	Version      int64                      `json:"version"` // 0: the latest
-	Params       map[string]json.RawMessage `json:"params"`
-	Targets      schema.JobTargets          `json:"targets"`
-	CredentialID int64                      `json:"credential_id"`
-	Policy       schema.JobPolicy           `json:"policy"`
-}
-
-// maxJobHosts bounds one job; BatchJob continues as new every 1,000 hosts.
-const maxJobHosts = 10000
-
-// plan checks a job request and resolves its targets. Nothing is written.
-func (a *API) plan(ctx context.Context, req *jobRequest) (*schema.ScriptVersion, map[string]string, []schema.JobHost, error) {
-	bad := fieldErrors{}
-	var ver *schema.ScriptVersion
-	sc, err := a.store.Script(ctx, req.ScriptID)
-	if errors.Is(err, schema.ErrNotFound) {
-		bad.add("script_id", "no such script")
-	} else if err != nil {
-		return nil, nil, nil, err
-	} else {
-		if req.Version == 0 {
-			req.Version = sc.LatestVersion
-		}
-		ver, err = a.store.ScriptVersion(ctx, sc.ID, req.Version)
-		if errors.Is(err, schema.ErrNotFound) {
-			bad.add("version", fmt.Sprintf("script %d has no version %d", sc.ID, req.Version))
-		} else if err != nil {
-			return nil, nil, nil, err
-		}
-	}
-	params := map[string]string{}
-	if ver != nil {
-		switch ver.Risk {
-		case schema.RiskBlocked:
-			bad.add("version", "blocked by high-risk command rules: "+strings.Join(ver.RiskMatches, "; "))
-		case schema.RiskApproval:
-			bad.add("version", "needs an approval (high-risk: "+strings.Join(ver.RiskMatches, "; ")+"); approvals are not available yet, so it is blocked")
-		}
-		known := map[string]bool{}
-		for _, p := range ver.Parameters {
-			known[p.Name] = true
-			raw, given := req.Params[p.Name]
-			if !given && p.Default != nil {
-				raw, _ = json.Marshal(p.Default)
-				given = true
-			}
-			if !given {
-				if p.Required || p.Type == schema.ParamSecret {
-					bad.add("params."+p.Name, "required")
-				}
-				continue
-			}
-			v, err := p.Check(raw)
-			if err != nil {
-				bad.add("params."+p.Name, err.Error())
-				continue
-			}
-			params[p.Name] = v
-		}
-		for k := range req.Params {
-			if !known[k] {
-				bad.add("params."+k, fmt.Sprintf("version %d has no parameter %s", ver.Version, k))
-			}
-		}
-	}
-	if req.CredentialID <= 0 {
-		bad.add("credential_id", "required")
-	} else if _, err := a.store.Credential(ctx, req.CredentialID); errors.Is(err, schema.ErrNotFound) {
-		bad.add("credential_id", "no such credential")
-	} else if err != nil {
-		return nil, nil, nil, err
-	}
-	p := &req.Policy
-	if p.Concurrency == "" {
-		p.Concurrency = "10"
-	}
-	if _, err := workflows.ParseCount(p.Concurrency, 1); err != nil {
-		bad.add("policy.concurrency", err.Error())
-	}
-	if b := strings.TrimPrefix(p.Batch, "+"); p.Batch != "" {
-		if _, err := workflows.ParseCount(b, 1); err != nil || (strings.HasPrefix(p.Batch, "+") && strings.HasSuffix(b, "%")) {
-			bad.add("policy.batch", "must be N, N% or +N")
-		}
-	}
-	if p.MaxFailures != "" {
-		if _, err := workflows.ParseCount(p.MaxFailures, 1); err != nil && p.MaxFailures != "0" {
-			bad.add("policy.max_failures", err.Error())
-		}
-	}
-	for name, v := range map[string]string{"policy.host_timeout": p.HostTimeout, "policy.job_timeout": p.JobTimeout} {
-		if v == "" {
-			continue
-		}
-		if d, err := time.ParseDuration(v); err != nil || d < time.Second {
-			bad.add(name, "must be a duration such as 10m, at least 1s")
-		}
-	}
-
-	var hosts []schema.JobHost
-	t := req.Targets
-	switch {
-	case t.Selector != "" && len(t.Hosts) > 0:
-		bad.add("targets", "give a selector or hosts, not both")
-	case t.Selector != "":
-		if err := schema.ValidateSelector(t.Selector); err != nil {
-			bad.add("targets.selector", err.Error())
-			break
-		}
-		cis, err := a.store.ExportCIs(ctx, schema.CIQuery{Type: "host", Selector: t.Selector})
-		if err != nil {
-			return nil, nil, nil, err
-		}
-		for _, ci := range cis {
-			addr, _ := ci.Attributes["address"].(string)
-			if addr == "" {
-				addr = ci.Name
-			}
-			id := ci.ID
-			hosts = append(hosts, schema.JobHost{Address: addr, CIID: &id})
-		}
-	default:
-		seen := map[string]bool{}
-		for i, h := range t.Hosts {
-			host := h
-			if hh, _, err := net.SplitHostPort(h); err == nil {
-				host = hh
-			}
-			if net.ParseIP(host) == nil && !hostnameRE.MatchString(host) {
-				bad.add(fmt.Sprintf("targets.hosts[%d]", i), "must be an IP address or DNS name, optionally with :port")
-				continue
-			}
-			if !seen[h] {
-				seen[h] = true
-				hosts = append(hosts, schema.JobHost{Address: h})
-			}
-		}
-	}
-	if len(hosts) == 0 && len(bad) == 0 {
-		bad.add("targets", "empty target set: no host matches")
-	}
-	if len(hosts) > maxJobHosts {
-		bad.add("targets", fmt.Sprintf("%d hosts; a job takes at most %d", len(hosts), maxJobHosts))
-	}
-	return ver, params, hosts, bad.err()
-}
-
 // createJob checks the request, records the job and its hosts, and starts
 // its BatchJob run. Bad input starts nothing and writes nothing.
 func (a *API) createJob(c echo.Context) error {
-	var req jobRequest
+	var req schema.JobRequest
 	if err := decodeJSON(c, &req); err != nil {
 		return err
 	}
 	return a.startJob(c, req, nil)
 }
 
-func (a *API) startJob(c echo.Context, req jobRequest, parent *int64) error {
+func (a *API) startJob(c echo.Context, req schema.JobRequest, parent *int64) error {
 	ctx := c.Request().Context()
 	setAudit(c, "job.create", "script:"+strconv.FormatInt(req.ScriptID, 10))
-	ver, params, hosts, err := a.plan(ctx, &req)
+	ver, params, hosts, err := a.store.PlanJob(ctx, &req)
 	if err != nil {
 		return err
 	}
@@ -386,7 +235,7 @@ func (a *API) retryFailed(c echo.Context) error {
 	if j.EndedAt == nil {
 		return newError(http.StatusConflict, CodeConflict, "the job is still running")
 	}
-	failed, err := a.store.JobHosts(c.Request().Context(), j.ID, schema.HostFailed, -1, maxJobHosts)
+	failed, err := a.store.JobHosts(c.Request().Context(), j.ID, schema.HostFailed, -1, schema.MaxJobHosts)
 	if err != nil {
 		return err
 	}
@@ -399,7 +248,7 @@ func (a *API) retryFailed(c echo.Context) error {
 	}
 	var params map[string]string
 	_ = json.Unmarshal(raw, &params)
-	req := jobRequest{ScriptID: j.ScriptID, Version: j.ScriptVersion, CredentialID: j.CredentialID, Policy: j.Policy, Params: map[string]json.RawMessage{}}
+	req := schema.JobRequest{ScriptID: j.ScriptID, Version: j.ScriptVersion, CredentialID: j.CredentialID, Policy: j.Policy, Params: map[string]json.RawMessage{}}
 	ver, err := a.store.ScriptVersion(c.Request().Context(), j.ScriptID, j.ScriptVersion)
 	if err != nil {
 		return err

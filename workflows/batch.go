@@ -3,7 +3,6 @@ package workflows
 import (
 	"errors"
 	"fmt"
-	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -140,23 +139,6 @@ func (r *batchRun) setup(ctx workflow.Context) error {
 	}})
 }
 
-// ParseCount reads N or N% of total (at least 1 when total > 0).
-func ParseCount(s string, total int) (int, error) {
-	s = strings.TrimSpace(s)
-	if p, ok := strings.CutSuffix(s, "%"); ok {
-		f, err := strconv.ParseFloat(p, 64)
-		if err != nil || f <= 0 || f > 100 {
-			return 0, errors.New("must be a percentage from 0 to 100, such as 10%")
-		}
-		return max(1, int(math.Ceil(f*float64(total)/100))), nil
-	}
-	n, err := strconv.Atoi(s)
-	if err != nil || n < 1 {
-		return 0, errors.New("must be a positive number or a percentage such as 10%")
-	}
-	return n, nil
-}
-
 // batchSize is the size of batch i (0-based) under policy batch.
 func batchSize(batch string, i, total int) int {
 	if batch == "" {
@@ -169,7 +151,7 @@ func batchSize(batch string, i, total int) int {
 		}
 		return step * (i + 1)
 	}
-	n, err := ParseCount(batch, total)
+	n, err := schema.ParseCount(batch, total)
 	if err != nil {
 		return total
 	}
@@ -180,7 +162,7 @@ func (r *batchRun) concurrency() int {
 	if r.st.Concurrency > 0 {
 		return r.st.Concurrency
 	}
-	n, err := ParseCount(r.in.Policy.Concurrency, r.in.Total)
+	n, err := schema.ParseCount(r.in.Policy.Concurrency, r.in.Total)
 	if err != nil {
 		return 10
 	}
@@ -191,7 +173,7 @@ func (r *batchRun) budgetSpent() bool {
 	if r.in.Policy.MaxFailures == "" {
 		return false
 	}
-	n, err := ParseCount(r.in.Policy.MaxFailures, r.in.Total)
+	n, err := schema.ParseCount(r.in.Policy.MaxFailures, r.in.Total)
 	return err == nil && r.st.Failed > n
 }
 

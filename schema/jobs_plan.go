@@ -1,0 +1,204 @@
+package schema
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// fieldBag collects field errors, keeping the first reason per field.
+type fieldBag map[string]string
+
+func (f fieldBag) add(field, reason string) {
+	if _, ok := f[field]; !ok {
+		f[field] = reason
+	}
+}
+
+func (f fieldBag) err(msg string) error {
+	if len(f) == 0 {
+		return nil
+	}
+	return invalid(msg, f)
+}
+
+var hostnameRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?)*$`)
+
+// ValidHostname reports whether s is a DNS host name.
+func ValidHostname(s string) bool { return hostnameRE.MatchString(s) }
+
+// ParseCount reads N or N% of total (at least 1 when total > 0).
+func ParseCount(s string, total int) (int, error) {
+	s = strings.TrimSpace(s)
+	if p, ok := strings.CutSuffix(s, "%"); ok {
+		f, err := strconv.ParseFloat(p, 64)
+		if err != nil || f <= 0 || f > 100 {
+			return 0, errors.New("must be a percentage from 0 to 100, such as 10%")
+		}
+		return max(1, int(math.Ceil(f*float64(total)/100))), nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 {
+		return 0, errors.New("must be a positive number or a percentage such as 10%")
+	}
+	return n, nil
+}
+
+// JobRequest defines a job: what to run, where, how.
+type JobRequest struct {
+	ScriptID     int64                      `json:"script_id"`
+	Version      int64                      `json:"version"` // 0: the latest
+	Params       map[string]json.RawMessage `json:"params"`
+	Targets      JobTargets                 `json:"targets"`
+	CredentialID int64                      `json:"credential_id"`
+	Policy       JobPolicy                  `json:"policy"`
+}
+
+// MaxJobHosts bounds one job; BatchJob continues as new every 1,000 hosts.
+const MaxJobHosts = 10000
+
+// PlanJob checks a job request and resolves its targets (a selector is
+// evaluated now) into hosts, returning the script version and the checked
+// parameter values. Nothing is written; bad input is a ValidationError
+// naming each field.
+func (s *Store) PlanJob(ctx context.Context, req *JobRequest) (*ScriptVersion, map[string]string, []JobHost, error) {
+	bad := fieldBag{}
+	var ver *ScriptVersion
+	sc, err := s.Script(ctx, req.ScriptID)
+	if errors.Is(err, ErrNotFound) {
+		bad.add("script_id", "no such script")
+	} else if err != nil {
+		return nil, nil, nil, err
+	} else {
+		if req.Version == 0 {
+			req.Version = sc.LatestVersion
+		}
+		ver, err = s.ScriptVersion(ctx, sc.ID, req.Version)
+		if errors.Is(err, ErrNotFound) {
+			bad.add("version", fmt.Sprintf("script %d has no version %d", sc.ID, req.Version))
+		} else if err != nil {
+			return nil, nil, nil, err
+		}
+	}
+	params := map[string]string{}
+	if ver != nil {
+		switch ver.Risk {
+		case RiskBlocked:
+			bad.add("version", "blocked by high-risk command rules: "+strings.Join(ver.RiskMatches, "; "))
+		case RiskApproval:
+			bad.add("version", "needs an approval (high-risk: "+strings.Join(ver.RiskMatches, "; ")+"); approvals are not available yet, so it is blocked")
+		}
+		known := map[string]bool{}
+		for _, p := range ver.Parameters {
+			known[p.Name] = true
+			raw, given := req.Params[p.Name]
+			if !given && p.Default != nil {
+				raw, _ = json.Marshal(p.Default)
+				given = true
+			}
+			if !given {
+				if p.Required || p.Type == ParamSecret {
+					bad.add("params."+p.Name, "required")
+				}
+				continue
+			}
+			v, err := p.Check(raw)
+			if err != nil {
+				bad.add("params."+p.Name, err.Error())
+				continue
+			}
+			params[p.Name] = v
+		}
+		for k := range req.Params {
+			if !known[k] {
+				bad.add("params."+k, fmt.Sprintf("version %d has no parameter %s", ver.Version, k))
+			}
+		}
+	}
+	if req.CredentialID <= 0 {
+		bad.add("credential_id", "required")
+	} else if _, err := s.Credential(ctx, req.CredentialID); errors.Is(err, ErrNotFound) {
+		bad.add("credential_id", "no such credential")
+	} else if err != nil {
+		return nil, nil, nil, err
+	}
+	p := &req.Policy
+	if p.Concurrency == "" {
+		p.Concurrency = "10"
+	}
+	if _, err := ParseCount(p.Concurrency, 1); err != nil {
+		bad.add("policy.concurrency", err.Error())
+	}
+	if b := strings.TrimPrefix(p.Batch, "+"); p.Batch != "" {
+		if _, err := ParseCount(b, 1); err != nil || (strings.HasPrefix(p.Batch, "+") && strings.HasSuffix(b, "%")) {
+			bad.add("policy.batch", "must be N, N% or +N")
+		}
+	}
+	if p.MaxFailures != "" {
+		if _, err := ParseCount(p.MaxFailures, 1); err != nil && p.MaxFailures != "0" {
+			bad.add("policy.max_failures", err.Error())
+		}
+	}
+	for name, v := range map[string]string{"policy.host_timeout": p.HostTimeout, "policy.job_timeout": p.JobTimeout} {
+		if v == "" {
+			continue
+		}
+		if d, err := time.ParseDuration(v); err != nil || d < time.Second {
+			bad.add(name, "must be a duration such as 10m, at least 1s")
+		}
+	}
+
+	var hosts []JobHost
+	t := req.Targets
+	switch {
+	case t.Selector != "" && len(t.Hosts) > 0:
+		bad.add("targets", "give a selector or hosts, not both")
+	case t.Selector != "":
+		if err := ValidateSelector(t.Selector); err != nil {
+			bad.add("targets.selector", err.Error())
+			break
+		}
+		cis, err := s.ExportCIs(ctx, CIQuery{Type: "host", Selector: t.Selector})
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		for _, ci := range cis {
+			addr, _ := ci.Attributes["address"].(string)
+			if addr == "" {
+				addr = ci.Name
+			}
+			id := ci.ID
+			hosts = append(hosts, JobHost{Address: addr, CIID: &id})
+		}
+	default:
+		seen := map[string]bool{}
+		for i, h := range t.Hosts {
+			host := h
+			if hh, _, err := net.SplitHostPort(h); err == nil {
+				host = hh
+			}
+			if net.ParseIP(host) == nil && !ValidHostname(host) {
+				bad.add(fmt.Sprintf("targets.hosts[%d]", i), "must be an IP address or DNS name, optionally with :port")
+				continue
+			}
+			if !seen[h] {
+				seen[h] = true
+				hosts = append(hosts, JobHost{Address: h})
+			}
+		}
+	}
+	if len(hosts) == 0 && len(bad) == 0 {
+		bad.add("targets", "empty target set: no host matches")
+	}
+	if len(hosts) > MaxJobHosts {
+		bad.add("targets", fmt.Sprintf("%d hosts; a job takes at most %d", len(hosts), MaxJobHosts))
+	}
+	return ver, params, hosts, bad.err("invalid job")
+}
