@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/opsflow/opsflow/internal/secret"
 	"github.com/opsflow/opsflow/schema"
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
@@ -285,7 +286,8 @@ func parseExecOutput(out string) (rc int, output string, ok bool) {
 
 // Jobs keeps the jobs read model for the BatchJob workflow.
 type Jobs struct {
-	Store *schema.Store
+	Store   *schema.Store
+	Secrets *secret.Keyring
 }
 
 // RecordJobStatusInput moves a job to a status.
@@ -305,4 +307,55 @@ func (a *Jobs) RecordJobStatus(ctx context.Context, in RecordJobStatusInput) (st
 		}
 	}
 	return struct{}{}, a.Store.SetJobStatus(ctx, in.JobID, in.Status, in.Summary)
+}
+
+// CreateScheduledJobInput is a saved job definition a schedule runs.
+type CreateScheduledJobInput struct {
+	Definition schema.JobRequest
+	CreatedBy  string
+}
+
+// CreateScheduledJobResult names the job created for this firing.
+type CreateScheduledJobResult struct {
+	JobID      int64
+	WorkflowID string
+	Total      int
+	Policy     schema.JobPolicy
+}
+
+// CreateScheduledJob plans a saved job definition now — a selector picks
+// today's hosts — and records the job and its run. Invalid at this moment
+// (a script version since blocked, no host matches) is a non-retryable
+// failure of this firing.
+func (a *Jobs) CreateScheduledJob(ctx context.Context, in CreateScheduledJobInput) (CreateScheduledJobResult, error) {
+	info := activity.GetInfo(ctx)
+	// One job per firing, also when this activity is retried.
+	wid := "job:" + info.WorkflowExecution.ID
+	if j, err := a.Store.JobByWorkflowID(ctx, wid); err == nil {
+		return CreateScheduledJobResult{JobID: j.ID, WorkflowID: wid, Total: j.Total, Policy: j.Policy}, nil
+	}
+	req := in.Definition
+	ver, params, hosts, err := a.Store.PlanJob(ctx, &req)
+	if err != nil {
+		var ve *schema.ValidationError
+		if errors.As(err, &ve) {
+			return CreateScheduledJobResult{}, temporal.NewNonRetryableApplicationError(ve.Error(), ErrTypeInvalidInput, nil)
+		}
+		return CreateScheduledJobResult{}, err
+	}
+	job := &schema.Job{WorkflowID: wid, ScriptID: ver.ScriptID, ScriptVersion: ver.Version, Targets: req.Targets,
+		CredentialID: req.CredentialID, Policy: req.Policy, Status: schema.JobQueued, CreatedBy: in.CreatedBy}
+	b, _ := json.Marshal(params)
+	job.Params = a.Secrets.Seal(b, job.ParamsContext())
+	if err := a.Store.CreateJob(ctx, job, hosts); err != nil {
+		return CreateScheduledJobResult{}, err
+	}
+	target := req.Targets.Selector
+	if target == "" {
+		target = fmt.Sprintf("%d hosts", len(hosts))
+	}
+	if err := a.Store.RecordRunStart(ctx, &schema.Run{WorkflowID: wid, Kind: "job", StartedBy: in.CreatedBy, Target: target}); err != nil {
+		return CreateScheduledJobResult{}, err
+	}
+	return CreateScheduledJobResult{JobID: job.ID, WorkflowID: wid, Total: len(hosts), Policy: job.Policy}, nil
 }

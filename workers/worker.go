@@ -46,11 +46,12 @@ func Register(r worker.Registry, queue string, deps Deps) (int, error) {
 		r.RegisterWorkflow(workflows.Demo)
 		r.RegisterWorkflow(workflows.DiscoverHosts)
 		r.RegisterWorkflow(workflows.BatchJob)
+		r.RegisterWorkflow(workflows.ScheduledJob)
 		r.RegisterActivity(&activities.Runs{Store: deps.Store})
 		r.RegisterActivity(&activities.Demo{})
 		r.RegisterActivity(&activities.CMDB{Store: deps.Store})
-		r.RegisterActivity(&activities.Jobs{Store: deps.Store})
-		return 7, nil
+		r.RegisterActivity(&activities.Jobs{Store: deps.Store, Secrets: deps.Secrets})
+		return 8, nil
 	case workflows.TaskQueueSSH:
 		r.RegisterActivity(&activities.SSH{Store: deps.Store, Secrets: deps.Secrets})
 		return 1, nil

@@ -63,6 +63,8 @@ func TestReplayHistories(t *testing.T) {
 		r := worker.NewWorkflowReplayer()
 		r.RegisterWorkflow(workflows.Demo)
 		r.RegisterWorkflow(workflows.DiscoverHosts)
+		r.RegisterWorkflow(workflows.BatchJob)
+		r.RegisterWorkflow(workflows.ScheduledJob)
 		if err := r.ReplayWorkflowHistoryFromJSONFile(nil, f); err != nil {
 			t.Errorf("%s: %v", f, err)
 		}
