@@ -27,29 +27,43 @@ func (a *API) createJob(c echo.Context) error {
 }
 
 func (a *API) startJob(c echo.Context, req schema.JobRequest, parent *int64) error {
+	job, created, err := a.launchJob(c, req, parent)
+	if err != nil {
+		return err
+	}
+	status := http.StatusOK
+	if created {
+		status = http.StatusCreated
+	}
+	return c.JSON(status, job)
+}
+
+// launchJob plans, records and starts a job; with an Idempotency-Key a
+// repeat returns the first job (created false).
+func (a *API) launchJob(c echo.Context, req schema.JobRequest, parent *int64) (*schema.Job, bool, error) {
 	ctx := c.Request().Context()
 	setAudit(c, "job.create", "script:"+strconv.FormatInt(req.ScriptID, 10))
 	ver, params, hosts, err := a.store.PlanJob(ctx, &req)
 	if err != nil {
-		return err
+		return nil, false, err
 	}
 	key, err := idempotencyKey(c)
 	if err != nil {
-		return err
+		return nil, false, err
 	}
 	wid := workflows.RunWorkflowID(workflows.KindJob, userOf(c).ID, key, uuid.NewString())
 	if existing, err := a.store.JobByWorkflowID(ctx, wid); err == nil {
-		return c.JSON(http.StatusOK, existing)
+		return existing, false, nil
 	}
 	if a.secrets == nil {
-		return newError(http.StatusServiceUnavailable, CodeUnavailable, "no secret key configured")
+		return nil, false, newError(http.StatusServiceUnavailable, CodeUnavailable, "no secret key configured")
 	}
 	job := &schema.Job{WorkflowID: wid, ScriptID: ver.ScriptID, ScriptVersion: ver.Version, Targets: req.Targets,
 		CredentialID: req.CredentialID, Policy: req.Policy, Status: schema.JobQueued, ParentID: parent, CreatedBy: userOf(c).Username}
 	b, _ := json.Marshal(params)
 	job.Params = a.secrets.Seal(b, job.ParamsContext())
 	if err := a.store.CreateJob(ctx, job, hosts); err != nil {
-		return err
+		return nil, false, err
 	}
 	target := req.Targets.Selector
 	if target == "" {
@@ -59,9 +73,9 @@ func (a *API) startJob(c echo.Context, req schema.JobRequest, parent *int64) err
 	if _, _, err := a.startWorkflow(c, workflows.KindJob, wid, target, workflows.BatchJob,
 		workflows.BatchJobInput{JobID: job.ID, Total: len(hosts), Policy: job.Policy}); err != nil {
 		_ = a.store.SetJobStatus(context.WithoutCancel(ctx), job.ID, schema.JobFailed, "could not start: "+err.Error())
-		return err
+		return nil, false, err
 	}
-	return c.JSON(http.StatusCreated, job)
+	return job, true, nil
 }
 
 type jobView struct {
@@ -174,22 +188,32 @@ func (a *API) controlJob(update string) echo.HandlerFunc {
 }
 
 func (a *API) updateJob(c echo.Context, j *schema.Job, update string, arg any) error {
+	p, err := a.sendJobUpdate(c.Request().Context(), j, update, arg)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, p)
+}
+
+// sendJobUpdate sends a control update to the job's workflow and waits for
+// its answer; a refused update (its validator said no) is a 409.
+func (a *API) sendJobUpdate(ctx context.Context, j *schema.Job, update string, arg any) (workflows.BatchProgress, error) {
+	var p workflows.BatchProgress
 	if j.EndedAt != nil {
-		return newError(http.StatusConflict, CodeConflict, "the job has ended ("+j.Status+")")
+		return p, newError(http.StatusConflict, CodeConflict, "the job has ended ("+j.Status+")")
 	}
 	opts := client.UpdateWorkflowOptions{WorkflowID: j.WorkflowID, UpdateName: update, WaitForStage: client.WorkflowUpdateStageCompleted}
 	if arg != nil {
 		opts.Args = []any{arg}
 	}
-	h, err := a.temporal.UpdateWorkflow(c.Request().Context(), opts)
+	h, err := a.temporal.UpdateWorkflow(ctx, opts)
 	if err != nil {
-		return a.updateError(err)
+		return p, a.updateError(err)
 	}
-	var p workflows.BatchProgress
-	if err := h.Get(c.Request().Context(), &p); err != nil {
-		return a.updateError(err)
+	if err := h.Get(ctx, &p); err != nil {
+		return p, a.updateError(err)
 	}
-	return c.JSON(http.StatusOK, p)
+	return p, nil
 }
 
 func (a *API) updateError(err error) error {
@@ -232,26 +256,35 @@ func (a *API) retryFailed(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	req, err := a.retryRequest(c, j)
+	if err != nil {
+		return err
+	}
+	return a.startJob(c, req, &j.ID)
+}
+
+// retryRequest is the definition of job j over its failed hosts only.
+func (a *API) retryRequest(c echo.Context, j *schema.Job) (schema.JobRequest, error) {
 	if j.EndedAt == nil {
-		return newError(http.StatusConflict, CodeConflict, "the job is still running")
+		return schema.JobRequest{}, newError(http.StatusConflict, CodeConflict, "the job is still running")
 	}
 	failed, err := a.store.JobHosts(c.Request().Context(), j.ID, schema.HostFailed, -1, schema.MaxJobHosts)
 	if err != nil {
-		return err
+		return schema.JobRequest{}, err
 	}
 	if len(failed) == 0 {
-		return newError(http.StatusConflict, CodeConflict, "no host failed")
+		return schema.JobRequest{}, newError(http.StatusConflict, CodeConflict, "no host failed")
 	}
 	raw, err := a.secrets.Open(j.Params, j.ParamsContext())
 	if err != nil {
-		return err
+		return schema.JobRequest{}, err
 	}
 	var params map[string]string
 	_ = json.Unmarshal(raw, &params)
 	req := schema.JobRequest{ScriptID: j.ScriptID, Version: j.ScriptVersion, CredentialID: j.CredentialID, Policy: j.Policy, Params: map[string]json.RawMessage{}}
 	ver, err := a.store.ScriptVersion(c.Request().Context(), j.ScriptID, j.ScriptVersion)
 	if err != nil {
-		return err
+		return schema.JobRequest{}, err
 	}
 	for _, p := range ver.Parameters {
 		if v, ok := params[p.Name]; ok {
@@ -264,7 +297,7 @@ func (a *API) retryFailed(c echo.Context) error {
 	}
 	sort.Strings(addrs)
 	req.Targets = schema.JobTargets{Hosts: addrs}
-	return a.startJob(c, req, &j.ID)
+	return req, nil
 }
 
 // typedParam turns a stored (string) parameter back into its JSON form.

@@ -39,8 +39,10 @@ func loadPages() (*pages, error) {
 	}
 	funcs["deref"] = func(f *float64) float64 { return *f }
 	funcs["join"] = strings.Join
+	funcs["deref_int"] = func(i *int) int { return *i }
 	p := &pages{byName: map[string]*template.Template{}}
-	for _, name := range []string{"login", "runs", "run", "coming", "error", "docs", "cmdb", "cmdb_types", "cmdb_ci", "cmdb_import", "cmdb_discover"} {
+	for _, name := range []string{"login", "runs", "run", "coming", "error", "docs", "cmdb", "cmdb_types", "cmdb_ci", "cmdb_import", "cmdb_discover",
+		"scripts", "script", "script_edit", "jobs", "job_new", "job", "job_host"} {
 		t, err := template.New(name).Funcs(funcs).ParseFS(ui.Templates, "templates/layout.html", "templates/"+name+".html")
 		if err != nil {
 			return nil, fmt.Errorf("ui: parse %s: %w", name, err)

@@ -1,0 +1,97 @@
+package api
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/opsflow/opsflow/internal/testenv"
+	"github.com/opsflow/opsflow/schema"
+)
+
+// TestScriptsAndJobsUIInBrowser: write a script with parameters in the
+// browser, add a version and see the diff, run it from the form generated
+// from its parameters on real sshd hosts, watch the per-host grid, read a
+// host's output, and retry the failed host.
+func TestScriptsAndJobsUIInBrowser(t *testing.T) {
+	e := newEnv(t)
+	hosts := testenv.SSHD(t, 2)
+	op := e.createUser(schema.RoleOperator, "operator-password-1")
+	p := fmt.Sprintf("ui%d", time.Now().UnixNano())
+	e.credential(p+"-key", hosts)
+	ctx, cancel := context.WithTimeout(testenv.Browser(t), 150*time.Second)
+	defer cancel()
+	do := func(what string, actions ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		if err := chromedp.Do(ctx, actions...); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	text := func(sel chromedp.ID) string {
+		t.Helper()
+		s, err := chromedp.Run(ctx, chromedp.Text(sel))
+		if err != nil {
+			t.Fatalf("text of %s: %v", sel, err)
+		}
+		return s
+	}
+	do("login", chromedp.Navigate(e.srv.URL+"/login"),
+		chromedp.SendKeys(chromedp.ID("username"), op.Username),
+		chromedp.SendKeys(chromedp.ID("password"), "operator-password-1"),
+		chromedp.Click(chromedp.ID("login")), chromedp.WaitVisible(chromedp.ID("whoami")))
+
+	do("new script", chromedp.Navigate(e.srv.URL+"/scripts/new"),
+		chromedp.SendKeys(chromedp.ID("s-name"), p),
+		chromedp.SetValue(chromedp.ID("s-content"), "echo \"hello $NAME\"\n[ \"$OPSFLOW_HOST_INDEX\" = 1 ] && exit 4\ntrue"),
+		chromedp.SetValue(chromedp.ID("s-parameters"), `[{"name":"NAME","type":"string","required":true},{"name":"LOUD","type":"bool"}]`),
+		chromedp.Click(chromedp.ID("save-script")), chromedp.WaitVisible(chromedp.ID("versions")))
+	if c := text("content"); !strings.Contains(c, "hello $NAME") {
+		t.Fatalf("script content %q", c)
+	}
+	do("new version", chromedp.Click(chromedp.ID("new-version")), chromedp.WaitVisible(chromedp.ID("s-content")),
+		chromedp.SetValue(chromedp.ID("s-content"), "echo \"hello there $NAME\"\n[ \"$OPSFLOW_HOST_INDEX\" = 1 ] && exit 4\ntrue"),
+		chromedp.Click(chromedp.ID("save-script")), chromedp.WaitVisible(chromedp.ID("versions")),
+		chromedp.Click(chromedp.ID("show-diff")), chromedp.WaitVisible(chromedp.ID("diff")))
+	if d := text("diff"); !strings.Contains(d, `- echo "hello $NAME"`) || !strings.Contains(d, `+ echo "hello there $NAME"`) {
+		t.Fatalf("diff %q", d)
+	}
+
+	// The run form is generated from the parameters.
+	do("run form", chromedp.Click(chromedp.ID("run-script")), chromedp.WaitVisible(chromedp.ID("p-NAME")), chromedp.WaitVisible(chromedp.ID("p-LOUD")))
+	do("bad run", chromedp.Click(chromedp.ID("run-job")), chromedp.WaitVisible(chromedp.ID("job-error")))
+	if msg := text("job-error"); !strings.Contains(msg, "params.NAME") {
+		t.Fatalf("missing parameter message %q", msg)
+	}
+	do("run", chromedp.SendKeys(chromedp.ID("p-NAME"), "world"),
+		chromedp.SetValue(chromedp.ID("j-hosts"), hosts.Targets[0].Addr+"\n"+hosts.Targets[1].Addr),
+		chromedp.Click(chromedp.ID("run-job")), chromedp.WaitVisible(chromedp.ID("grid")))
+	eventually(t, 60*time.Second, "job page shows the job failed", func() bool {
+		s, err := chromedp.Run(ctx, chromedp.Text(chromedp.ID("job-status")))
+		return err == nil && s == schema.JobFailed
+	})
+	do("grid", chromedp.WaitVisible(chromedp.CSS("#h-0.succeeded")), chromedp.WaitVisible(chromedp.CSS("#h-1.failed")))
+	do("retry failed", chromedp.Click(chromedp.ID("retry-failed")), chromedp.WaitVisible(chromedp.ID("grid")))
+	if s := text("job-status"); s == "" {
+		t.Fatal("retry job page")
+	}
+	loc, _ := chromedp.Run(ctx, chromedp.Location())
+	do("first job's host output", chromedp.Navigate(strings.Replace(loc, "/jobs/", "/jobs/", 1)), chromedp.WaitVisible(chromedp.ID("grid")))
+	js, _ := e.store.Jobs(context.Background(), 5)
+	var first int64
+	for _, j := range js {
+		if j.ParentID == nil && j.CreatedBy == op.Username {
+			first = j.ID
+			break
+		}
+	}
+	do("host output", chromedp.Navigate(fmt.Sprintf("%s/jobs/%d/hosts/0", e.srv.URL, first)), chromedp.WaitVisible(chromedp.ID("output")))
+	if out := text("output"); !strings.Contains(out, "hello there world") {
+		t.Fatalf("output %q", out)
+	}
+	if ec := text("exit-code"); ec != "0" {
+		t.Fatalf("exit code %q", ec)
+	}
+}
