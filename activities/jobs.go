@@ -93,6 +93,10 @@ func (a *SSH) RunHostScript(ctx context.Context, in RunHostScriptInput) (RunHost
 	}
 	cfg, err := a.clientConfig(ctx, job.CredentialID)
 	if err != nil {
+		var appErr *temporal.ApplicationError
+		if errors.As(err, &appErr) && appErr.NonRetryable() {
+			return fail(appErr.Message()) // e.g. the credential cannot be opened
+		}
 		return RunHostScriptResult{}, err
 	}
 	cfg.HostKeyCallback = func(_ string, _ net.Addr, key ssh.PublicKey) error {

@@ -67,18 +67,43 @@ func TestScriptsAndJobsUIInBrowser(t *testing.T) {
 	}
 	do("run", chromedp.SendKeys(chromedp.ID("p-NAME"), "world"),
 		chromedp.SetValue(chromedp.ID("j-hosts"), hosts.Targets[0].Addr+"\n"+hosts.Targets[1].Addr),
+		chromedp.SetValue(chromedp.ID("j-cred"), credentialValue(t, e, p+"-key")),
 		chromedp.Click(chromedp.ID("run-job")), chromedp.WaitVisible(chromedp.ID("grid")))
 	eventually(t, 60*time.Second, "job page shows the job failed", func() bool {
 		s, err := chromedp.Run(ctx, chromedp.Text(chromedp.ID("job-status")))
 		return err == nil && s == schema.JobFailed
 	})
-	do("grid", chromedp.WaitVisible(chromedp.CSS("#h-0.succeeded")), chromedp.WaitVisible(chromedp.CSS("#h-1.failed")))
-	do("retry failed", chromedp.Click(chromedp.ID("retry-failed")), chromedp.WaitVisible(chromedp.ID("grid")))
-	if s := text("job-status"); s == "" {
-		t.Fatal("retry job page")
+	// The summary and the retry button come with a fresh load.
+	jobURL, err := chromedp.Run(ctx, chromedp.Location())
+	if err != nil {
+		t.Fatal(err)
 	}
-	loc, _ := chromedp.Run(ctx, chromedp.Location())
-	do("first job's host output", chromedp.Navigate(strings.Replace(loc, "/jobs/", "/jobs/", 1)), chromedp.WaitVisible(chromedp.ID("grid")))
+	do("job page", chromedp.Navigate(jobURL), chromedp.WaitVisible(chromedp.ID("grid")))
+	gctx, gcancel := context.WithTimeout(ctx, 20*time.Second)
+	defer gcancel()
+	if err := chromedp.Do(gctx, chromedp.WaitVisible(chromedp.CSS("#h-0.succeeded")), chromedp.WaitVisible(chromedp.CSS("#h-1.failed"))); err != nil {
+		html, _ := chromedp.Run(ctx, chromedp.OuterHTML(chromedp.ID("grid")))
+		js, _ := e.store.Jobs(context.Background(), 3)
+		var hs []schema.JobHost
+		if len(js) > 0 {
+			hs, _ = e.store.JobHosts(context.Background(), js[0].ID, "", -1, 10)
+		}
+		var werr error
+		if len(js) > 0 {
+			werr = e.temporal.GetWorkflow(context.Background(), js[0].WorkflowID, "").Get(context.Background(), nil)
+		}
+		t.Fatalf("grid: %v\n%s\nhosts %+v\njobs %+v\nworkflow: %v", err, html, hs, js, werr)
+	}
+	do("retry failed", chromedp.Click(chromedp.ID("retry-failed")))
+	eventually(t, 30*time.Second, "the retry job's page", func() bool {
+		loc, err := chromedp.Run(ctx, chromedp.Location())
+		return err == nil && loc != jobURL && strings.Contains(loc, "/jobs/")
+	})
+	do("retry job page", chromedp.WaitVisible(chromedp.ID("grid")))
+	eventually(t, 60*time.Second, "the retry job ended", func() bool {
+		s, err := chromedp.Run(ctx, chromedp.Text(chromedp.ID("job-status")))
+		return err == nil && (s == schema.JobFailed || s == schema.JobSucceeded)
+	})
 	js, _ := e.store.Jobs(context.Background(), 5)
 	var first int64
 	for _, j := range js {

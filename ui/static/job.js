@@ -1,5 +1,6 @@
 // Live per-host grid: polls the job's hosts (one request for up to 2,000
-// hosts) and recolours the cells; stops when the job ends.
+// hosts) and recolours the cells; stops when the job ends. It never
+// reloads the page by itself.
 (function () {
   var grid = document.getElementById("grid");
   if (!grid) return;
@@ -22,7 +23,15 @@
       .then(function (r) { return r.json(); })
       .then(function (j) {
         if (status && status.textContent !== j.status) { status.textContent = j.status; status.className = "status " + j.status; }
-        if (final(j.status)) { setTimeout(function () { location.reload(); }, 300); return; }
+        if (final(j.status)) {
+          // Ended: the controls no longer apply; the summary and "retry
+          // failed" come with a fresh load of the page.
+          var ctl = document.querySelector(".controls");
+          if (ctl) ctl.style.display = "none";
+          var note = document.getElementById("ended");
+          if (note) note.style.display = "";
+          return;
+        }
         setTimeout(tick, 1000);
       })
       .catch(function () { setTimeout(tick, 3000); });
