@@ -203,10 +203,7 @@ func (s *Store) createCI(ctx context.Context, tx bun.Tx, in CIInput, ch Change, 
 		}
 		return nil, err
 	}
-	if err := s.writeLabels(ctx, tx, c); err != nil {
-		return nil, err
-	}
-	if err := indexAttrs(ctx, tx, t, c); err != nil {
+	if err := reindex(ctx, tx, t, c); err != nil {
 		return nil, err
 	}
 	if err := s.recordCIChange(ctx, tx, "create", nil, c, ch); err != nil {
@@ -224,55 +221,12 @@ type ConflictError struct {
 
 func (e *ConflictError) Error() string { return e.Message }
 
-func (s *Store) writeLabels(ctx context.Context, tx bun.IDB, c *CI) error {
-	if _, err := tx.NewDelete().Table("ci_labels").Where("ci_id = ?", c.ID).Exec(ctx); err != nil {
-		return err
-	}
-	if len(c.Labels) == 0 {
-		return nil
-	}
-	type row struct {
-		bun.BaseModel `bun:"table:ci_labels"`
-		CIID          int64  `bun:"ci_id"`
-		Key           string `bun:"key"`
-		Value         string `bun:"value"`
-	}
-	rows := make([]row, 0, len(c.Labels))
-	for k, v := range c.Labels {
-		rows = append(rows, row{CIID: c.ID, Key: k, Value: v})
-	}
-	_, err := tx.NewInsert().Model(&rows).Exec(ctx)
-	return err
-}
-
-// indexAttrs rewrites the CI's rows in ci_attrs and ci_unique_values. A
-// unique value held by another CI is a ConflictError naming the attribute.
-func indexAttrs(ctx context.Context, tx bun.IDB, t *CIType, c *CI) error {
-	if _, err := tx.NewDelete().Table("ci_attrs").Where("ci_id = ?", c.ID).Exec(ctx); err != nil {
-		return err
-	}
-	if _, err := tx.NewDelete().Table("ci_unique_values").Where("ci_id = ?", c.ID).Exec(ctx); err != nil {
-		return err
-	}
-	type attrRow struct {
-		bun.BaseModel `bun:"table:ci_attrs"`
-		CIID          int64  `bun:"ci_id"`
-		Type          string `bun:"type"`
-		Name          string `bun:"name"`
-		Value         string `bun:"value"`
-	}
-	type uniqRow struct {
-		bun.BaseModel `bun:"table:ci_unique_values"`
-		Type          string `bun:"type"`
-		Name          string `bun:"name"`
-		Value         string `bun:"value"`
-		CIID          int64  `bun:"ci_id"`
-	}
-	var rows []attrRow
-	var uniq []uniqRow
+// reindex rewrites a CI's labels, attribute index and unique values. A
+// unique value another CI holds is a ConflictError naming the attribute.
+func reindex(ctx context.Context, tx bun.IDB, t *CIType, c *CI) error {
 	for k, v := range c.Attributes {
 		d, ok := t.Attr(k)
-		if !ok {
+		if !ok || !d.Unique {
 			continue
 		}
 		raw, _ := json.Marshal(v)
@@ -280,33 +234,15 @@ func indexAttrs(ctx context.Context, tx bun.IDB, t *CIType, c *CI) error {
 		if err != nil {
 			return fmt.Errorf("attribute %s: %w", k, err)
 		}
-		if d.Type != AttrJSON {
-			rows = append(rows, attrRow{CIID: c.ID, Type: t.Name, Name: k, Value: idx})
-		}
-		if d.Unique {
-			uniq = append(uniq, uniqRow{Type: t.Name, Name: k, Value: idx, CIID: c.ID})
-		}
-	}
-	if len(rows) > 0 {
-		if _, err := tx.NewInsert().Model(&rows).Exec(ctx); err != nil {
-			return err
-		}
-	}
-	for _, u := range uniq {
-		// One by one so the conflict names its attribute; unique
-		// attributes are few.
 		var holder int64
-		err := tx.NewSelect().Table("ci_unique_values").Column("ci_id").
-			Where("type = ? AND name = ? AND value = ?", u.Type, u.Name, u.Value).Scan(ctx, &holder)
+		err = tx.NewSelect().Table("ci_unique_values").Column("ci_id").
+			Where("type = ? AND name = ? AND value = ? AND ci_id <> ?", t.Name, k, idx, c.ID).Scan(ctx, &holder)
 		if err == nil {
-			return &ConflictError{Message: fmt.Sprintf("attribute %s must be unique: %q is used by CI %d", u.Name, u.Value, holder),
-				Fields: map[string]string{"attributes." + u.Name: fmt.Sprintf("%q is already used by CI %d", u.Value, holder)}}
-		}
-		if _, err := tx.NewInsert().Model(&u).Exec(ctx); err != nil {
-			return err
+			return &ConflictError{Message: fmt.Sprintf("attribute %s must be unique: %q is used by CI %d", k, idx, holder),
+				Fields: map[string]string{"attributes." + k: fmt.Sprintf("%q is already used by CI %d", idx, holder)}}
 		}
 	}
-	return nil
+	return writeIndexBatch(ctx, tx, t, []*CI{c}, true)
 }
 
 // CI returns the CI id with its labels.
@@ -454,10 +390,7 @@ func (s *Store) patchCI(ctx context.Context, tx bun.Tx, old *CI, p CIPatch, ch C
 	if n, _ := res.RowsAffected(); n == 0 {
 		return nil, &VersionMismatch{Current: old.Version + 1}
 	}
-	if err := s.writeLabels(ctx, tx, &cur); err != nil {
-		return nil, err
-	}
-	if err := indexAttrs(ctx, tx, t, &cur); err != nil {
+	if err := reindex(ctx, tx, t, &cur); err != nil {
 		return nil, err
 	}
 	if err := s.recordCIChangeDiff(ctx, tx, "update", &cur, d, ch); err != nil {

@@ -410,7 +410,7 @@ func (s *Store) UpdateType(ctx context.Context, name, description string, defs [
 			if _, err := tx.NewUpdate().Model(f.ci).Column("attributes").WherePK().Exec(ctx); err != nil {
 				return err
 			}
-			if err := indexAttrs(ctx, tx, &nt, f.ci); err != nil {
+			if err := reindex(ctx, tx, &nt, f.ci); err != nil {
 				return err
 			}
 		}

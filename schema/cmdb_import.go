@@ -241,8 +241,9 @@ func (s *Store) Import(ctx context.Context, typ string, rows []ImportRow, dryRun
 }
 
 // writeIndexBatch rewrites labels, attribute index and unique values of
-// many CIs of type t with a few multi-row statements.
-func writeIndexBatch(ctx context.Context, tx bun.Tx, t *CIType, cis []*CI, clear bool) error {
+// many CIs of type t with a few multi-row statements (clear: delete their
+// old rows first). Uniqueness is the caller's check.
+func writeIndexBatch(ctx context.Context, tx bun.IDB, t *CIType, cis []*CI, clear bool) error {
 	type labelRow struct {
 		bun.BaseModel `bun:"table:ci_labels"`
 		CIID          int64  `bun:"ci_id"`
