@@ -1,7 +1,9 @@
 package activities
 
 import (
+	"bufio"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -128,10 +130,17 @@ func (a *SSH) RunHostScript(ctx context.Context, in RunHostScriptInput) (RunHost
 	execCtx, cancelExec := context.WithTimeout(ctx, timeout)
 	defer cancelExec()
 	client, err := a.dial(execCtx, addr, cfg)
-	var out string
+	out := newOutputSink(func(data string) {
+		if err := a.Store.AppendJobOutput(ctx, job.ID, h.Idx, data); err != nil {
+			activity.GetLogger(ctx).Warn("live output not stored", "host", h.Address, "error", err)
+		}
+	}, secrets)
+	var rc int
 	if err == nil {
 		defer client.Close()
-		out, err = a.exec(execCtx, client, wrapper)
+		mb := make([]byte, 12)
+		_, _ = rand.Read(mb)
+		rc, err = a.streamExec(execCtx, client, wrapper, "##opsflow-"+hex.EncodeToString(mb), out.line, out.flush)
 		if err != nil && execCtx.Err() != nil {
 			a.kill(ctx, addr, cfg, key)
 			if ctx.Err() == nil {
@@ -151,20 +160,8 @@ func (a *SSH) RunHostScript(ctx context.Context, in RunHostScriptInput) (RunHost
 		// retry reattaches to the same execution.
 		return RunHostScriptResult{}, fmt.Errorf("run on %s: %w", h.Address, err)
 	}
-	rc, output, ok := parseExecOutput(out)
-	if !ok {
-		return RunHostScriptResult{}, fmt.Errorf("run on %s: unreadable result", h.Address)
-	}
-	// The host sends at most one byte over the cap: that byte says the
-	// output was cut, and only its last OutputCap bytes are kept.
-	h.Truncated = len(output) > OutputCap
-	if h.Truncated {
-		output = output[len(output)-OutputCap:]
-	}
-	for _, s := range secrets {
-		output = strings.ReplaceAll(output, s, "***")
-	}
-	h.ExitCode, h.Output, h.OutputBytes = &rc, output, int64(len(output))
+	out.flush()
+	h.ExitCode, h.Output, h.OutputBytes, h.Truncated = &rc, out.tail(), out.total, out.total > OutputCap
 	h.State = schema.HostSucceeded
 	if rc != 0 {
 		h.State = schema.HostFailed
@@ -259,7 +256,11 @@ set +C
 printf '%s\n' ` + shellQuote(script) + ` > "$K.script"
 echo $$ > "$K.pid"
 trap '' HUP PIPE
-(` + exports.String() + `exec ` + interpreter + ` "$K.script") < /dev/null > "$K.out" 2>&1
+(` + exports.String() + `exec ` + interpreter + ` "$K.script") < /dev/null > "$K.out" 2>&1 &
+c=$!
+# Stream the output as it is written, until the script exits.
+tail -s 0.1 -c +1 -f --pid=$c "$K.out"
+wait $c
 echo $? > "$K.rc"
 else
 set +C
@@ -267,25 +268,70 @@ set +C
 # write fails and this waiter exits instead of lingering.
 i=0
 until [ -s "$K.rc" ]; do i=$((i+1)); [ $((i % 5)) -eq 0 ] && echo; sleep 0.2; done
+cat "$K.out"
 fi
 read rc < "$K.rc"
-echo "##rc $rc"
-echo "##out"
-tail -c ` + strconv.Itoa(OutputCap+1) + ` "$K.out"
+printf '\n%s %s\n' "$M" "$rc"
 ` + gc
 }
 
-func parseExecOutput(out string) (rc int, output string, ok bool) {
-	head, body, found := strings.Cut(out, "##out\n")
-	if !found {
-		return 0, "", false
+// streamExec runs the wrapper and hands its output to onLine line by line
+// as it arrives; the line that starts with marker ends the output and
+// carries the exit status.
+//
+// onIdle is called whenever no more output is waiting, so that what
+// arrived can be stored before the next wait.
+func (a *SSH) streamExec(ctx context.Context, client *ssh.Client, script, marker string, onLine func(string), onIdle func()) (int, error) {
+	sess, err := client.NewSession()
+	if err != nil {
+		return 0, err
 	}
-	for _, l := range strings.Split(head, "\n") {
-		if v, ok := strings.CutPrefix(l, "##rc "); ok {
-			rc, _ = strconv.Atoi(strings.TrimSpace(v))
+	defer sess.Close()
+	sess.Stdin = strings.NewReader("M=" + shellQuote(marker) + "\n" + script)
+	out, err := sess.StdoutPipe()
+	if err != nil {
+		return 0, err
+	}
+	if err := sess.Start("/bin/sh -s"); err != nil {
+		return 0, err
+	}
+	r := bufio.NewReaderSize(out, 64<<10)
+	rc, found := 0, false
+	// The wrapper writes a newline before the marker; blank lines are held
+	// back so that this one, and only it, can be dropped.
+	blanks := 0
+	for {
+		line, err := r.ReadString('\n')
+		switch rest, ok := strings.CutPrefix(line, marker+" "); {
+		case ok:
+			rc, _ = strconv.Atoi(strings.TrimSpace(rest))
+			found = true
+			for ; blanks > 1; blanks-- {
+				onLine("\n")
+			}
+		case found || line == "":
+		case line == "\n":
+			blanks++
+		default:
+			for ; blanks > 0; blanks-- {
+				onLine("\n")
+			}
+			onLine(line)
+		}
+		if err != nil {
+			break
+		}
+		if r.Buffered() == 0 {
+			onIdle()
 		}
 	}
-	return rc, body, true
+	if werr := sess.Wait(); werr != nil && !found {
+		return 0, fmt.Errorf("run commands: %w", werr)
+	}
+	if !found {
+		return 0, errors.New("the host gave no exit status")
+	}
+	return rc, nil
 }
 
 // Jobs keeps the jobs read model for the BatchJob workflow.
@@ -362,4 +408,53 @@ func (a *Jobs) CreateScheduledJob(ctx context.Context, in CreateScheduledJobInpu
 		return CreateScheduledJobResult{}, err
 	}
 	return CreateScheduledJobResult{JobID: job.ID, WorkflowID: wid, Total: len(hosts), Policy: job.Policy}, nil
+}
+
+// outputSink collects a host's output: it stores it for live readers in
+// pieces (whatever arrived together), scrubbed of secret values line by
+// line, up to OutputCap, and keeps the last OutputCap bytes for the host's
+// record.
+type outputSink struct {
+	store   func(string)
+	secrets []string
+	pending strings.Builder
+	kept    []byte
+	total   int64
+	stored  int64
+}
+
+func newOutputSink(store func(string), secrets []string) *outputSink {
+	return &outputSink{store: store, secrets: secrets}
+}
+
+func (o *outputSink) line(l string) {
+	for _, s := range o.secrets {
+		l = strings.ReplaceAll(l, s, "***")
+	}
+	o.total += int64(len(l))
+	o.kept = append(o.kept, l...)
+	if len(o.kept) > 2*OutputCap {
+		o.kept = append(o.kept[:0], o.kept[len(o.kept)-OutputCap:]...)
+	}
+	if o.stored < OutputCap {
+		o.pending.WriteString(l)
+		o.stored += int64(len(l))
+	}
+	if o.pending.Len() >= 64<<10 {
+		o.flush()
+	}
+}
+
+func (o *outputSink) flush() {
+	if o.pending.Len() > 0 {
+		o.store(o.pending.String())
+		o.pending.Reset()
+	}
+}
+
+func (o *outputSink) tail() string {
+	if len(o.kept) > OutputCap {
+		return string(o.kept[len(o.kept)-OutputCap:])
+	}
+	return string(o.kept)
 }

@@ -317,3 +317,53 @@ func slicesContains(s []string, v string) bool {
 	}
 	return false
 }
+
+// jobOutput serves the output of a job's hosts as it arrives: a JSON page
+// from a cursor, or with Accept: text/event-stream a live stream of
+// "output" events ({idx, data}); ?host= narrows it to one host.
+func (a *API) jobOutput(c echo.Context) error {
+	j, err := a.jobParam(c)
+	if err != nil {
+		return err
+	}
+	bad := fieldErrors{}
+	idx := -1
+	if v := c.QueryParam("host"); v != "" {
+		if idx, err = strconv.Atoi(v); err != nil || idx < 0 || idx >= j.Total {
+			bad.add("host", "must be a host index of this job")
+		}
+	}
+	var after int64
+	cur := c.QueryParam("after")
+	if id := c.Request().Header.Get("Last-Event-ID"); id != "" {
+		cur = id
+	}
+	if cur != "" {
+		if after, err = strconv.ParseInt(cur, 10, 64); err != nil || after < 0 {
+			bad.add("after", "must be a cursor returned by this API")
+		}
+	}
+	if err := bad.err(); err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	if !wantsSSE(c) {
+		os, err := a.store.JobOutputs(ctx, j.ID, idx, after, 500)
+		if err != nil {
+			return err
+		}
+		next := after
+		if len(os) > 0 {
+			next = os[len(os)-1].ID
+		}
+		return c.JSON(http.StatusOK, map[string]any{"items": os, "next_cursor": strconv.FormatInt(next, 10)})
+	}
+	return a.streamSSE(c, after, func(after int64) ([]sseEvent, error) {
+		os, err := a.store.JobOutputs(ctx, j.ID, idx, after, 500)
+		out := make([]sseEvent, len(os))
+		for i, o := range os {
+			out[i] = sseEvent{ID: o.ID, Name: "output", Data: map[string]any{"idx": o.Idx, "data": o.Data}}
+		}
+		return out, err
+	})
+}

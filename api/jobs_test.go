@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"net/http"
@@ -230,5 +231,66 @@ func TestJobRefusesChangedHostKey(t *testing.T) {
 	e.do(http.MethodGet, fmt.Sprintf("/api/v1/jobs/%d/hosts/0", j.ID), "viewer", nil).json(t, &h)
 	if strings.TrimSpace(h.Output) != "job-edge" {
 		t.Fatalf("output %q", h.Output)
+	}
+}
+
+// TestJobOutputStreamsLive: a host's output reaches an SSE client while
+// the script still runs, and the JSON page has the same pieces.
+func TestJobOutputStreamsLive(t *testing.T) {
+	e := newEnv(t)
+	hosts := testenv.SSHD(t, 1)
+	p := fmt.Sprintf("o%d", time.Now().UnixNano())
+	cred := e.credential(p, hosts)
+	sid := e.script(p, "echo first-$TOKEN; sleep 2; echo second", []map[string]any{{"name": "TOKEN", "type": "secret"}})
+	res := e.do(http.MethodPost, "/api/v1/jobs", "operator", map[string]any{"script_id": sid, "credential_id": cred,
+		"targets": map[string]any{"hosts": []string{hosts.Targets[0].Addr}}, "params": map[string]any{"TOKEN": "hush-hush"}})
+	var j jobResp
+	res.json(t, &j)
+	if res.Status != 201 {
+		t.Fatalf("job: %d %s", res.Status, res.Body)
+	}
+	req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("%s/api/v1/jobs/%d/output?host=0", e.srv.URL, j.ID), nil)
+	req.Header.Set("Accept", "text/event-stream")
+	req.Header.Set("Authorization", "Bearer "+e.tokens["viewer"])
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	stream, err := http.DefaultClient.Do(req.WithContext(ctx))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.Body.Close()
+	sc := bufio.NewScanner(stream.Body)
+	var got []string
+	for sc.Scan() && len(got) < 2 {
+		data, ok := strings.CutPrefix(sc.Text(), "data: ")
+		if !ok {
+			continue
+		}
+		got = append(got, data)
+		if len(got) == 1 {
+			// The first line arrives while the script still sleeps.
+			h, _ := e.store.JobHost(context.Background(), j.ID, 0)
+			if h.State != schema.HostRunning || !strings.Contains(data, "first-***") || strings.Contains(data, "hush") {
+				t.Fatalf("first piece %q with host %s", data, h.State)
+			}
+		}
+	}
+	if len(got) != 2 || !strings.Contains(got[1], "second") {
+		t.Fatalf("streamed %v", got)
+	}
+	e.waitJob(j.ID, schema.JobSucceeded)
+	var page struct {
+		Items []schema.JobOutput
+	}
+	e.do(http.MethodGet, fmt.Sprintf("/api/v1/jobs/%d/output", j.ID), "viewer", nil).json(t, &page)
+	var all strings.Builder
+	for _, o := range page.Items {
+		all.WriteString(o.Data)
+	}
+	if all.String() != "first-***\nsecond\n" {
+		t.Fatalf("stored pieces %q", all.String())
+	}
+	if r := e.do(http.MethodGet, fmt.Sprintf("/api/v1/jobs/%d/output?host=7", j.ID), "viewer", nil); r.Status != 422 {
+		t.Fatalf("bad host: %d", r.Status)
 	}
 }

@@ -113,6 +113,7 @@ func (a *API) routes() []route {
 		{Method: http.MethodPatch, Path: "/api/v1/jobs/:id", Roles: operators, handler: a.patchJob},
 		{Method: http.MethodGet, Path: "/api/v1/jobs/:id/hosts", Roles: anyUser, handler: a.jobHosts},
 		{Method: http.MethodGet, Path: "/api/v1/jobs/:id/hosts/:idx", Roles: anyUser, handler: a.jobHost},
+		{Method: http.MethodGet, Path: "/api/v1/jobs/:id/output", Roles: anyUser, handler: a.jobOutput},
 		{Method: http.MethodPost, Path: "/api/v1/jobs/:id/pause", Roles: operators, handler: a.controlJob(workflows.UpdatePause)},
 		{Method: http.MethodPost, Path: "/api/v1/jobs/:id/resume", Roles: operators, handler: a.controlJob(workflows.UpdateResume)},
 		{Method: http.MethodPost, Path: "/api/v1/jobs/:id/abort", Roles: operators, handler: a.controlJob(workflows.UpdateAbort)},

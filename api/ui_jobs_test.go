@@ -120,3 +120,38 @@ func TestScriptsAndJobsUIInBrowser(t *testing.T) {
 		t.Fatalf("exit code %q", ec)
 	}
 }
+
+// TestHostOutputLiveInBrowser: a host's page shows output as it arrives.
+func TestHostOutputLiveInBrowser(t *testing.T) {
+	e := newEnv(t)
+	hosts := testenv.SSHD(t, 1)
+	op := e.createUser(schema.RoleOperator, "operator-password-1")
+	p := fmt.Sprintf("live%d", time.Now().UnixNano())
+	cred := e.credential(p, hosts)
+	sid := e.script(p, "echo live-one; sleep 4; echo live-two", nil)
+	res := e.do("POST", "/api/v1/jobs", "operator", map[string]any{"script_id": sid, "credential_id": cred, "targets": map[string]any{"hosts": []string{hosts.Targets[0].Addr}}})
+	var j jobResp
+	res.json(t, &j)
+	eventually(t, 30*time.Second, "host running", func() bool {
+		h, err := e.store.JobHost(context.Background(), j.ID, 0)
+		return err == nil && h.State == schema.HostRunning
+	})
+	ctx, cancel := context.WithTimeout(testenv.Browser(t), 60*time.Second)
+	defer cancel()
+	if err := chromedp.Do(ctx, chromedp.Navigate(e.srv.URL+"/login"),
+		chromedp.SendKeys(chromedp.ID("username"), op.Username),
+		chromedp.SendKeys(chromedp.ID("password"), "operator-password-1"),
+		chromedp.Click(chromedp.ID("login")), chromedp.WaitVisible(chromedp.ID("whoami")),
+		chromedp.Navigate(fmt.Sprintf("%s/jobs/%d/hosts/0", e.srv.URL, j.ID)), chromedp.WaitVisible(chromedp.ID("output"))); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "live-one on the page while the host runs", func() bool {
+		out, err := chromedp.Run(ctx, chromedp.Text(chromedp.ID("output")))
+		return err == nil && strings.Contains(out, "live-one") && !strings.Contains(out, "live-two")
+	})
+	eventually(t, 20*time.Second, "live-two and the final state", func() bool {
+		out, _ := chromedp.Run(ctx, chromedp.Text(chromedp.ID("output")))
+		st, _ := chromedp.Run(ctx, chromedp.Text(chromedp.ID("host-state")))
+		return strings.Contains(out, "live-two") && st == schema.HostSucceeded
+	})
+}

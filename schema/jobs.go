@@ -228,3 +228,37 @@ func (s *Store) JobByWorkflowID(ctx context.Context, id string) (*Job, error) {
 	}
 	return j, nil
 }
+
+// JobOutput is a piece of a host's output, in arrival order.
+type JobOutput struct {
+	bun.BaseModel `bun:"table:job_output"`
+
+	ID    int64     `bun:"id,pk,autoincrement" json:"id"`
+	JobID int64     `bun:"job_id" json:"job_id"`
+	Idx   int       `bun:"idx" json:"idx"`
+	At    time.Time `bun:"at" json:"at"`
+	Data  string    `bun:"data" json:"data"`
+}
+
+// AppendJobOutput stores a piece of a running host's output.
+func (s *Store) AppendJobOutput(ctx context.Context, jobID int64, idx int, data string) error {
+	o := &JobOutput{JobID: jobID, Idx: idx, At: time.Now().UTC(), Data: data}
+	if _, err := s.DB.NewInsert().Model(o).Exec(ctx); err != nil {
+		return fmt.Errorf("store: append job output: %w", err)
+	}
+	return nil
+}
+
+// JobOutputs lists output pieces of a job (one host when idx >= 0) after
+// a cursor, oldest first.
+func (s *Store) JobOutputs(ctx context.Context, jobID int64, idx int, after int64, limit int) ([]JobOutput, error) {
+	var os []JobOutput
+	q := s.DB.NewSelect().Model(&os).Where("job_id = ? AND id > ?", jobID, after).OrderExpr("id").Limit(int64(clampLimit(limit)))
+	if idx >= 0 {
+		q = q.Where("idx = ?", idx)
+	}
+	if err := q.Scan(ctx); err != nil {
+		return nil, fmt.Errorf("store: job output: %w", err)
+	}
+	return os, nil
+}
