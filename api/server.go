@@ -225,9 +225,6 @@ func New(d Deps) (*echo.Echo, error) {
 	return e, nil
 }
 
-// Routes lists method and path of every route, for tests and docs.
-func (a *API) Routes() []route { return a.routes() }
-
 func (a *API) recoverPanic(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) (err error) {
 		defer func() {
