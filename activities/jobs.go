@@ -41,11 +41,11 @@ type RunHostScriptResult struct {
 }
 
 // RunHostScript runs the job's script on one host exactly once. Temporal
-// runs activities at least once, so the host itself remembers: the script
-// is started detached under an execution key (job, host) whose directory is
-// created atomically with mkdir; a retried activity (its worker killed
-// mid-command) finds the directory, and waits for and collects the first
-// execution's result instead of starting another.
+// runs activities at least once, so the host itself remembers: the first
+// attempt takes the execution key's lock file atomically and runs the
+// script immune to the connection dropping; a retried attempt (its worker
+// killed mid-command) finds the lock, and waits for and collects the first
+// run's result instead of starting another. See execWrapper.
 func (a *SSH) RunHostScript(ctx context.Context, in RunHostScriptInput) (RunHostScriptResult, error) {
 	h, err := a.Store.JobHost(ctx, in.JobID, in.Idx)
 	if err != nil {
@@ -54,30 +54,19 @@ func (a *SSH) RunHostScript(ctx context.Context, in RunHostScriptInput) (RunHost
 	if h.Done() {
 		return hostResult(h), nil
 	}
-	job, err := a.Store.Job(ctx, in.JobID)
+	plan, err := a.jobPlan(ctx, in.JobID)
 	if err != nil {
+		var appErr *temporal.ApplicationError
+		if errors.As(err, &appErr) && appErr.NonRetryable() {
+			h.State, h.Error = schema.HostFailed, appErr.Message() // e.g. the credential cannot be opened
+			if ferr := a.Store.FinishJobHost(ctx, h); ferr != nil {
+				return RunHostScriptResult{}, ferr
+			}
+			return hostResult(h), nil
+		}
 		return RunHostScriptResult{}, err
 	}
-	ver, err := a.Store.ScriptVersion(ctx, job.ScriptID, job.ScriptVersion)
-	if err != nil {
-		return RunHostScriptResult{}, err
-	}
-	params := map[string]string{}
-	if job.Params != "" {
-		raw, err := a.Secrets.Open(job.Params, job.ParamsContext())
-		if err != nil {
-			return RunHostScriptResult{}, temporal.NewNonRetryableApplicationError("job parameters: "+err.Error(), ErrTypeInvalidInput, nil)
-		}
-		if err := json.Unmarshal(raw, &params); err != nil {
-			return RunHostScriptResult{}, err
-		}
-	}
-	var secrets []string
-	for _, p := range ver.Parameters {
-		if p.Type == schema.ParamSecret && len(params[p.Name]) >= 3 {
-			secrets = append(secrets, params[p.Name])
-		}
-	}
+	job, ver, params, secrets := plan.job, plan.ver, plan.params, plan.secrets
 	if err := a.Store.StartJobHost(ctx, in.JobID, in.Idx); err != nil {
 		return RunHostScriptResult{}, err
 	}
@@ -93,14 +82,8 @@ func (a *SSH) RunHostScript(ctx context.Context, in RunHostScriptInput) (RunHost
 	if err != nil {
 		return RunHostScriptResult{}, err
 	}
-	cfg, err := a.clientConfig(ctx, job.CredentialID)
-	if err != nil {
-		var appErr *temporal.ApplicationError
-		if errors.As(err, &appErr) && appErr.NonRetryable() {
-			return fail(appErr.Message()) // e.g. the credential cannot be opened
-		}
-		return RunHostScriptResult{}, err
-	}
+	cfgCopy := *plan.cfg
+	cfg := &cfgCopy
 	cfg.HostKeyCallback = func(_ string, _ net.Addr, key ssh.PublicKey) error {
 		if known != nil && string(known.Marshal()) != string(key.Marshal()) {
 			return temporal.NewNonRetryableApplicationError(fmt.Sprintf("host key changed: recorded %s, presented %s; not trusted",
@@ -140,7 +123,20 @@ func (a *SSH) RunHostScript(ctx context.Context, in RunHostScriptInput) (RunHost
 		defer client.Close()
 		mb := make([]byte, 12)
 		_, _ = rand.Read(mb)
-		rc, err = a.streamExec(execCtx, client, wrapper, "##opsflow-"+hex.EncodeToString(mb), out.line, out.flush)
+		var size, got int64
+		rc, size, got, err = a.streamExec(execCtx, client, wrapper, "##opsflow-"+hex.EncodeToString(mb), out.line, out.flush)
+		if err == nil && got < size {
+			// The stream missed the end (see streamExec): read the rest.
+			rest, rerr := a.exec(execCtx, client, `tail -c +`+strconv.FormatInt(got+1, 10)+` "${TMPDIR:-/var/tmp}/opsflow-${USER:-$(id -u)}/`+key+`.out"`)
+			if rerr != nil {
+				err = rerr
+			}
+			for _, l := range strings.SplitAfter(rest, "\n") {
+				if l != "" {
+					out.line(l)
+				}
+			}
+		}
 		if err != nil && execCtx.Err() != nil {
 			a.kill(ctx, addr, cfg, key)
 			if ctx.Err() == nil {
@@ -271,7 +267,7 @@ until [ -s "$K.rc" ]; do i=$((i+1)); [ $((i % 5)) -eq 0 ] && echo; sleep 0.2; do
 cat "$K.out"
 fi
 read rc < "$K.rc"
-printf '\n%s %s\n' "$M" "$rc"
+printf '\n%s %s %s\n' "$M" "$rc" "$(wc -c < "$K.out")"
 ` + gc
 }
 
@@ -281,44 +277,56 @@ printf '\n%s %s\n' "$M" "$rc"
 //
 // onIdle is called whenever no more output is waiting, so that what
 // arrived can be stored before the next wait.
-func (a *SSH) streamExec(ctx context.Context, client *ssh.Client, script, marker string, onLine func(string), onIdle func()) (int, error) {
+//
+// It returns the exit status, the output's size on the host and how many
+// of its bytes arrived: tail(1) can miss the last writes of a script that
+// exits at once, and the caller fetches the rest.
+func (a *SSH) streamExec(ctx context.Context, client *ssh.Client, script, marker string, onLine func(string), onIdle func()) (rc int, size, got int64, err error) {
 	sess, err := client.NewSession()
 	if err != nil {
-		return 0, err
+		return 0, 0, 0, err
 	}
 	defer sess.Close()
 	sess.Stdin = strings.NewReader("M=" + shellQuote(marker) + "\n" + script)
 	out, err := sess.StdoutPipe()
 	if err != nil {
-		return 0, err
+		return 0, 0, 0, err
 	}
 	if err := sess.Start("/bin/sh -s"); err != nil {
-		return 0, err
+		return 0, 0, 0, err
 	}
 	r := bufio.NewReaderSize(out, 64<<10)
-	rc, found := 0, false
+	found := false
 	// The wrapper writes a newline before the marker; blank lines are held
 	// back so that this one, and only it, can be dropped.
 	blanks := 0
+	emit := func(l string) {
+		got += int64(len(l))
+		onLine(l)
+	}
 	for {
-		line, err := r.ReadString('\n')
+		line, rerr := r.ReadString('\n')
 		switch rest, ok := strings.CutPrefix(line, marker+" "); {
 		case ok:
-			rc, _ = strconv.Atoi(strings.TrimSpace(rest))
+			f := strings.Fields(rest)
+			if len(f) == 2 {
+				rc, _ = strconv.Atoi(f[0])
+				size, _ = strconv.ParseInt(f[1], 10, 64)
+			}
 			found = true
 			for ; blanks > 1; blanks-- {
-				onLine("\n")
+				emit("\n")
 			}
 		case found || line == "":
 		case line == "\n":
 			blanks++
 		default:
 			for ; blanks > 0; blanks-- {
-				onLine("\n")
+				emit("\n")
 			}
-			onLine(line)
+			emit(line)
 		}
-		if err != nil {
+		if rerr != nil {
 			break
 		}
 		if r.Buffered() == 0 {
@@ -326,12 +334,12 @@ func (a *SSH) streamExec(ctx context.Context, client *ssh.Client, script, marker
 		}
 	}
 	if werr := sess.Wait(); werr != nil && !found {
-		return 0, fmt.Errorf("run commands: %w", werr)
+		return 0, 0, 0, fmt.Errorf("run commands: %w", werr)
 	}
 	if !found {
-		return 0, errors.New("the host gave no exit status")
+		return 0, 0, 0, errors.New("the host gave no exit status")
 	}
-	return rc, nil
+	return rc, size, got, nil
 }
 
 // Jobs keeps the jobs read model for the BatchJob workflow.
@@ -457,4 +465,59 @@ func (o *outputSink) tail() string {
 		return string(o.kept[len(o.kept)-OutputCap:])
 	}
 	return string(o.kept)
+}
+
+// hostPlan is what every host of a job shares; it is read once per job
+// and worker instead of once per host.
+type hostPlan struct {
+	job     *schema.Job
+	ver     *schema.ScriptVersion
+	params  map[string]string
+	secrets []string
+	cfg     *ssh.ClientConfig // without a host key check; copy before use
+	at      time.Time
+}
+
+const planTTL = 10 * time.Minute
+
+func (a *SSH) jobPlan(ctx context.Context, jobID int64) (*hostPlan, error) {
+	a.mu.Lock()
+	p, ok := a.plans[jobID]
+	a.mu.Unlock()
+	if ok && time.Since(p.at) < planTTL {
+		return p, nil
+	}
+	job, err := a.Store.Job(ctx, jobID)
+	if err != nil {
+		return nil, err
+	}
+	ver, err := a.Store.ScriptVersion(ctx, job.ScriptID, job.ScriptVersion)
+	if err != nil {
+		return nil, err
+	}
+	p = &hostPlan{job: job, ver: ver, params: map[string]string{}, at: time.Now()}
+	if job.Params != "" {
+		raw, err := a.Secrets.Open(job.Params, job.ParamsContext())
+		if err != nil {
+			return nil, temporal.NewNonRetryableApplicationError("job parameters: "+err.Error(), ErrTypeInvalidInput, nil)
+		}
+		if err := json.Unmarshal(raw, &p.params); err != nil {
+			return nil, err
+		}
+	}
+	for _, d := range ver.Parameters {
+		if d.Type == schema.ParamSecret && len(p.params[d.Name]) >= 3 {
+			p.secrets = append(p.secrets, p.params[d.Name])
+		}
+	}
+	if p.cfg, err = a.clientConfig(ctx, job.CredentialID); err != nil {
+		return nil, err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.plans == nil || len(a.plans) > 256 {
+		a.plans = map[int64]*hostPlan{}
+	}
+	a.plans[jobID] = p
+	return p, nil
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/opsflow/opsflow/internal/secret"
@@ -24,6 +25,9 @@ type SSH struct {
 	Secrets *secret.Keyring
 	// DialTimeout bounds connecting and the handshake; zero means 15 s.
 	DialTimeout time.Duration
+
+	mu    sync.Mutex
+	plans map[int64]*hostPlan // per job, see jobPlan
 }
 
 // DiscoverHostInput names a host to inspect and the credential to use.
