@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/opsflow/opsflow/internal/secret"
 	"github.com/opsflow/opsflow/internal/testenv"
 	"github.com/opsflow/opsflow/schema"
 	"github.com/opsflow/opsflow/workers"
@@ -61,10 +63,9 @@ func TestReplayHistories(t *testing.T) {
 	}
 	for _, f := range files {
 		r := worker.NewWorkflowReplayer()
-		r.RegisterWorkflow(workflows.Demo)
-		r.RegisterWorkflow(workflows.DiscoverHosts)
-		r.RegisterWorkflow(workflows.BatchJob)
-		r.RegisterWorkflow(workflows.ScheduledJob)
+		for _, wf := range []any{workflows.Demo, workflows.DiscoverHosts, workflows.BatchJob, workflows.ScheduledJob} {
+			r.RegisterWorkflow(wf)
+		}
 		if err := r.ReplayWorkflowHistoryFromJSONFile(nil, f); err != nil {
 			t.Errorf("%s: %v", f, err)
 		}
@@ -105,8 +106,16 @@ func TestRealRun(t *testing.T) {
 	if err != nil || r.Status != schema.RunCompleted {
 		t.Fatalf("read model: %+v %v", r, err)
 	}
+	replayAndRecord(t, c, id, run.GetRunID(), "demo_v1.json")
+}
+
+// replayAndRecord replays a finished run's history against today's code
+// and, with -record, writes it to testdata/ for TestReplayHistories.
+func replayAndRecord(t *testing.T, c client.Client, id, runID, file string) {
+	t.Helper()
+	ctx := context.Background()
 	hist := &historypb.History{}
-	it := c.GetWorkflowHistory(ctx, id, run.GetRunID(), false, enums.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+	it := c.GetWorkflowHistory(ctx, id, runID, false, enums.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
 	for it.HasNext() {
 		ev, err := it.Next()
 		if err != nil {
@@ -114,21 +123,83 @@ func TestRealRun(t *testing.T) {
 		}
 		hist.Events = append(hist.Events, ev)
 	}
+	replayer := worker.NewWorkflowReplayer()
+	for _, wf := range []any{workflows.Demo, workflows.DiscoverHosts, workflows.BatchJob, workflows.ScheduledJob} {
+		replayer.RegisterWorkflow(wf)
+	}
+	if err := replayer.ReplayWorkflowHistory(nil, hist); err != nil {
+		t.Fatalf("replay of a fresh %s history: %v", file, err)
+	}
+	if !*record {
+		return
+	}
 	b, err := protojson.MarshalOptions{Indent: "  "}.Marshal(hist)
 	if err != nil {
 		t.Fatal(err)
 	}
-	replayer := worker.NewWorkflowReplayer()
-	replayer.RegisterWorkflow(workflows.Demo)
-	if err := replayer.ReplayWorkflowHistory(nil, hist); err != nil {
-		t.Fatalf("replay of a fresh history: %v", err)
+	var pretty any
+	_ = json.Unmarshal(b, &pretty)
+	out, _ := json.MarshalIndent(pretty, "", "  ")
+	if err := os.WriteFile(filepath.Join("testdata", file), append(out, '\n'), 0o644); err != nil {
+		t.Fatal(err)
 	}
-	if *record {
-		var pretty any
-		_ = json.Unmarshal(b, &pretty)
-		out, _ := json.MarshalIndent(pretty, "", "  ")
-		if err := os.WriteFile("testdata/demo_v1.json", append(out, '\n'), 0o644); err != nil {
+}
+
+// TestRealBatchJob runs a small job — rolling batches of one, an error
+// budget — on real sshd with real activities against SQLite, and replays
+// its history right away.
+func TestRealBatchJob(t *testing.T) {
+	ctx := context.Background()
+	hosts := testenv.SSHD(t, 3)
+	st, err := schema.Open(ctx, filepath.Join(t.TempDir(), "wf.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if _, err := st.MigrateUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	key, _ := secret.ParseKey(secret.NewKey())
+	keys, _ := secret.NewKeyring(key)
+	cred := &schema.Credential{Name: "replay", Kind: schema.CredSSHKey, Username: hosts.User}
+	cred.Secret = keys.Seal(hosts.PrivateKeyPEM, cred.SealContext())
+	if err := st.CreateCredential(ctx, cred); err != nil {
+		t.Fatal(err)
+	}
+	sc, ver, err := st.CreateScript(ctx, schema.ScriptInput{Name: "replay", Content: `echo $OPSFLOW_HOST_INDEX; [ "$OPSFLOW_HOST_INDEX" != 1 ]`}, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	job := &schema.Job{WorkflowID: fmt.Sprintf("job:replay-%d", time.Now().UnixNano()), ScriptID: sc.ID, ScriptVersion: ver.Version, CredentialID: cred.ID,
+		Policy: schema.JobPolicy{Concurrency: "2", Batch: "1", MaxFailures: "5"}, Status: schema.JobQueued, CreatedBy: "test"}
+	jh := make([]schema.JobHost, len(hosts.Targets))
+	for i, tg := range hosts.Targets {
+		jh[i] = schema.JobHost{Address: tg.Addr}
+	}
+	if err := st.CreateJob(ctx, job, jh); err != nil {
+		t.Fatal(err)
+	}
+	c := testenv.TemporalClient(t, client.Options{})
+	for _, q := range workflows.TaskQueues {
+		w, err := workers.New(c, q, workers.Deps{Store: st, Secrets: keys}, workers.Options{})
+		if err != nil {
 			t.Fatal(err)
 		}
+		if err := w.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer w.Stop()
 	}
+	run, err := c.ExecuteWorkflow(ctx, startOptions(job.WorkflowID), workflows.BatchJob, workflows.BatchJobInput{JobID: job.ID, Total: len(jh), Policy: job.Policy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := run.Get(ctx, nil); err == nil || !strings.Contains(err.Error(), "1 failed") {
+		t.Fatalf("job result: %v", err)
+	}
+	counts, _ := st.JobCounts(ctx, job.ID)
+	if counts[schema.HostSucceeded] != 2 || counts[schema.HostFailed] != 1 {
+		t.Fatalf("counts %v", counts)
+	}
+	replayAndRecord(t, c, job.WorkflowID, run.GetRunID(), "batchjob_v1.json")
 }
