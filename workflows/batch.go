@@ -24,6 +24,8 @@ type BatchJobInput struct {
 	Total  int
 	Policy schema.JobPolicy
 	State  BatchState
+	// HostsPerRun overrides hostsPerRun (tests use a small one).
+	HostsPerRun int
 }
 
 // BatchState is a job's progress, carried across continue-as-new.
@@ -215,6 +217,10 @@ func (r *batchRun) run(ctx workflow.Context) (BatchProgress, error) {
 		})
 	}
 
+	perRun := hostsPerRun
+	if r.in.HostsPerRun > 0 {
+		perRun = r.in.HostsPerRun
+	}
 	startedThisRun := 0
 	wasPaused := !r.st.Paused
 	for {
@@ -234,7 +240,7 @@ func (r *batchRun) run(ctx workflow.Context) (BatchProgress, error) {
 		}
 		stop := r.aborted || r.budget
 		// Start hosts while there is room.
-		for !stop && !r.st.Paused && r.running < r.concurrency() && r.st.Next < r.st.BatchEnd && startedThisRun < hostsPerRun {
+		for !stop && !r.st.Paused && r.running < r.concurrency() && r.st.Next < r.st.BatchEnd && startedThisRun < perRun {
 			idx := r.st.Next
 			r.st.Next++
 			r.running++
@@ -268,8 +274,8 @@ func (r *batchRun) run(ctx workflow.Context) (BatchProgress, error) {
 					r.st.Paused = true
 				}
 				continue
-			case startedThisRun >= hostsPerRun:
-				return r.progress(), workflow.NewContinueAsNewError(ctx, BatchJob, BatchJobInput{JobID: r.in.JobID, Total: r.in.Total, Policy: r.in.Policy, State: r.st})
+			case startedThisRun >= perRun:
+				return r.progress(), workflow.NewContinueAsNewError(ctx, BatchJob, BatchJobInput{JobID: r.in.JobID, Total: r.in.Total, Policy: r.in.Policy, State: r.st, HostsPerRun: r.in.HostsPerRun})
 			}
 		}
 		snapshot := struct {

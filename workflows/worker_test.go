@@ -202,4 +202,36 @@ func TestRealBatchJob(t *testing.T) {
 		t.Fatalf("counts %v", counts)
 	}
 	replayAndRecord(t, c, job.WorkflowID, run.GetRunID(), "batchjob_v1.json")
+
+	// Continue-as-new: two hosts per run makes a chain of runs that still
+	// reaches every host once, carrying the counts across.
+	job2 := &schema.Job{WorkflowID: job.WorkflowID + "-can", ScriptID: sc.ID, ScriptVersion: ver.Version, CredentialID: cred.ID,
+		Policy: schema.JobPolicy{Concurrency: "1", MaxFailures: "5"}, Status: schema.JobQueued, CreatedBy: "test"}
+	jh2 := append(append([]schema.JobHost{}, jh...), jh...) // 6 hosts
+	for i := range jh2 {
+		jh2[i] = schema.JobHost{Address: jh2[i].Address}
+	}
+	if err := st.CreateJob(ctx, job2, jh2); err != nil {
+		t.Fatal(err)
+	}
+	run2, err := c.ExecuteWorkflow(ctx, startOptions(job2.WorkflowID), workflows.BatchJob,
+		workflows.BatchJobInput{JobID: job2.ID, Total: len(jh2), Policy: job2.Policy, HostsPerRun: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p workflows.BatchProgress
+	err = c.GetWorkflow(ctx, job2.WorkflowID, "").Get(ctx, &p)
+	if err == nil || !strings.Contains(err.Error(), "5/6 succeeded, 1 failed") {
+		t.Fatalf("continued job: %v", err)
+	}
+	desc, err := c.DescribeWorkflowExecution(ctx, job2.WorkflowID, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if desc.GetWorkflowExecutionInfo().GetExecution().GetRunId() == run2.GetRunID() {
+		t.Fatal("the job never continued as new")
+	}
+	if counts, _ := st.JobCounts(ctx, job2.ID); counts[schema.HostSucceeded] != 5 || counts[schema.HostFailed] != 1 {
+		t.Fatalf("counts %v", counts)
+	}
 }
