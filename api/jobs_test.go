@@ -241,7 +241,7 @@ func TestJobOutputStreamsLive(t *testing.T) {
 	hosts := testenv.SSHD(t, 1)
 	p := fmt.Sprintf("o%d", time.Now().UnixNano())
 	cred := e.credential(p, hosts)
-	sid := e.script(p, "echo first-$TOKEN; sleep 2; echo second", []map[string]any{{"name": "TOKEN", "type": "secret"}})
+	sid := e.script(p, "echo first-$TOKEN; sleep 6; echo second", []map[string]any{{"name": "TOKEN", "type": "secret"}})
 	res := e.do(http.MethodPost, "/api/v1/jobs", "operator", map[string]any{"script_id": sid, "credential_id": cred,
 		"targets": map[string]any{"hosts": []string{hosts.Targets[0].Addr}}, "params": map[string]any{"TOKEN": "hush-hush"}})
 	var j jobResp

@@ -128,7 +128,7 @@ func TestHostOutputLiveInBrowser(t *testing.T) {
 	op := e.createUser(schema.RoleOperator, "operator-password-1")
 	p := fmt.Sprintf("live%d", time.Now().UnixNano())
 	cred := e.credential(p, hosts)
-	sid := e.script(p, "echo live-one; sleep 4; echo live-two", nil)
+	sid := e.script(p, "echo live-one; sleep 6; echo live-two", nil)
 	res := e.do("POST", "/api/v1/jobs", "operator", map[string]any{"script_id": sid, "credential_id": cred, "targets": map[string]any{"hosts": []string{hosts.Targets[0].Addr}}})
 	var j jobResp
 	res.json(t, &j)
