@@ -1,7 +1,6 @@
 package activities
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -13,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/opsflow/opsflow/internal/secret"
@@ -123,20 +123,38 @@ func (a *SSH) RunHostScript(ctx context.Context, in RunHostScriptInput) (RunHost
 		defer client.Close()
 		mb := make([]byte, 12)
 		_, _ = rand.Read(mb)
-		var size, got int64
-		rc, size, got, err = a.streamExec(execCtx, client, wrapper, "##opsflow-"+hex.EncodeToString(mb), out.line, out.flush)
-		if err == nil && got < size {
-			// The stream missed the end (see streamExec): read the rest.
-			rest, rerr := a.exec(execCtx, client, `tail -c +`+strconv.FormatInt(got+1, 10)+` "${TMPDIR:-/var/tmp}/opsflow-${USER:-$(id -u)}/`+key+`.out"`)
-			if rerr != nil {
-				err = rerr
-			}
-			for _, l := range strings.SplitAfter(rest, "\n") {
-				if l != "" {
-					out.line(l)
+		// While the script runs (past its first second), its output is
+		// read from the host every half second on the same connection and
+		// stored for live readers; what remains is read at the end.
+		pollCtx, stopPoll := context.WithCancel(execCtx)
+		polled := make(chan struct{})
+		go func() {
+			defer close(polled)
+			t := time.NewTimer(time.Second)
+			defer t.Stop()
+			for {
+				select {
+				case <-pollCtx.Done():
+					return
+				case <-t.C:
 				}
+				if more, err := a.readOutput(pollCtx, client, key, out.size()); err == nil && more != "" {
+					out.write(more)
+				}
+				t.Reset(500 * time.Millisecond)
+			}
+		}()
+		var size int64
+		rc, size, err = a.waitExec(execCtx, client, wrapper, "##opsflow-"+hex.EncodeToString(mb))
+		stopPoll()
+		<-polled
+		if err == nil && out.size() < size {
+			var rest string
+			if rest, err = a.readOutput(execCtx, client, key, out.size()); err == nil {
+				out.write(rest)
 			}
 		}
+		out.finish()
 		if err != nil && execCtx.Err() != nil {
 			a.kill(ctx, addr, cfg, key)
 			if ctx.Err() == nil {
@@ -156,7 +174,6 @@ func (a *SSH) RunHostScript(ctx context.Context, in RunHostScriptInput) (RunHost
 		// retry reattaches to the same execution.
 		return RunHostScriptResult{}, fmt.Errorf("run on %s: %w", h.Address, err)
 	}
-	out.flush()
 	h.ExitCode, h.Output, h.OutputBytes, h.Truncated = &rc, out.tail(), out.total, out.total > OutputCap
 	h.State = schema.HostSucceeded
 	if rc != 0 {
@@ -252,11 +269,7 @@ set +C
 printf '%s\n' ` + shellQuote(script) + ` > "$K.script"
 echo $$ > "$K.pid"
 trap '' HUP PIPE
-(` + exports.String() + `exec ` + interpreter + ` "$K.script") < /dev/null > "$K.out" 2>&1 &
-c=$!
-# Stream the output as it is written, until the script exits.
-tail -s 0.1 -c +1 -f --pid=$c "$K.out"
-wait $c
+(` + exports.String() + `exec ` + interpreter + ` "$K.script") < /dev/null > "$K.out" 2>&1
 echo $? > "$K.rc"
 else
 set +C
@@ -264,82 +277,36 @@ set +C
 # write fails and this waiter exits instead of lingering.
 i=0
 until [ -s "$K.rc" ]; do i=$((i+1)); [ $((i % 5)) -eq 0 ] && echo; sleep 0.2; done
-cat "$K.out"
 fi
 read rc < "$K.rc"
 printf '\n%s %s %s\n' "$M" "$rc" "$(wc -c < "$K.out")"
 ` + gc
 }
 
-// streamExec runs the wrapper and hands its output to onLine line by line
-// as it arrives; the line that starts with marker ends the output and
-// carries the exit status.
-//
-// onIdle is called whenever no more output is waiting, so that what
-// arrived can be stored before the next wait.
-//
-// It returns the exit status, the output's size on the host and how many
-// of its bytes arrived: tail(1) can miss the last writes of a script that
-// exits at once, and the caller fetches the rest.
-func (a *SSH) streamExec(ctx context.Context, client *ssh.Client, script, marker string, onLine func(string), onIdle func()) (rc int, size, got int64, err error) {
-	sess, err := client.NewSession()
+// waitExec runs the wrapper and returns the script's exit status and the
+// size of its output on the host, from the line that starts with marker.
+// The output itself is read from the host's file (see readOutput).
+func (a *SSH) waitExec(ctx context.Context, client *ssh.Client, script, marker string) (rc int, size int64, err error) {
+	out, err := a.exec(ctx, client, "M="+shellQuote(marker)+"\n"+script)
 	if err != nil {
-		return 0, 0, 0, err
+		return 0, 0, err
 	}
-	defer sess.Close()
-	sess.Stdin = strings.NewReader("M=" + shellQuote(marker) + "\n" + script)
-	out, err := sess.StdoutPipe()
-	if err != nil {
-		return 0, 0, 0, err
-	}
-	if err := sess.Start("/bin/sh -s"); err != nil {
-		return 0, 0, 0, err
-	}
-	r := bufio.NewReaderSize(out, 64<<10)
-	found := false
-	// The wrapper writes a newline before the marker; blank lines are held
-	// back so that this one, and only it, can be dropped.
-	blanks := 0
-	emit := func(l string) {
-		got += int64(len(l))
-		onLine(l)
-	}
-	for {
-		line, rerr := r.ReadString('\n')
-		switch rest, ok := strings.CutPrefix(line, marker+" "); {
-		case ok:
+	for _, l := range strings.Split(out, "\n") {
+		if rest, ok := strings.CutPrefix(l, marker+" "); ok {
 			f := strings.Fields(rest)
 			if len(f) == 2 {
 				rc, _ = strconv.Atoi(f[0])
 				size, _ = strconv.ParseInt(f[1], 10, 64)
+				return rc, size, nil
 			}
-			found = true
-			for ; blanks > 1; blanks-- {
-				emit("\n")
-			}
-		case found || line == "":
-		case line == "\n":
-			blanks++
-		default:
-			for ; blanks > 0; blanks-- {
-				emit("\n")
-			}
-			emit(line)
-		}
-		if rerr != nil {
-			break
-		}
-		if r.Buffered() == 0 {
-			onIdle()
 		}
 	}
-	if werr := sess.Wait(); werr != nil && !found {
-		return 0, 0, 0, fmt.Errorf("run commands: %w", werr)
-	}
-	if !found {
-		return 0, 0, 0, errors.New("the host gave no exit status")
-	}
-	return rc, size, got, nil
+	return 0, 0, errors.New("the host gave no exit status")
+}
+
+// readOutput reads the execution's output from byte offset on.
+func (a *SSH) readOutput(ctx context.Context, client *ssh.Client, key string, offset int64) (string, error) {
+	return a.exec(ctx, client, `tail -c +`+strconv.FormatInt(offset+1, 10)+` "${TMPDIR:-/var/tmp}/opsflow-${USER:-$(id -u)}/`+key+`.out"`)
 }
 
 // Jobs keeps the jobs read model for the BatchJob workflow.
@@ -418,14 +385,17 @@ func (a *Jobs) CreateScheduledJob(ctx context.Context, in CreateScheduledJobInpu
 	return CreateScheduledJobResult{JobID: job.ID, WorkflowID: wid, Total: len(hosts), Policy: job.Policy}, nil
 }
 
-// outputSink collects a host's output: it stores it for live readers in
-// pieces (whatever arrived together), scrubbed of secret values line by
-// line, up to OutputCap, and keeps the last OutputCap bytes for the host's
+// outputSink collects a host's output as it is read: it stores it for live
+// readers (each read's complete lines, scrubbed of secret values line by
+// line) up to OutputCap, and keeps the last OutputCap bytes for the host's
 // record.
 type outputSink struct {
 	store   func(string)
 	secrets []string
-	pending strings.Builder
+
+	mu      sync.Mutex
+	read    int64  // bytes read from the host
+	partial string // an incomplete last line, held until it completes
 	kept    []byte
 	total   int64
 	stored  int64
@@ -435,32 +405,55 @@ func newOutputSink(store func(string), secrets []string) *outputSink {
 	return &outputSink{store: store, secrets: secrets}
 }
 
-func (o *outputSink) line(l string) {
-	for _, s := range o.secrets {
-		l = strings.ReplaceAll(l, s, "***")
+func (o *outputSink) size() int64 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.read
+}
+
+// write takes the next bytes of the output.
+func (o *outputSink) write(data string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.read += int64(len(data))
+	data = o.partial + data
+	i := strings.LastIndexByte(data, '\n')
+	o.partial = data[i+1:]
+	o.add(data[:i+1])
+}
+
+// finish takes the incomplete last line, at the end of the output.
+func (o *outputSink) finish() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.add(o.partial)
+	o.partial = ""
+}
+
+func (o *outputSink) add(lines string) {
+	if lines == "" {
+		return
 	}
-	o.total += int64(len(l))
-	o.kept = append(o.kept, l...)
+	for _, s := range o.secrets {
+		lines = strings.ReplaceAll(lines, s, "***")
+	}
+	o.total += int64(len(lines))
+	o.kept = append(o.kept, lines...)
 	if len(o.kept) > 2*OutputCap {
 		o.kept = append(o.kept[:0], o.kept[len(o.kept)-OutputCap:]...)
 	}
 	if o.stored < OutputCap {
-		o.pending.WriteString(l)
-		o.stored += int64(len(l))
-	}
-	if o.pending.Len() >= 64<<10 {
-		o.flush()
-	}
-}
-
-func (o *outputSink) flush() {
-	if o.pending.Len() > 0 {
-		o.store(o.pending.String())
-		o.pending.Reset()
+		if room := OutputCap - o.stored; int64(len(lines)) > room {
+			lines = lines[:room]
+		}
+		o.stored += int64(len(lines))
+		o.store(lines)
 	}
 }
 
 func (o *outputSink) tail() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
 	if len(o.kept) > OutputCap {
 		return string(o.kept[len(o.kept)-OutputCap:])
 	}

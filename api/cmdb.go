@@ -11,7 +11,7 @@ import (
 
 // change is the CMDB change context of a request.
 func change(c echo.Context) schema.Change {
-	return schema.Change{Actor: userOf(c).Username}
+	return schema.Change{Actor: userOf(c).Username, RequestID: c.Response().Header().Get(echo.HeaderXRequestID), SourceIP: c.RealIP()}
 }
 
 func idParam(c echo.Context, name string) (int64, error) {

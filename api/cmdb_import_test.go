@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/opsflow/opsflow/schema"
 )
 
 func (e *env) importCSV(typ, body string, dry bool) resp {
@@ -49,6 +51,11 @@ func testCMDBImportExport(t *testing.T, e *env) {
 	a, err := e.store.CIByName(context.Background(), "host", p+"a")
 	if err != nil || a.Labels["role"] != "web" || fmt.Sprint(a.Attributes["cpu_count"]) != "4" {
 		t.Fatalf("imported CI: %+v %v", a, err)
+	}
+	// Each imported CI is in the audit log, with the request that made it.
+	if es, _ := e.store.Audit(context.Background(), schema.AuditFilter{Target: fmt.Sprintf("ci:%d", a.ID)}); len(es) != 1 ||
+		es[0].Action != "cmdb.ci.create" || es[0].Actor != e.users["operator"].Username || es[0].RequestID == "" {
+		t.Fatalf("audit of an imported CI: %+v", es)
 	}
 
 	// Bad rows: each named by row and column, and nothing written, not

@@ -39,6 +39,10 @@ type CI struct {
 type Change struct {
 	Actor string
 	RunID string
+	// Where the request came from, for audit entries the store writes
+	// itself (bulk imports audit every CI they change).
+	RequestID string
+	SourceIP  string
 }
 
 // CIInput creates a CI. Attribute values are raw JSON, checked against the

@@ -214,9 +214,23 @@ func (s *Store) Import(ctx context.Context, typ string, rows []ImportRow, dryRun
 			data, _ := json.Marshal(all[i])
 			evs = append(evs, CMDBEvent{At: now, Kind: "ci", Op: op, ObjectID: hist[i].CIID, CIType: typ, Actor: ch.Actor, RunID: ch.RunID, Data: data})
 		}
+		// Every CI the import changes is in the audit log too, as the
+		// change of one CI would be.
+		audit := make([]AuditEntry, len(hist))
+		for i, h := range hist {
+			audit[i] = AuditEntry{At: now, Actor: ch.Actor, Action: "cmdb.ci." + h.Op, Target: "ci:" + strconv.FormatInt(h.CIID, 10),
+				SourceIP: ch.SourceIP, RequestID: ch.RequestID, Status: 200, Detail: "import"}
+			if ch.RunID != "" {
+				audit[i].Detail = "import by run " + ch.RunID
+			}
+		}
 		for start := 0; start < len(hist); start += importChunk {
 			chunk := hist[start:min(start+importChunk, len(hist))]
 			if _, err := tx.NewInsert().Model(&chunk).Exec(ctx); err != nil {
+				return err
+			}
+			achunk := audit[start:min(start+importChunk, len(audit))]
+			if _, err := tx.NewInsert().Model(&achunk).Exec(ctx); err != nil {
 				return err
 			}
 		}
