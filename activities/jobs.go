@@ -119,6 +119,7 @@ func (a *SSH) RunHostScript(ctx context.Context, in RunHostScriptInput) (RunHost
 		}
 	}, secrets)
 	var rc int
+	truncated := false
 	if err == nil {
 		defer client.Close()
 		mb := make([]byte, 12)
@@ -145,16 +146,24 @@ func (a *SSH) RunHostScript(ctx context.Context, in RunHostScriptInput) (RunHost
 			}
 		}()
 		var size int64
-		rc, size, err = a.waitExec(execCtx, client, wrapper, "##opsflow-"+hex.EncodeToString(mb))
+		var last string
+		rc, size, last, err = a.waitExec(execCtx, client, wrapper, "##opsflow-"+hex.EncodeToString(mb))
 		stopPoll()
 		<-polled
-		if err == nil && out.size() < size {
+		switch {
+		case err != nil:
+		case out.size() == 0:
+			// Nothing was read while it ran (most scripts are quick): the
+			// answer carries the output, or its last OutputCap bytes.
+			out.write(last)
+		case out.size() < size:
 			var rest string
 			if rest, err = a.readOutput(execCtx, client, key, out.size()); err == nil {
 				out.write(rest)
 			}
 		}
 		out.finish()
+		truncated = size > OutputCap
 		if err != nil && execCtx.Err() != nil {
 			a.kill(ctx, addr, cfg, key)
 			if ctx.Err() == nil {
@@ -174,7 +183,7 @@ func (a *SSH) RunHostScript(ctx context.Context, in RunHostScriptInput) (RunHost
 		// retry reattaches to the same execution.
 		return RunHostScriptResult{}, fmt.Errorf("run on %s: %w", h.Address, err)
 	}
-	h.ExitCode, h.Output, h.OutputBytes, h.Truncated = &rc, out.tail(), out.total, out.total > OutputCap
+	h.ExitCode, h.Output, h.OutputBytes, h.Truncated = &rc, out.tail(), out.total, truncated || out.total > OutputCap
 	h.State = schema.HostSucceeded
 	if rc != 0 {
 		h.State = schema.HostFailed
@@ -280,28 +289,30 @@ until [ -s "$K.rc" ]; do i=$((i+1)); [ $((i % 5)) -eq 0 ] && echo; sleep 0.2; do
 fi
 read rc < "$K.rc"
 printf '\n%s %s %s\n' "$M" "$rc" "$(wc -c < "$K.out")"
+tail -c ` + strconv.Itoa(OutputCap) + ` "$K.out"
 ` + gc
 }
 
-// waitExec runs the wrapper and returns the script's exit status and the
-// size of its output on the host, from the line that starts with marker.
-// The output itself is read from the host's file (see readOutput).
-func (a *SSH) waitExec(ctx context.Context, client *ssh.Client, script, marker string) (rc int, size int64, err error) {
+// waitExec runs the wrapper and returns the script's exit status, the
+// size of its output on the host and the output's last OutputCap bytes,
+// all after the line that starts with marker.
+func (a *SSH) waitExec(ctx context.Context, client *ssh.Client, script, marker string) (rc int, size int64, tail string, err error) {
 	out, err := a.exec(ctx, client, "M="+shellQuote(marker)+"\n"+script)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, "", err
 	}
-	for _, l := range strings.Split(out, "\n") {
-		if rest, ok := strings.CutPrefix(l, marker+" "); ok {
-			f := strings.Fields(rest)
-			if len(f) == 2 {
-				rc, _ = strconv.Atoi(f[0])
-				size, _ = strconv.ParseInt(f[1], 10, 64)
-				return rc, size, nil
-			}
-		}
+	i := strings.Index(out, marker+" ")
+	if i < 0 {
+		return 0, 0, "", errors.New("the host gave no exit status")
 	}
-	return 0, 0, errors.New("the host gave no exit status")
+	line, tail, _ := strings.Cut(out[i+len(marker)+1:], "\n")
+	f := strings.Fields(line)
+	if len(f) != 2 {
+		return 0, 0, "", errors.New("the host gave no exit status")
+	}
+	rc, _ = strconv.Atoi(f[0])
+	size, _ = strconv.ParseInt(f[1], 10, 64)
+	return rc, size, tail, nil
 }
 
 // readOutput reads the execution's output from byte offset on.
