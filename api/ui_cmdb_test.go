@@ -40,13 +40,7 @@ func TestCMDBUIInBrowser(t *testing.T) {
 		}
 		return s
 	}
-	run("login",
-		chromedp.Navigate(e.srv.URL+"/login"),
-		chromedp.SendKeys(chromedp.ID("username"), op.Username),
-		chromedp.SendKeys(chromedp.ID("password"), "operator-password-1"),
-		chromedp.Click(chromedp.ID("login")),
-		chromedp.WaitVisible(chromedp.ID("whoami")),
-	)
+	e.browserLogin(ctx, op.Username, "operator-password-1")
 
 	csv := "name,labels,cpu_count\n" + p + "web,\"env=prod,role=web\",4\n" + p + "db,env=prod,8\n"
 	run("dry-run import",

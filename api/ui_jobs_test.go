@@ -38,10 +38,7 @@ func TestScriptsAndJobsUIInBrowser(t *testing.T) {
 		}
 		return s
 	}
-	do("login", chromedp.Navigate(e.srv.URL+"/login"),
-		chromedp.SendKeys(chromedp.ID("username"), op.Username),
-		chromedp.SendKeys(chromedp.ID("password"), "operator-password-1"),
-		chromedp.Click(chromedp.ID("login")), chromedp.WaitVisible(chromedp.ID("whoami")))
+	e.browserLogin(ctx, op.Username, "operator-password-1")
 
 	do("new script", chromedp.Navigate(e.srv.URL+"/scripts/new"),
 		chromedp.SendKeys(chromedp.ID("s-name"), p),
@@ -138,11 +135,8 @@ func TestHostOutputLiveInBrowser(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(testenv.Browser(t), 60*time.Second)
 	defer cancel()
-	if err := chromedp.Do(ctx, chromedp.Navigate(e.srv.URL+"/login"),
-		chromedp.SendKeys(chromedp.ID("username"), op.Username),
-		chromedp.SendKeys(chromedp.ID("password"), "operator-password-1"),
-		chromedp.Click(chromedp.ID("login")), chromedp.WaitVisible(chromedp.ID("whoami")),
-		chromedp.Navigate(fmt.Sprintf("%s/jobs/%d/hosts/0", e.srv.URL, j.ID)), chromedp.WaitVisible(chromedp.ID("output"))); err != nil {
+	e.browserLogin(ctx, op.Username, "operator-password-1")
+	if err := chromedp.Do(ctx, chromedp.Navigate(fmt.Sprintf("%s/jobs/%d/hosts/0", e.srv.URL, j.ID)), chromedp.WaitVisible(chromedp.ID("output"))); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 10*time.Second, "live-one on the page while the host runs", func() bool {

@@ -97,3 +97,17 @@ func TestUIInBrowser(t *testing.T) {
 		t.Fatalf("viewer's runs page: start button or run wrong (%v)", err)
 	}
 }
+
+// browserLogin logs username in through the login form.
+func (e *env) browserLogin(ctx context.Context, username, password string) {
+	e.t.Helper()
+	if err := chromedp.Do(ctx,
+		chromedp.Navigate(e.srv.URL+"/login"),
+		chromedp.SendKeys(chromedp.ID("username"), username),
+		chromedp.SendKeys(chromedp.ID("password"), password),
+		chromedp.Click(chromedp.ID("login")),
+		chromedp.WaitVisible(chromedp.ID("whoami")),
+	); err != nil {
+		e.t.Fatalf("login as %s: %v", username, err)
+	}
+}
