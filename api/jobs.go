@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -141,7 +142,7 @@ func (a *API) jobHosts(c echo.Context) error {
 		after = n
 	}
 	state := c.QueryParam("state")
-	if state != "" && !slicesContains([]string{schema.HostPending, schema.HostRunning, schema.HostSucceeded, schema.HostFailed, schema.HostSkipped}, state) {
+	if state != "" && !slices.Contains([]string{schema.HostPending, schema.HostRunning, schema.HostSucceeded, schema.HostFailed, schema.HostSkipped}, state) {
 		bad.add("state", "must be pending, running, succeeded, failed or skipped")
 	}
 	if err := bad.err(); err != nil {
@@ -307,15 +308,6 @@ func typedParam(p schema.ParamDef, v string) json.RawMessage {
 	}
 	b, _ := json.Marshal(v)
 	return b
-}
-
-func slicesContains(s []string, v string) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }
 
 // jobOutput serves the output of a job's hosts as it arrives: a JSON page

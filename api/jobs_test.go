@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -41,7 +42,7 @@ func (e *env) waitJob(id int64, statuses ...string) jobResp {
 	var j jobResp
 	eventually(e.t.(*testing.T), 90*time.Second, fmt.Sprintf("job %d in %v", id, statuses), func() bool {
 		j = e.job(id)
-		return slicesContains(statuses, j.Status)
+		return slices.Contains(statuses, j.Status)
 	})
 	return j
 }
