@@ -22,6 +22,10 @@ import (
 	"golang.org/x/crypto/ssh"
 )
 
+// UnreachableAttempts is how many times a host that cannot be connected
+// to is tried before it fails as unreachable.
+const UnreachableAttempts = 3
+
 // OutputCap is how much of a host's output is stored; the total size is
 // recorded and the cut reported.
 const OutputCap = 256 << 10
@@ -78,18 +82,21 @@ func (a *SSH) RunHostScript(ctx context.Context, in RunHostScriptInput) (RunHost
 		}
 		return hostResult(h), nil
 	}
-	known, err := a.knownHostKey(ctx, h.Address)
-	if err != nil {
-		return RunHostScriptResult{}, err
-	}
-	cfgCopy := *plan.cfg
-	cfg := &cfgCopy
-	cfg.HostKeyCallback = func(_ string, _ net.Addr, key ssh.PublicKey) error {
-		if known != nil && string(known.Marshal()) != string(key.Marshal()) {
-			return temporal.NewNonRetryableApplicationError(fmt.Sprintf("host key changed: recorded %s, presented %s; not trusted",
-				ssh.FingerprintSHA256(known), ssh.FingerprintSHA256(key)), ErrTypeHostKeyChanged, nil)
+	var cfg *ssh.ClientConfig
+	if !plan.local {
+		known, err := a.knownHostKey(ctx, h.Address)
+		if err != nil {
+			return RunHostScriptResult{}, err
 		}
-		return nil
+		cfgCopy := *plan.route.cfg
+		cfg = &cfgCopy
+		cfg.HostKeyCallback = func(_ string, _ net.Addr, key ssh.PublicKey) error {
+			if known != nil && string(known.Marshal()) != string(key.Marshal()) {
+				return temporal.NewNonRetryableApplicationError(fmt.Sprintf("host key changed: recorded %s, presented %s; not trusted",
+					ssh.FingerprintSHA256(known), ssh.FingerprintSHA256(key)), ErrTypeHostKeyChanged, nil)
+			}
+			return nil
+		}
 	}
 	timeout := 30 * time.Minute
 	if d, err := time.ParseDuration(job.Policy.HostTimeout); err == nil && d > 0 {
@@ -112,7 +119,17 @@ func (a *SSH) RunHostScript(ctx context.Context, in RunHostScriptInput) (RunHost
 	// timeout leaves room to record the outcome.
 	execCtx, cancelExec := context.WithTimeout(ctx, timeout)
 	defer cancelExec()
-	client, err := a.dial(execCtx, addr, cfg)
+	var r runner = localRunner{}
+	unreachable := false
+	if !plan.local {
+		var client *ssh.Client
+		if client, err = plan.route.dial(execCtx, addr, cfg); err == nil {
+			defer client.Close()
+			r = sshRunner{client}
+		} else {
+			unreachable = true
+		}
+	}
 	out := newOutputSink(func(data string) {
 		if err := a.Store.AppendJobOutput(ctx, job.ID, h.Idx, data); err != nil {
 			activity.GetLogger(ctx).Warn("live output not stored", "host", h.Address, "error", err)
@@ -121,7 +138,6 @@ func (a *SSH) RunHostScript(ctx context.Context, in RunHostScriptInput) (RunHost
 	var rc int
 	truncated := false
 	if err == nil {
-		defer client.Close()
 		mb := make([]byte, 12)
 		_, _ = rand.Read(mb)
 		// While the script runs (past its first second), its output is
@@ -139,7 +155,7 @@ func (a *SSH) RunHostScript(ctx context.Context, in RunHostScriptInput) (RunHost
 					return
 				case <-t.C:
 				}
-				if more, err := a.readOutput(pollCtx, client, key, out.size()); err == nil && more != "" {
+				if more, err := readOutput(pollCtx, r, key, out.size()); err == nil && more != "" {
 					out.write(more)
 				}
 				t.Reset(500 * time.Millisecond)
@@ -147,7 +163,7 @@ func (a *SSH) RunHostScript(ctx context.Context, in RunHostScriptInput) (RunHost
 		}()
 		var size int64
 		var last string
-		rc, size, last, err = a.waitExec(execCtx, client, wrapper, "##opsflow-"+hex.EncodeToString(mb))
+		rc, size, last, err = waitExec(execCtx, r, wrapper, "##opsflow-"+hex.EncodeToString(mb))
 		stopPoll()
 		<-polled
 		switch {
@@ -158,14 +174,14 @@ func (a *SSH) RunHostScript(ctx context.Context, in RunHostScriptInput) (RunHost
 			out.write(last)
 		case out.size() < size:
 			var rest string
-			if rest, err = a.readOutput(execCtx, client, key, out.size()); err == nil {
+			if rest, err = readOutput(execCtx, r, key, out.size()); err == nil {
 				out.write(rest)
 			}
 		}
 		out.finish()
 		truncated = size > OutputCap
 		if err != nil && execCtx.Err() != nil {
-			a.kill(ctx, addr, cfg, key)
+			a.kill(ctx, plan, addr, cfg, key)
 			if ctx.Err() == nil {
 				return fail(fmt.Sprintf("timed out after %s; killed", timeout))
 			}
@@ -178,6 +194,12 @@ func (a *SSH) RunHostScript(ctx context.Context, in RunHostScriptInput) (RunHost
 		}
 		if ctx.Err() != nil {
 			return RunHostScriptResult{}, ctx.Err()
+		}
+		// A host that cannot be reached on three attempts in a row is
+		// failed as unreachable, as ssh tools report it, rather than
+		// retried for minutes.
+		if attempt := activity.GetInfo(ctx).Attempt; unreachable && attempt >= UnreachableAttempts {
+			return fail(fmt.Sprintf("unreachable after %d attempts: %v", attempt, err))
 		}
 		// Unreachable or a dropped connection: Temporal retries, and the
 		// retry reattaches to the same execution.
@@ -231,13 +253,19 @@ func heartbeat(ctx context.Context, every time.Duration) func() {
 }
 
 // kill ends an execution whose activity was cancelled (job aborted or
-// timed out), on a fresh connection.
-func (a *SSH) kill(ctx context.Context, addr string, cfg *ssh.ClientConfig, key string) {
+// timed out): on a fresh connection, or on the worker for the local
+// transport.
+func (a *SSH) kill(ctx context.Context, plan *hostPlan, addr string, cfg *ssh.ClientConfig, key string) {
 	kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
 	defer cancel()
 	// The execution is its own session (setsid); timeout(1) moves the
 	// script into another process group of it, so kill the session.
-	_, _ = a.run(kctx, addr, cfg, `B="${TMPDIR:-/var/tmp}/opsflow-${USER:-$(id -u)}"; P=$(cat "$B/`+key+`.pid" 2>/dev/null) && { pkill -KILL -s "$P" 2>/dev/null || kill -KILL -- "-$P" 2>/dev/null; }; echo killed`)
+	script := `B="${TMPDIR:-/var/tmp}/opsflow-${USER:-$(id -u)}"; P=$(cat "$B/` + key + `.pid" 2>/dev/null) && { pkill -KILL -s "$P" 2>/dev/null || kill -KILL -- "-$P" 2>/dev/null; }; echo killed`
+	if plan.local {
+		_, _ = localRunner{}.exec(kctx, script)
+		return
+	}
+	_, _ = a.run(kctx, plan.route, addr, cfg, script)
 }
 
 func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
@@ -266,7 +294,7 @@ func execWrapper(key, interpreter, script string, env map[string]string) string 
 	}
 	gc := ""
 	if strings.HasPrefix(key, "0") { // now and then, forget executions older than two days
-		gc = `find "$B" -maxdepth 1 -type f -mtime +2 -delete 2>/dev/null &` + "\n"
+		gc = `find "$B" -maxdepth 1 -type f -mtime +2 -delete >/dev/null 2>&1 &` + "\n"
 	}
 	return `umask 077
 B="${TMPDIR:-/var/tmp}/opsflow-${USER:-$(id -u)}"
@@ -296,8 +324,8 @@ tail -c ` + strconv.Itoa(OutputCap) + ` "$K.out"
 // waitExec runs the wrapper and returns the script's exit status, the
 // size of its output on the host and the output's last OutputCap bytes,
 // all after the line that starts with marker.
-func (a *SSH) waitExec(ctx context.Context, client *ssh.Client, script, marker string) (rc int, size int64, tail string, err error) {
-	out, err := a.exec(ctx, client, "M="+shellQuote(marker)+"\n"+script)
+func waitExec(ctx context.Context, r runner, script, marker string) (rc int, size int64, tail string, err error) {
+	out, err := r.exec(ctx, "M="+shellQuote(marker)+"\n"+script)
 	if err != nil {
 		return 0, 0, "", err
 	}
@@ -316,8 +344,8 @@ func (a *SSH) waitExec(ctx context.Context, client *ssh.Client, script, marker s
 }
 
 // readOutput reads the execution's output from byte offset on.
-func (a *SSH) readOutput(ctx context.Context, client *ssh.Client, key string, offset int64) (string, error) {
-	return a.exec(ctx, client, `tail -c +`+strconv.FormatInt(offset+1, 10)+` "${TMPDIR:-/var/tmp}/opsflow-${USER:-$(id -u)}/`+key+`.out"`)
+func readOutput(ctx context.Context, r runner, key string, offset int64) (string, error) {
+	return r.exec(ctx, `tail -c +`+strconv.FormatInt(offset+1, 10)+` "${TMPDIR:-/var/tmp}/opsflow-${USER:-$(id -u)}/`+key+`.out"`)
 }
 
 // Jobs keeps the jobs read model for the BatchJob workflow.
@@ -478,7 +506,8 @@ type hostPlan struct {
 	ver     *schema.ScriptVersion
 	params  map[string]string
 	secrets []string
-	cfg     *ssh.ClientConfig // without a host key check; copy before use
+	route   *route // its login has no host key check; copy it before use
+	local   bool   // the local transport: run on this worker
 	at      time.Time
 }
 
@@ -514,7 +543,9 @@ func (a *SSH) jobPlan(ctx context.Context, jobID int64) (*hostPlan, error) {
 			p.secrets = append(p.secrets, p.params[d.Name])
 		}
 	}
-	if p.cfg, err = a.clientConfig(ctx, job.CredentialID); err != nil {
+	if job.Targets.Transport == schema.TransportLocal {
+		p.local = true
+	} else if p.route, err = a.routeFor(ctx, job.CredentialID); err != nil {
 		return nil, err
 	}
 	a.mu.Lock()

@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/opsflow/opsflow/internal/secret"
@@ -26,8 +28,9 @@ type SSH struct {
 	// DialTimeout bounds connecting and the handshake; zero means 15 s.
 	DialTimeout time.Duration
 
-	mu    sync.Mutex
-	plans map[int64]*hostPlan // per job, see jobPlan
+	mu     sync.Mutex
+	plans  map[int64]*hostPlan // per job, see jobPlan
+	routes map[int64]routeEntry
 }
 
 // DiscoverHostInput names a host to inspect and the credential to use.
@@ -105,10 +108,12 @@ func (a *SSH) DiscoverHost(ctx context.Context, in DiscoverHostInput) (DiscoverH
 	if err != nil {
 		return DiscoverHostResult{}, err
 	}
-	cfg, err := a.clientConfig(ctx, in.CredentialID)
+	rt, err := a.routeFor(ctx, in.CredentialID)
 	if err != nil {
 		return DiscoverHostResult{}, err
 	}
+	cfgCopy := *rt.cfg
+	cfg := &cfgCopy
 	var presented ssh.PublicKey
 	cfg.HostKeyCallback = func(_ string, _ net.Addr, key ssh.PublicKey) error {
 		presented = key
@@ -118,7 +123,7 @@ func (a *SSH) DiscoverHost(ctx context.Context, in DiscoverHostInput) (DiscoverH
 		}
 		return nil
 	}
-	out, err := a.run(ctx, addr, cfg, discoveryScript)
+	out, err := a.run(ctx, rt, addr, cfg, discoveryScript)
 	if err != nil {
 		var appErr *temporal.ApplicationError
 		if errors.As(err, &appErr) {
@@ -152,87 +157,60 @@ func (a *SSH) knownHostKey(ctx context.Context, address string) (ssh.PublicKey, 
 	return key, nil
 }
 
-// clientConfig opens the credential. Its secret stays in this process:
-// never in an error, a log line or workflow history.
-func (a *SSH) clientConfig(ctx context.Context, id int64) (*ssh.ClientConfig, error) {
-	cr, err := a.Store.Credential(ctx, id)
-	if errors.Is(err, schema.ErrNotFound) {
-		return nil, temporal.NewNonRetryableApplicationError(fmt.Sprintf("credential %d does not exist", id), ErrTypeInvalidInput, nil)
-	} else if err != nil {
-		return nil, err
-	}
-	if a.Secrets == nil {
-		return nil, temporal.NewNonRetryableApplicationError("worker has no secret key (OPSFLOW_SECRET_KEY)", ErrTypeInvalidInput, nil)
-	}
-	sec, err := a.Secrets.Open(cr.Secret, cr.SealContext())
-	if err != nil {
-		return nil, temporal.NewNonRetryableApplicationError(fmt.Sprintf("credential %s: %v", cr.Name, err), ErrTypeInvalidInput, nil)
-	}
-	timeout := a.DialTimeout
-	if timeout == 0 {
-		timeout = 15 * time.Second
-	}
-	cfg := &ssh.ClientConfig{User: cr.Username, Timeout: timeout}
-	switch cr.Kind {
-	case schema.CredSSHKey:
-		var signer ssh.Signer
-		if cr.Passphrase != "" {
-			pass, err := a.Secrets.Open(cr.Passphrase, cr.SealContext())
-			if err != nil {
-				return nil, temporal.NewNonRetryableApplicationError(fmt.Sprintf("credential %s passphrase: %v", cr.Name, err), ErrTypeInvalidInput, nil)
-			}
-			signer, err = ssh.ParsePrivateKeyWithPassphrase(sec, pass)
-			if err != nil {
-				return nil, temporal.NewNonRetryableApplicationError(fmt.Sprintf("credential %s: unusable key", cr.Name), ErrTypeInvalidInput, nil)
-			}
-		} else if signer, err = ssh.ParsePrivateKey(sec); err != nil {
-			return nil, temporal.NewNonRetryableApplicationError(fmt.Sprintf("credential %s: unusable key", cr.Name), ErrTypeInvalidInput, nil)
-		}
-		cfg.Auth = []ssh.AuthMethod{ssh.PublicKeys(signer)}
-	case schema.CredPassword:
-		cfg.Auth = []ssh.AuthMethod{ssh.Password(string(sec))}
-	}
-	return cfg, nil
-}
-
 // run executes script in one session on a new connection and returns its
 // stdout.
-func (a *SSH) run(ctx context.Context, addr string, cfg *ssh.ClientConfig, script string) (string, error) {
-	client, err := a.dial(ctx, addr, cfg)
+func (a *SSH) run(ctx context.Context, rt *route, addr string, cfg *ssh.ClientConfig, script string) (string, error) {
+	client, err := rt.dial(ctx, addr, cfg)
 	if err != nil {
 		return "", err
 	}
 	defer client.Close()
-	return a.exec(ctx, client, script)
+	return sshRunner{client}.exec(ctx, script)
 }
 
-// dial connects and authenticates; ctx ending closes the connection.
-func (a *SSH) dial(ctx context.Context, addr string, cfg *ssh.ClientConfig) (*ssh.Client, error) {
-	d := net.Dialer{Timeout: cfg.Timeout}
-	conn, err := d.DialContext(ctx, "tcp", addr)
+// routeFor returns the route of credential id, shared by the activities
+// of this worker for routeTTL.
+func (a *SSH) routeFor(ctx context.Context, id int64) (*route, error) {
+	a.mu.Lock()
+	e, ok := a.routes[id]
+	a.mu.Unlock()
+	if ok && time.Since(e.at) < routeTTL {
+		return e.r, nil
+	}
+	r, err := a.route(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	_ = conn.SetDeadline(time.Now().Add(cfg.Timeout))
-	c, chans, reqs, err := ssh.NewClientConn(conn, addr, cfg)
-	if err != nil {
-		conn.Close()
-		var appErr *temporal.ApplicationError
-		if errors.As(err, &appErr) {
-			return nil, appErr
-		}
-		return nil, err
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.routes == nil || len(a.routes) > 256 {
+		// A dropped route's jump connection closes when idle.
+		a.routes = map[int64]routeEntry{}
 	}
-	_ = conn.SetDeadline(time.Time{})
-	client := ssh.NewClient(c, chans, reqs)
-	stop := context.AfterFunc(ctx, func() { client.Close() })
-	go func() { _ = client.Wait(); stop() }()
-	return client, nil
+	a.routes[id] = routeEntry{r: r, at: time.Now()}
+	return r, nil
 }
 
-// exec runs script with sh in a new session of client.
-func (a *SSH) exec(ctx context.Context, client *ssh.Client, script string) (string, error) {
-	sess, err := client.NewSession()
+type routeEntry struct {
+	r  *route
+	at time.Time
+}
+
+// routeTTL bounds how long a worker uses a credential it read.
+const routeTTL = 10 * time.Minute
+
+// runner runs shell programs on one host: over an SSH connection, or on
+// the worker itself for the local transport.
+type runner interface {
+	// exec runs script with sh and returns its stdout.
+	exec(ctx context.Context, script string) (string, error)
+}
+
+// sshRunner runs each program in a new session of its connection.
+type sshRunner struct{ client *ssh.Client }
+
+func (r sshRunner) exec(ctx context.Context, script string) (string, error) {
+	sess, err := r.client.NewSession()
 	if err != nil {
 		return "", err
 	}
@@ -241,6 +219,22 @@ func (a *SSH) exec(ctx context.Context, client *ssh.Client, script string) (stri
 	// the host can read command lines (ps), and it may carry secrets.
 	sess.Stdin = strings.NewReader(script)
 	out, err := sess.Output("/bin/sh -s")
+	if err != nil {
+		return "", fmt.Errorf("run commands: %w", err)
+	}
+	return string(out), nil
+}
+
+// localRunner runs each program on the worker, as its user, in a session
+// of its own (as sshd would), so that killing the session ends it all.
+type localRunner struct{}
+
+func (localRunner) exec(ctx context.Context, script string) (string, error) {
+	cmd := exec.CommandContext(ctx, "/bin/sh", "-s")
+	cmd.Stdin = strings.NewReader(script)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	cmd.WaitDelay = time.Second
+	out, err := cmd.Output()
 	if err != nil {
 		return "", fmt.Errorf("run commands: %w", err)
 	}

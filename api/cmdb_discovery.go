@@ -63,10 +63,12 @@ func (r *discoveryRequest) validate(ctx context.Context, st *schema.Store) (work
 	}
 	if r.CredentialID <= 0 {
 		bad.add("credential_id", "required")
-	} else if _, err := st.Credential(ctx, r.CredentialID); errors.Is(err, schema.ErrNotFound) {
+	} else if cr, err := st.Credential(ctx, r.CredentialID); errors.Is(err, schema.ErrNotFound) {
 		bad.add("credential_id", "no such credential")
 	} else if err != nil {
 		return in, err
+	} else if cr.Kind != schema.CredSSHKey && cr.Kind != schema.CredPassword {
+		bad.add("credential_id", "discovery logs in over SSH: give an ssh_key or password credential, not "+cr.Kind)
 	}
 	return in, bad.err()
 }

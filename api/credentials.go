@@ -1,8 +1,12 @@
 package api
 
 import (
+	"context"
+	"errors"
+	"net"
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -20,6 +24,9 @@ type credentialRequest struct {
 	PrivateKey  string `json:"private_key"`
 	Passphrase  string `json:"passphrase"`
 	Password    string `json:"password"`
+	Address     string `json:"address"`
+	HostKey     string `json:"host_key"`
+	JumpHost    string `json:"jump_host"`
 	Description string `json:"description"`
 }
 
@@ -45,7 +52,13 @@ func (a *API) getCredential(c echo.Context) error {
 
 // createCredential seals the secret before it is stored; the response, the
 // logs and the audit log never carry it.
+//
+// Kinds: ssh_key (private_key, optional passphrase), password, and
+// jump_host: a bastion at address, logged into with a private_key or a
+// password, whose host_key (authorized_keys form) is checked when given.
+// Any kind may name a jump_host through which it is reached.
 func (a *API) createCredential(c echo.Context) error {
+	ctx := c.Request().Context()
 	var req credentialRequest
 	if err := decodeJSON(c, &req); err != nil {
 		return err
@@ -59,11 +72,43 @@ func (a *API) createCredential(c echo.Context) error {
 		bad.add("username", "required, without spaces, '@' or ':'")
 	}
 	cr := &schema.Credential{Name: req.Name, Kind: req.Kind, Username: req.Username, Description: req.Description, CreatedBy: userOf(c).Username}
-	var secretValue string
+	auth := req.Kind
 	switch req.Kind {
+	case schema.CredSSHKey, schema.CredPassword:
+		if req.Address != "" {
+			bad.add("address", "only a jump_host has an address; targets come from the job")
+		}
+		if req.HostKey != "" {
+			bad.add("host_key", "only a jump_host has a host key; targets' keys are in the CMDB")
+		}
+	case schema.CredJumpHost:
+		auth = schema.CredPassword
+		if req.PrivateKey != "" {
+			auth = schema.CredSSHKey
+		}
+		if _, _, err := net.SplitHostPort(req.Address); err != nil {
+			req.Address = net.JoinHostPort(req.Address, "22")
+		}
+		host, port, err := net.SplitHostPort(req.Address)
+		if p, perr := strconv.Atoi(port); err != nil || host == "" || strings.ContainsAny(host, " /@[]") || perr != nil || p < 1 || p > 65535 {
+			bad.add("address", "required: the jump host as host or host:port")
+		}
+		if req.HostKey != "" {
+			if _, _, _, _, err := ssh.ParseAuthorizedKey([]byte(req.HostKey)); err != nil {
+				bad.add("host_key", "not a public key in authorized_keys form (\"ssh-ed25519 AAAA…\")")
+			}
+		}
+		cr.Address, cr.HostKey = req.Address, strings.TrimSpace(req.HostKey)
+	case schema.CredLocal:
+		bad.add("kind", "local is built in: jobs with transport local use it")
+	default:
+		bad.add("kind", "must be ssh_key, password or jump_host")
+	}
+	var secretValue string
+	switch auth {
 	case schema.CredSSHKey:
 		if req.Password != "" {
-			bad.add("password", "an ssh_key credential takes private_key (and passphrase), not password")
+			bad.add("password", "a key login takes private_key (and passphrase), not password")
 		}
 		signer, err := parseSigner(req.PrivateKey, req.Passphrase)
 		if err != nil {
@@ -74,14 +119,33 @@ func (a *API) createCredential(c echo.Context) error {
 		secretValue = req.PrivateKey
 	case schema.CredPassword:
 		if req.Password == "" {
-			bad.add("password", "required for a password credential")
+			if req.Kind == schema.CredJumpHost {
+				bad.add("private_key", "a jump host needs a private_key or a password")
+			} else {
+				bad.add("password", "required for a password credential")
+			}
 		}
-		if req.PrivateKey != "" || req.Passphrase != "" {
-			bad.add("private_key", "a password credential takes password only")
+		if req.Passphrase != "" {
+			bad.add("passphrase", "a password login takes password only")
 		}
 		secretValue = req.Password
-	default:
-		bad.add("kind", "must be ssh_key or password")
+	}
+	cr.Auth = auth
+	if req.JumpHost != "" {
+		j, err := a.store.CredentialByName(ctx, req.JumpHost)
+		switch {
+		case errors.Is(err, schema.ErrNotFound):
+			bad.add("jump_host", "no credential named "+strconv.Quote(req.JumpHost))
+		case err != nil:
+			return err
+		case j.Kind != schema.CredJumpHost:
+			bad.add("jump_host", strconv.Quote(req.JumpHost)+" is a "+j.Kind+" credential, not a jump_host")
+		default:
+			if chain, err := a.store.JumpChain(ctx, j); err != nil || len(chain) >= schema.MaxJumpChain {
+				bad.add("jump_host", "more than "+strconv.Itoa(schema.MaxJumpChain)+" jump hosts in a row")
+			}
+			cr.JumpHostID = &j.ID
+		}
 	}
 	if err := bad.err(); err != nil {
 		return err
@@ -93,7 +157,7 @@ func (a *API) createCredential(c echo.Context) error {
 	if req.Passphrase != "" {
 		cr.Passphrase = a.secrets.Seal([]byte(req.Passphrase), cr.SealContext())
 	}
-	if err := a.store.CreateCredential(c.Request().Context(), cr); err != nil {
+	if err := a.store.CreateCredential(ctx, cr); err != nil {
 		if isConflict(err) {
 			return &Error{Status: http.StatusConflict, Code: CodeConflict, Message: "credential name taken", Fields: map[string]string{"name": "already exists"}}
 		}
@@ -134,7 +198,23 @@ func (a *API) deleteCredential(c echo.Context) error {
 	}
 	setAudit(c, "credential.delete", "credential:"+strconv.FormatInt(id, 10))
 	if err := a.store.DeleteCredential(c.Request().Context(), id); err != nil {
+		if isConflict(err) {
+			return newError(http.StatusConflict, CodeConflict, "credential in use: "+err.Error()[strings.LastIndex(err.Error(), ": ")+2:])
+		}
 		return err
 	}
 	return c.NoContent(http.StatusNoContent)
+}
+
+// loginCredentials lists the credentials a form may offer for logging in
+// to hosts: ssh_key and password ones, and with local the built-in local
+// one (jump hosts only carry other credentials).
+func (a *API) loginCredentials(ctx context.Context, local bool) ([]schema.Credential, error) {
+	all, err := a.store.Credentials(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return slices.DeleteFunc(all, func(c schema.Credential) bool {
+		return c.Kind == schema.CredJumpHost || (c.Kind == schema.CredLocal && !local)
+	}), nil
 }

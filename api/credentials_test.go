@@ -70,6 +70,14 @@ func TestCredentialsAreSealedAndNeverReturned(t *testing.T) {
 		{map[string]string{"name": name + "x", "kind": "token", "username": "root"}, "kind"},
 		{map[string]string{"name": name + "x", "kind": "password", "username": "root"}, "password"},
 		{map[string]string{"name": "bad name", "kind": "password", "username": "root", "password": "x"}, "name"},
+		{map[string]string{"name": name + "x", "kind": "jump_host", "username": "root", "password": "x"}, "address"},
+		{map[string]string{"name": name + "x", "kind": "jump_host", "username": "root", "address": "bastion:99999", "password": "x"}, "address"},
+		{map[string]string{"name": name + "x", "kind": "jump_host", "username": "root", "address": "bastion", "password": "x", "host_key": "nope"}, "host_key"},
+		{map[string]string{"name": name + "x", "kind": "jump_host", "username": "root", "address": "bastion"}, "private_key"},
+		{map[string]string{"name": name + "x", "kind": "password", "username": "root", "password": "x", "address": "10.0.0.1"}, "address"},
+		{map[string]string{"name": name + "x", "kind": "password", "username": "root", "password": "x", "jump_host": "nowhere"}, "jump_host"},
+		{map[string]string{"name": name + "x", "kind": "password", "username": "root", "password": "x", "jump_host": name + "-pw"}, "jump_host"},
+		{map[string]string{"name": name + "x", "kind": "local", "username": "root"}, "kind"},
 	} {
 		r := e.do(http.MethodPost, "/api/v1/credentials", "operator", c.body)
 		if r.Status != 422 || r.apiError(t).Fields[c.field] == "" {

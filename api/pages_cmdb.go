@@ -298,7 +298,7 @@ type discoverPage struct {
 }
 
 func (a *API) cmdbDiscoverPage(c echo.Context) error {
-	creds, err := a.store.Credentials(c.Request().Context())
+	creds, err := a.loginCredentials(c.Request().Context(), false)
 	if err != nil {
 		return err
 	}
@@ -315,7 +315,7 @@ func (a *API) cmdbDiscoverSubmit(c echo.Context) error {
 	}
 	req.CredentialID, _ = strconv.ParseInt(c.FormValue("credential_id"), 10, 64)
 	fail := func(err error) error {
-		creds, cerr := a.store.Credentials(ctx)
+		creds, cerr := a.loginCredentials(ctx, false)
 		if cerr != nil {
 			return cerr
 		}

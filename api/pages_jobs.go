@@ -246,7 +246,7 @@ func (a *API) jobNewData(c echo.Context, scriptID, version int64) (*jobNewPage, 
 	if err != nil {
 		return nil, err
 	}
-	creds, err := a.store.Credentials(ctx)
+	creds, err := a.loginCredentials(ctx, true)
 	if err != nil {
 		return nil, err
 	}

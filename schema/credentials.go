@@ -2,7 +2,9 @@ package schema
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/uptrace/bun"
@@ -12,20 +14,41 @@ import (
 const (
 	CredSSHKey   = "ssh_key"
 	CredPassword = "password"
+	// CredJumpHost is a bastion: an address, the login there (a key or a
+	// password, see Auth) and optionally the host key it must present.
+	CredJumpHost = "jump_host"
+	// CredLocal runs scripts on the SSH worker itself, as its user: the
+	// local transport. One is built in.
+	CredLocal = "local"
+	// AuthNone is the Auth of the local credential.
+	AuthNone = "none"
 )
+
+// MaxJumpChain bounds how many jump hosts a connection goes through.
+const MaxJumpChain = 3
 
 // Credential is how opsflow logs in somewhere. Secret and Passphrase hold
 // sealed values (internal/secret) and never leave the server.
 type Credential struct {
 	bun.BaseModel `bun:"table:credentials"`
 
-	ID          int64     `bun:"id,pk,autoincrement" json:"id"`
-	Name        string    `bun:"name" json:"name"`
-	Kind        string    `bun:"kind" json:"kind"`
-	Username    string    `bun:"username" json:"username"`
-	Secret      string    `bun:"secret" json:"-"`
-	Passphrase  string    `bun:"passphrase" json:"-"`
-	Fingerprint string    `bun:"fingerprint" json:"fingerprint,omitempty"`
+	ID   int64  `bun:"id,pk,autoincrement" json:"id"`
+	Name string `bun:"name" json:"name"`
+	Kind string `bun:"kind" json:"kind"`
+	// Auth is how the login proves itself: ssh_key or password. For
+	// those kinds it equals Kind; a jump host has either.
+	Auth        string `bun:"auth" json:"auth"`
+	Username    string `bun:"username" json:"username"`
+	Secret      string `bun:"secret" json:"-"`
+	Passphrase  string `bun:"passphrase" json:"-"`
+	Fingerprint string `bun:"fingerprint" json:"fingerprint,omitempty"`
+	// Address (host:port) and HostKey (authorized_keys form, optional)
+	// are a jump host's.
+	Address string `bun:"address" json:"address,omitempty"`
+	HostKey string `bun:"host_key" json:"host_key,omitempty"`
+	// JumpHostID names the jump host through which this credential's
+	// hosts (or, for a jump host, the bastion itself) are reached.
+	JumpHostID  *int64    `bun:"jump_host_id" json:"jump_host_id,omitempty"`
 	Description string    `bun:"description" json:"description"`
 	CreatedBy   string    `bun:"created_by" json:"created_by"`
 	CreatedAt   time.Time `bun:"created_at" json:"created_at"`
@@ -36,8 +59,12 @@ type Credential struct {
 // copied into another row does not open.
 func (c *Credential) SealContext() string { return "credential:" + c.Name }
 
-// CreateCredential inserts c; a taken name is ErrConflict.
+// CreateCredential inserts c; a taken name is ErrConflict. Auth defaults
+// to the kind for ssh_key and password credentials.
 func (s *Store) CreateCredential(ctx context.Context, c *Credential) error {
+	if c.Auth == "" && (c.Kind == CredSSHKey || c.Kind == CredPassword) {
+		c.Auth = c.Kind
+	}
 	now := time.Now().UTC()
 	c.CreatedAt, c.UpdatedAt = now, now
 	if _, err := s.DB.NewInsert().Model(c).Returning("id").Exec(ctx); err != nil {
@@ -67,14 +94,96 @@ func (s *Store) Credentials(ctx context.Context) ([]Credential, error) {
 	return cs, nil
 }
 
-// DeleteCredential removes credential id.
+// CredentialByName returns the credential called name.
+func (s *Store) CredentialByName(ctx context.Context, name string) (*Credential, error) {
+	c := new(Credential)
+	if err := s.DB.NewSelect().Model(c).Where("name = ?", name).Scan(ctx); err != nil {
+		return nil, fmt.Errorf("store: credential %q: %w", name, notFound(err))
+	}
+	return c, nil
+}
+
+// JumpChain returns the jump hosts through which c's hosts are reached,
+// the one to connect to first first. A chain longer than MaxJumpChain (or
+// a loop) is an error.
+func (s *Store) JumpChain(ctx context.Context, c *Credential) ([]*Credential, error) {
+	var chain []*Credential
+	for next := c.JumpHostID; next != nil; {
+		if len(chain) == MaxJumpChain {
+			return nil, fmt.Errorf("store: credential %q: more than %d jump hosts in a row (or a loop)", c.Name, MaxJumpChain)
+		}
+		j, err := s.Credential(ctx, *next)
+		if err != nil {
+			return nil, err
+		}
+		chain = append(chain, j)
+		next = j.JumpHostID
+	}
+	slices.Reverse(chain)
+	return chain, nil
+}
+
+// DeleteCredential removes credential id. A jump host still named by
+// other credentials, or a credential jobs used, is ErrConflict.
 func (s *Store) DeleteCredential(ctx context.Context, id int64) error {
-	res, err := s.DB.NewDelete().Model((*Credential)(nil)).Where("id = ?", id).Exec(ctx)
+	n, err := s.DB.NewSelect().Model((*Credential)(nil)).Where("jump_host_id = ?", id).Count(ctx)
+	if err != nil {
+		return fmt.Errorf("store: delete credential %d: %w", id, err)
+	}
+	if n > 0 {
+		return fmt.Errorf("store: delete credential %d: %d credentials reach their hosts through it: %w", id, n, ErrConflict)
+	}
+	res, err := s.DB.NewDelete().Model((*Credential)(nil)).Where("id = ?", id).Where("kind <> ?", CredLocal).Exec(ctx)
+	if isForeignKeyViolation(err) {
+		return fmt.Errorf("store: delete credential %d: jobs used it: %w", id, ErrConflict)
+	}
 	if err != nil {
 		return fmt.Errorf("store: delete credential %d: %w", id, err)
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
+		if _, err := s.Credential(ctx, id); err == nil {
+			return fmt.Errorf("store: delete credential %d: it is built in: %w", id, ErrConflict)
+		}
 		return fmt.Errorf("store: delete credential %d: %w", id, ErrNotFound)
 	}
 	return nil
+}
+
+// SetCredentialHostKey records a jump host's key on first contact, unless
+// one is recorded already, and returns the key recorded.
+func (s *Store) SetCredentialHostKey(ctx context.Context, id int64, key string) (string, error) {
+	if _, err := s.DB.NewUpdate().Model((*Credential)(nil)).Set("host_key = ?", key).Set("updated_at = ?", time.Now().UTC()).
+		Where("id = ?", id).Where("host_key = ''").Exec(ctx); err != nil {
+		return "", fmt.Errorf("store: record host key of credential %d: %w", id, err)
+	}
+	var recorded string
+	if err := s.DB.NewSelect().Model((*Credential)(nil)).Column("host_key").Where("id = ?", id).Scan(ctx, &recorded); err != nil {
+		return "", fmt.Errorf("store: record host key of credential %d: %w", id, notFound(err))
+	}
+	return recorded, nil
+}
+
+// LocalCredential returns the built-in credential of the local transport.
+func (s *Store) LocalCredential(ctx context.Context) (*Credential, error) {
+	c := new(Credential)
+	if err := s.DB.NewSelect().Model(c).Where("kind = ?", CredLocal).Order("id").Limit(1).Scan(ctx); err != nil {
+		return nil, fmt.Errorf("store: local credential: %w", notFound(err))
+	}
+	return c, nil
+}
+
+// seedLocalCredential creates the built-in local credential, named
+// "local" unless a credential has that name already.
+func (s *Store) seedLocalCredential(ctx context.Context) error {
+	if _, err := s.LocalCredential(ctx); !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	for _, name := range []string{"local", "worker-local"} {
+		c := &Credential{Name: name, Kind: CredLocal, Auth: AuthNone, CreatedBy: "opsflow",
+			Description: "Built in: runs scripts on the SSH worker itself, as the worker's user (the local transport)."}
+		if err := s.CreateCredential(ctx, c); err == nil || !errors.Is(err, ErrConflict) {
+			return err
+		}
+	}
+	return errors.New("store: seed the local credential: names local and worker-local are taken")
 }

@@ -45,7 +45,18 @@ type JobPolicy struct {
 type JobTargets struct {
 	Selector string   `json:"selector,omitempty"`
 	Hosts    []string `json:"hosts,omitempty"`
+	// Transport is how the script reaches each host: ssh (the default;
+	// through the credential's jump host when it names one) or local, on
+	// the SSH worker itself with OPSFLOW_HOST naming the target (for
+	// scripts that drive devices or APIs rather than log in).
+	Transport string `json:"transport,omitempty"`
 }
+
+// Transports.
+const (
+	TransportSSH   = "ssh"
+	TransportLocal = "local"
+)
 
 // Job is a batch execution of a script version over hosts.
 type Job struct {

@@ -122,12 +122,32 @@ func (s *Store) PlanJob(ctx context.Context, req *JobRequest) (*ScriptVersion, m
 			}
 		}
 	}
-	if req.CredentialID <= 0 {
-		bad.add("credential_id", "required")
-	} else if _, err := s.Credential(ctx, req.CredentialID); errors.Is(err, ErrNotFound) {
-		bad.add("credential_id", "no such credential")
-	} else if err != nil {
-		return nil, nil, nil, err
+	switch req.Targets.Transport {
+	case "", TransportSSH:
+		req.Targets.Transport = TransportSSH
+		if req.CredentialID <= 0 {
+			bad.add("credential_id", "required")
+		} else if cr, err := s.Credential(ctx, req.CredentialID); errors.Is(err, ErrNotFound) {
+			bad.add("credential_id", "no such credential")
+		} else if err != nil {
+			return nil, nil, nil, err
+		} else if cr.Kind == CredLocal {
+			req.Targets.Transport = TransportLocal
+		} else if cr.Kind == CredJumpHost {
+			bad.add("credential_id", "a jump_host credential logs into the bastion; give the hosts' credential (which names the jump host)")
+		}
+	case TransportLocal:
+		local, err := s.LocalCredential(ctx)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		if req.CredentialID == 0 {
+			req.CredentialID = local.ID
+		} else if req.CredentialID != local.ID {
+			bad.add("credential_id", "the local transport runs as the worker's user: leave it out, or give the local credential")
+		}
+	default:
+		bad.add("targets.transport", "must be ssh or local")
 	}
 	p := &req.Policy
 	if p.Concurrency == "" {

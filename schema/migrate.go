@@ -16,6 +16,17 @@ import (
 //go:embed migrations
 var migrationFiles embed.FS
 
+// SQLite cannot alter a table's constraints: such migrations rebuild the
+// table, which needs foreign keys off (see sqliteRebuild). They are kept
+// apart from the migrations bun runs in a transaction of its own.
+//
+//go:embed migrations_sqlite_rebuild
+var sqliteRebuildFiles embed.FS
+
+var sqliteRebuilds = []struct{ name, comment string }{
+	{"0007", "transports"},
+}
+
 // MigrationStatus is one migration and whether it has been applied.
 type MigrationStatus struct {
 	Name    string
@@ -33,7 +44,56 @@ func (s *Store) migrator() (*migrate.Migrator, error) {
 	if err := ms.Discover(sub); err != nil {
 		return nil, fmt.Errorf("discover migrations: %w", err)
 	}
+	if s.Engine == SQLite {
+		for _, r := range sqliteRebuilds {
+			file := "migrations_sqlite_rebuild/" + r.name + "_" + r.comment
+			ms.Add(migrate.Migration{Name: r.name, Comment: r.comment,
+				Up: func(ctx context.Context, _ *migrate.Migrator, _ *migrate.Migration) error {
+					return s.sqliteRebuild(ctx, file+".up.sql")
+				},
+				Down: func(ctx context.Context, _ *migrate.Migrator, _ *migrate.Migration) error {
+					return s.sqliteRebuild(ctx, file+".down.sql")
+				}})
+		}
+	}
 	return migrate.NewMigrator(s.DB, ms, migrate.WithMarkAppliedOnSuccess(true)), nil
+}
+
+// sqliteRebuild runs a table rebuild the way SQLite documents it: on one
+// connection, foreign keys off, in a transaction that checks them before
+// it commits.
+func (s *Store) sqliteRebuild(ctx context.Context, file string) error {
+	sql, err := sqliteRebuildFiles.ReadFile(file)
+	if err != nil {
+		return err
+	}
+	conn, err := s.DB.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "PRAGMA foreign_keys = OFF"); err != nil {
+		return err
+	}
+	defer conn.ExecContext(context.WithoutCancel(ctx), "PRAGMA foreign_keys = ON") //nolint:errcheck
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback() //nolint:errcheck
+	if _, err := tx.ExecContext(ctx, string(sql)); err != nil {
+		return err
+	}
+	rows, err := tx.QueryContext(ctx, "PRAGMA foreign_key_check")
+	if err != nil {
+		return err
+	}
+	broken := rows.Next()
+	rows.Close()
+	if broken {
+		return fmt.Errorf("%s leaves foreign keys broken", file)
+	}
+	return tx.Commit()
 }
 
 func (s *Store) dir() string {
@@ -93,7 +153,35 @@ func (s *Store) MigrateUp(ctx context.Context) ([]string, error) {
 	if err := s.seedRiskRules(ctx); err != nil {
 		return applied, fmt.Errorf("migrate up: %w", err)
 	}
+	if err := s.seedLocalCredential(ctx); err != nil {
+		return applied, fmt.Errorf("migrate up: %w", err)
+	}
 	return applied, nil
+}
+
+// UndoMigration runs the down step of one applied migration, the newest,
+// and marks it unapplied; MigrateUp then applies it alone. It exists to
+// test a migration against the data of the one before.
+func (s *Store) UndoMigration(ctx context.Context, name string) error {
+	m, err := s.migrator()
+	if err != nil {
+		return err
+	}
+	return s.withLock(ctx, m, func() error {
+		ms, err := m.MigrationsWithStatus(ctx)
+		if err != nil {
+			return err
+		}
+		applied := ms.Applied()
+		if len(applied) == 0 || applied[0].Name != name {
+			return fmt.Errorf("undo migration %s: not the newest applied", name)
+		}
+		mg := applied[0]
+		if err := mg.Down(ctx, m, &mg); err != nil {
+			return fmt.Errorf("undo migration %s: %w", name, err)
+		}
+		return m.MarkUnapplied(ctx, &mg)
+	})
 }
 
 // MigrateDown rolls back the last group of migrations.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/signal"
@@ -26,6 +27,9 @@ commands:
                               run Temporal workers on the given task queues
   migrate up|down|status|unlock
                               manage the database schema
+  secrets new-key             print a new random secret key (base64)
+  secrets reseal [--dry-run]  re-seal every stored secret with the primary key, after a
+                              rotation: OPSFLOW_SECRET_KEY=new, OPSFLOW_SECRET_OLD_KEYS=old
   version                     print the version
 
 Environment: OPSFLOW_DATABASE_URL (required), OPSFLOW_SECRET_KEY or OPSFLOW_SECRET_KEY_FILE
@@ -123,6 +127,8 @@ func run(args []string) error {
 		}
 		defer a.Close()
 		return migrate(ctx, a, args[1])
+	case "secrets":
+		return secrets(ctx, cfg, log, args[1:])
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 		return nil
@@ -165,4 +171,45 @@ func migrate(ctx context.Context, a *app.App, verb string) error {
 		return fmt.Errorf("migrate: unknown verb %q (want up, down, status or unlock)", verb)
 	}
 	return nil
+}
+
+// secrets rotates the key that seals stored secrets. Rotation: start every
+// process with the new key as OPSFLOW_SECRET_KEY and the old one in
+// OPSFLOW_SECRET_OLD_KEYS, run "opsflow secrets reseal", and keep the old
+// key listed while Temporal still holds histories (or schedules) encoded
+// with it.
+func secrets(ctx context.Context, cfg app.Config, log *slog.Logger, args []string) error {
+	if len(args) == 0 {
+		return errors.New("secrets: want new-key or reseal")
+	}
+	switch args[0] {
+	case "new-key":
+		fmt.Println(secret.NewKey())
+		return nil
+	case "reseal":
+		fs := flag.NewFlagSet("secrets reseal", flag.ContinueOnError)
+		dry := fs.Bool("dry-run", false, "count what would be re-sealed, write nothing")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		a, err := app.Open(ctx, cfg, log, nil)
+		if err != nil {
+			return err
+		}
+		defer a.Close()
+		if a.Secrets == nil {
+			return secret.ErrNoKey
+		}
+		rep, err := a.Store.Reseal(ctx, a.Secrets, *dry)
+		if err != nil {
+			return err
+		}
+		verb := "re-sealed"
+		if *dry {
+			verb = "would re-seal"
+		}
+		fmt.Printf("%s %d of %d sealed values with the primary key\n", verb, rep.Resealed, rep.Checked)
+		return nil
+	}
+	return fmt.Errorf("secrets: unknown verb %q (want new-key or reseal)", args[0])
 }

@@ -25,7 +25,9 @@ import (
 //
 // The target's Addr is the namespace side of the veth pair on port 22 (an
 // address in 10.213.0.0/16, never loopback), and a login shell there reports
-// hostname. The server accepts the current user (root) with a fresh client
+// hostname. The same sshd also listens on NamespaceLoopback inside the
+// namespace, which only a connection forwarded by that sshd (a jump host's
+// direct-tcpip channel) reaches. The server accepts the current user (root) with a fresh client
 // key, like SSHD. Call it once per host a test needs. The server, the veth
 // pair and the namespace are removed when the test ends, pass or fail.
 //
@@ -51,6 +53,10 @@ func SSHDInNamespace(tb testing.TB, hostname string) *SSHTargets {
 	}
 	return targets
 }
+
+// NamespaceLoopback is where a namespaced sshd also listens, as seen from
+// inside its namespace.
+const NamespaceLoopback = "127.0.0.1:22"
 
 type netnsCommands struct {
 	ip, unshare, hostname, sshd string
@@ -289,9 +295,9 @@ func runNamespacedSSHD(cmds netnsCommands, ns, hostname, config, logPath, addr s
 	// ip netns exec and unshare exec their command without forking and the
 	// shell execs sshd, so the process started here is sshd itself: killing
 	// it stops the server, and Pdeathsig survives the execs.
-	const script = `"$1" "$2" && exec "$3" -D -e -f "$4" -o "ListenAddress=$5"`
+	const script = `"$1" "$2" && exec "$3" -D -e -f "$4" -o "ListenAddress=$5" -o "ListenAddress=$6"`
 	cmd := exec.Command(cmds.ip, "netns", "exec", ns, cmds.unshare, "--uts", "/bin/sh", "-c", script,
-		"sh", cmds.hostname, hostname, cmds.sshd, config, addr)
+		"sh", cmds.hostname, hostname, cmds.sshd, config, addr, NamespaceLoopback)
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
