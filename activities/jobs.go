@@ -75,9 +75,14 @@ func (a *SSH) RunHostScript(ctx context.Context, in RunHostScriptInput) (RunHost
 		return RunHostScriptResult{}, err
 	}
 
+	var out *outputSink
 	fail := func(reason string) (RunHostScriptResult, error) {
 		h.State, h.Error = schema.HostFailed, reason
-		if err := a.Store.FinishJobHost(ctx, h); err != nil {
+		var held []string
+		if out != nil {
+			held = out.takeHeld()
+		}
+		if err := a.Store.FinishJobHost(ctx, h, held...); err != nil {
 			return RunHostScriptResult{}, err
 		}
 		return hostResult(h), nil
@@ -130,12 +135,13 @@ func (a *SSH) RunHostScript(ctx context.Context, in RunHostScriptInput) (RunHost
 			unreachable = true
 		}
 	}
-	out := newOutputSink(func(data string) {
+	out = newOutputSink(func(data string) {
 		if err := a.Store.AppendJobOutput(ctx, job.ID, h.Idx, data); err != nil {
 			activity.GetLogger(ctx).Warn("live output not stored", "host", h.Address, "error", err)
 		}
 	}, secrets)
 	var rc int
+	var size int64 // of the output on the host
 	truncated := false
 	if err == nil {
 		mb := make([]byte, 12)
@@ -161,11 +167,13 @@ func (a *SSH) RunHostScript(ctx context.Context, in RunHostScriptInput) (RunHost
 				t.Reset(500 * time.Millisecond)
 			}
 		}()
-		var size int64
 		var last string
-		rc, size, last, err = waitExec(execCtx, r, wrapper, "##opsflow-"+hex.EncodeToString(mb))
+		rc, size, last, err = waitExec(execCtx, r, key, wrapper, "##opsflow-"+hex.EncodeToString(mb))
 		stopPoll()
 		<-polled
+		// What is read from here on is stored with the host's outcome, in
+		// its transaction: a quick script costs one write, not two.
+		out.hold()
 		switch {
 		case err != nil:
 		case out.size() == 0:
@@ -205,13 +213,13 @@ func (a *SSH) RunHostScript(ctx context.Context, in RunHostScriptInput) (RunHost
 		// retry reattaches to the same execution.
 		return RunHostScriptResult{}, fmt.Errorf("run on %s: %w", h.Address, err)
 	}
-	h.ExitCode, h.Output, h.OutputBytes, h.Truncated = &rc, out.tail(), out.total, truncated || out.total > OutputCap
+	h.ExitCode, h.Output, h.OutputBytes, h.Truncated = &rc, out.tail(), max(size, out.total), truncated || out.total > OutputCap
 	h.State = schema.HostSucceeded
 	if rc != 0 {
 		h.State = schema.HostFailed
 		h.Error = "exit status " + strconv.Itoa(rc)
 	}
-	if err := a.Store.FinishJobHost(ctx, h); err != nil {
+	if err := a.Store.FinishJobHost(ctx, h, out.takeHeld()...); err != nil {
 		return RunHostScriptResult{}, err
 	}
 	activity.GetLogger(ctx).Info("host done", "job", job.ID, "host", h.Address, "exit", rc)
@@ -260,7 +268,7 @@ func (a *SSH) kill(ctx context.Context, plan *hostPlan, addr string, cfg *ssh.Cl
 	defer cancel()
 	// The execution is its own session (setsid); timeout(1) moves the
 	// script into another process group of it, so kill the session.
-	script := `B="${TMPDIR:-/var/tmp}/opsflow-${USER:-$(id -u)}"; P=$(cat "$B/` + key + `.pid" 2>/dev/null) && { pkill -KILL -s "$P" 2>/dev/null || kill -KILL -- "-$P" 2>/dev/null; }; echo killed`
+	script := `B="${TMPDIR:-/var/tmp}/opsflow-${USER:-$(id -u)}"; P=$(cat "$B/` + key + `.lock" "$B/` + key + `.pid" 2>/dev/null | head -n 1) && [ -n "$P" ] && { pkill -KILL -s "$P" 2>/dev/null || kill -KILL -- "-$P" 2>/dev/null; }; echo killed`
 	if plan.local {
 		_, _ = localRunner{}.exec(kctx, script)
 		return
@@ -273,12 +281,14 @@ func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''
 // execWrapper is the shell program (fed on stdin, so nothing of it shows in
 // the host's process list) that runs the script at most once per key and
 // reports its result. The first caller creates the key's lock file
-// atomically (noclobber) and runs the script in the foreground, immune to
-// the connection dropping (HUP and PIPE ignored); any later caller — a
-// retried activity whose worker died — finds the lock and waits for the
-// first run's exit status. Parameters (secrets included) are exported in
-// a subshell only: they touch no file. Few processes are spawned, since on
-// small hosts forks dominate the cost of a short command.
+// atomically (noclobber), writing its pid there, and runs the script in
+// the foreground, immune to the connection dropping (HUP and PIPE
+// ignored); any later caller — a retried activity whose worker died —
+// finds the lock and waits for the first run's exit status. The script
+// reaches its interpreter through a here-document on fd 3 and parameters
+// (secrets included) are exported in a subshell only: neither touches a
+// file. Few processes and files are made, since on small hosts they
+// dominate the cost of a short command.
 //
 // The host timeout is the activity's: when it expires (or the job is
 // aborted) the activity is cancelled and kills the execution's session.
@@ -296,17 +306,22 @@ func execWrapper(key, interpreter, script string, env map[string]string) string 
 	if strings.HasPrefix(key, "0") { // now and then, forget executions older than two days
 		gc = `find "$B" -maxdepth 1 -type f -mtime +2 -delete >/dev/null 2>&1 &` + "\n"
 	}
+	db := make([]byte, 12)
+	_, _ = rand.Read(db)
+	delim := "OPSFLOW_SCRIPT_" + hex.EncodeToString(db)
+	if !strings.HasSuffix(script, "\n") {
+		script += "\n"
+	}
 	return `umask 077
 B="${TMPDIR:-/var/tmp}/opsflow-${USER:-$(id -u)}"
 K="$B/` + key + `"
 [ -d "$B" ] || mkdir -p "$B" || exit 97
 set -C
-if true 2>/dev/null > "$K.lock"; then
+if echo $$ 2>/dev/null > "$K.lock"; then
 set +C
-printf '%s\n' ` + shellQuote(script) + ` > "$K.script"
-echo $$ > "$K.pid"
 trap '' HUP PIPE
-(` + exports.String() + `exec ` + interpreter + ` "$K.script") < /dev/null > "$K.out" 2>&1
+(` + exports.String() + `exec ` + interpreter + ` /dev/fd/3) 3<<'` + delim + `' < /dev/null > "$K.out" 2>&1
+` + script + delim + `
 echo $? > "$K.rc"
 else
 set +C
@@ -316,15 +331,17 @@ i=0
 until [ -s "$K.rc" ]; do i=$((i+1)); [ $((i % 5)) -eq 0 ] && echo; sleep 0.2; done
 fi
 read rc < "$K.rc"
-printf '\n%s %s %s\n' "$M" "$rc" "$(wc -c < "$K.out")"
-tail -c ` + strconv.Itoa(OutputCap) + ` "$K.out"
+printf '\n%s %s\n' "$M" "$rc"
+tail -c ` + strconv.Itoa(OutputCap+1) + ` "$K.out"
 ` + gc
 }
 
 // waitExec runs the wrapper and returns the script's exit status, the
 // size of its output on the host and the output's last OutputCap bytes,
-// all after the line that starts with marker.
-func waitExec(ctx context.Context, r runner, script, marker string) (rc int, size int64, tail string, err error) {
+// all after the line that starts with marker. The wrapper sends one byte
+// more than it keeps: only when it is there does the size take another
+// command (wc), so a short output costs no extra process.
+func waitExec(ctx context.Context, r runner, key, script, marker string) (rc int, size int64, tail string, err error) {
 	out, err := r.exec(ctx, "M="+shellQuote(marker)+"\n"+script)
 	if err != nil {
 		return 0, 0, "", err
@@ -335,11 +352,22 @@ func waitExec(ctx context.Context, r runner, script, marker string) (rc int, siz
 	}
 	line, tail, _ := strings.Cut(out[i+len(marker)+1:], "\n")
 	f := strings.Fields(line)
-	if len(f) != 2 {
+	if len(f) != 1 {
 		return 0, 0, "", errors.New("the host gave no exit status")
 	}
 	rc, _ = strconv.Atoi(f[0])
-	size, _ = strconv.ParseInt(f[1], 10, 64)
+	if len(tail) <= OutputCap {
+		return rc, int64(len(tail)), tail, nil
+	}
+	tail = tail[len(tail)-OutputCap:]
+	n, err := r.exec(ctx, `wc -c < "${TMPDIR:-/var/tmp}/opsflow-${USER:-$(id -u)}/`+key+`.out"`)
+	if err != nil {
+		return 0, 0, "", err
+	}
+	size, err = strconv.ParseInt(strings.TrimSpace(n), 10, 64)
+	if err != nil {
+		return 0, 0, "", fmt.Errorf("output size: %q", n)
+	}
 	return rc, size, tail, nil
 }
 
@@ -435,6 +463,8 @@ type outputSink struct {
 	mu      sync.Mutex
 	read    int64  // bytes read from the host
 	partial string // an incomplete last line, held until it completes
+	holding bool   // store nothing now: keep pieces for takeHeld
+	held    []string
 	kept    []byte
 	total   int64
 	stored  int64
@@ -486,8 +516,28 @@ func (o *outputSink) add(lines string) {
 			lines = lines[:room]
 		}
 		o.stored += int64(len(lines))
-		o.store(lines)
+		if o.holding {
+			o.held = append(o.held, lines)
+		} else {
+			o.store(lines)
+		}
 	}
+}
+
+// hold keeps the pieces from now on for takeHeld instead of storing them.
+func (o *outputSink) hold() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.holding = true
+}
+
+// takeHeld returns the pieces kept since hold, once.
+func (o *outputSink) takeHeld() []string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	h := o.held
+	o.held = nil
+	return h
 }
 
 func (o *outputSink) tail() string {

@@ -201,7 +201,7 @@ func (e *env) do(method, path, role string, body any, hdr ...string) resp {
 }
 
 // eventually polls f until it returns true or the deadline passes.
-func eventually(t *testing.T, d time.Duration, what string, f func() bool) {
+func eventually(t testing.TB, d time.Duration, what string, f func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !f() {

@@ -40,7 +40,7 @@ func (e *env) job(id int64) jobResp {
 func (e *env) waitJob(id int64, statuses ...string) jobResp {
 	e.t.Helper()
 	var j jobResp
-	eventually(e.t.(*testing.T), 90*time.Second, fmt.Sprintf("job %d in %v", id, statuses), func() bool {
+	eventually(e.t, 90*time.Second, fmt.Sprintf("job %d in %v", id, statuses), func() bool {
 		j = e.job(id)
 		return slices.Contains(statuses, j.Status)
 	})

@@ -2,10 +2,14 @@ package api
 
 import (
 	"fmt"
+	"io"
+	"maps"
+	"math"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -24,10 +28,32 @@ import (
 // parallel-ssh; >= 5x faster than Ansible; worker RSS <= 300 MB.
 //
 //	go tool task bench:ssh
+//
+// BENCH_SSH_HOSTS (default "200,1000") picks the sizes and BENCH_SSH_TOOLS
+// (default "opsflow,raw,pssh,ansible") what runs, for quicker profiling.
+// Each tool's CPU time is logged by process (worker, Temporal, Postgres,
+// sshd, this test process with the API), to show where time goes.
 func BenchmarkSSH(b *testing.B) {
-	for _, n := range []int{200, 1000} {
+	sizes := []int{200, 1000}
+	if v := os.Getenv("BENCH_SSH_HOSTS"); v != "" {
+		sizes = nil
+		for _, f := range strings.Split(v, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n < 1 {
+				b.Fatalf("BENCH_SSH_HOSTS=%q: want sizes such as 200,1000", v)
+			}
+			sizes = append(sizes, n)
+		}
+	}
+	for _, n := range sizes {
 		b.Run("hosts="+strconv.Itoa(n), func(b *testing.B) { benchSSH(b, n) })
 	}
+}
+
+// benchTool reports whether BENCH_SSH_TOOLS selects tool.
+func benchTool(tool string) bool {
+	v := os.Getenv("BENCH_SSH_TOOLS")
+	return v == "" || slices.Contains(strings.Split(v, ","), tool)
 }
 
 func benchSSH(b *testing.B, n int) {
@@ -36,9 +62,21 @@ func benchSSH(b *testing.B, n int) {
 	targets := testenv.SSHD(b, n)
 	pssh := testenv.EnsureCommand(b, "parallel-ssh", "pssh")
 	ansible := testenv.EnsureCommand(b, "ansible", "ansible-core")
+	port, err := testenv.FreePort()
+	must(b, err)
+	metricsAddr := fmt.Sprintf("127.0.0.1:%d", port)
 	worker := testenv.StartWorker(b, filepath.Join(b.TempDir(), "worker.log"), "OPSFLOW_DATABASE_URL="+e.dsn,
 		"TEMPORAL_ADDRESS="+testenv.Temporal(b), "TEMPORAL_NAMESPACE="+testenv.TemporalNamespace,
-		"OPSFLOW_SECRET_KEY="+e.keyText, "OPSFLOW_LOG_LEVEL=warn")
+		"OPSFLOW_SECRET_KEY="+e.keyText, "OPSFLOW_LOG_LEVEL=warn", "OPSFLOW_METRICS_ADDR="+metricsAddr)
+	// Timing starts once the worker serves (its metrics listener opens
+	// after its Temporal workers started).
+	eventually(b, 60*time.Second, "the worker to start", func() bool {
+		res, err := http.Get("http://" + metricsAddr + "/metrics")
+		if err == nil {
+			res.Body.Close()
+		}
+		return err == nil
+	})
 	p := fmt.Sprintf("bench%d-%d", n, time.Now().UnixNano())
 	cred := e.credential(p, targets)
 	script := e.script(p, "uptime", nil)
@@ -62,53 +100,71 @@ func benchSSH(b *testing.B, n int) {
 	sshOpts := "-i " + keyFile + " -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o KexAlgorithms=curve25519-sha256"
 
 	var tOps, tRaw, tPssh, tAnsible time.Duration
-	for range b.N {
-		// opsflow, end to end through the API.
+	cpu := map[string]map[string]float64{}
+	measure := func(tool string, run func()) time.Duration {
+		if !benchTool(tool) {
+			return 0
+		}
+		before := cpuByCommand()
 		start := time.Now()
-		res := e.do(http.MethodPost, "/api/v1/jobs", "operator", map[string]any{"script_id": script, "credential_id": cred,
-			"targets": map[string]any{"hosts": addrs}, "policy": map[string]any{"concurrency": strconv.Itoa(conc)}})
-		var j jobResp
-		res.json(b, &j)
-		if res.Status != 201 {
-			b.Fatalf("job: %d %s", res.Status, res.Body)
+		run()
+		d := time.Since(start)
+		after := cpuByCommand()
+		if cpu[tool] == nil {
+			cpu[tool] = map[string]float64{}
 		}
-		for {
-			cur := e.job(j.ID)
-			if cur.Status == "succeeded" {
-				break
+		for k, v := range after {
+			if dv := v - before[k]; dv > 0.05 {
+				cpu[tool][k] += dv
 			}
-			if cur.Status == "failed" || cur.Status == "aborted" || time.Since(start) > 10*time.Minute {
-				b.Fatalf("job %+v", cur)
+		}
+		return d
+	}
+	for range b.N {
+		tOps += measure("opsflow", func() {
+			// BENCH_SSH_PPROF=file keeps the worker's CPU profile of the run.
+			if f := os.Getenv("BENCH_SSH_PPROF"); f != "" {
+				// The run takes about n/50 s; idle time adds nothing.
+				stop := profileWorker(b, metricsAddr, fmt.Sprintf("%s.%d", f, n), n/50+1)
+				defer stop()
 			}
-			time.Sleep(50 * time.Millisecond)
+			runOpsflow(b, e, script, cred, addrs, conc)
+		})
+		tRaw += measure("raw", func() { rawFanout(b, targets.ClientConfig(), addrs, conc) })
+		tPssh += measure("pssh", func() {
+			out, err := exec.Command(pssh, "-p", strconv.Itoa(conc), "-t", "300", "-h", filepath.Join(dir, "hosts"), "-x", sshOpts, "uptime").CombinedOutput()
+			if err != nil || strings.Count(string(out), "[SUCCESS]") != n {
+				b.Fatalf("parallel-ssh: %v %.2000s", err, out)
+			}
+		})
+		tAnsible += measure("ansible", func() {
+			cmd := exec.Command(ansible, "all", "-i", filepath.Join(dir, "inventory"), "-m", "command", "-a", "uptime", "-f", strconv.Itoa(conc),
+				"-u", targets.User, "--private-key", keyFile)
+			cmd.Env = append(os.Environ(), "ANSIBLE_HOST_KEY_CHECKING=False", "ANSIBLE_SSH_ARGS=-o KexAlgorithms=curve25519-sha256 -o UserKnownHostsFile=/dev/null",
+				"ANSIBLE_LOCAL_TEMP="+filepath.Join(dir, "ansible-tmp"), "ANSIBLE_PYTHON_INTERPRETER=auto_silent")
+			out, err := cmd.CombinedOutput()
+			if err != nil || strings.Count(string(out), "CHANGED") != n {
+				b.Fatalf("ansible: %v %.2000s", err, out)
+			}
+		})
+	}
+	for _, tool := range []string{"opsflow", "raw", "pssh", "ansible"} {
+		if c := cpu[tool]; c != nil {
+			names := slices.Sorted(maps.Keys(c))
+			var parts []string
+			total := 0.0
+			for _, k := range names {
+				parts = append(parts, fmt.Sprintf("%s %.2f", k, c[k]/float64(b.N)))
+				total += c[k] / float64(b.N)
+			}
+			b.Logf("%s CPU s: total %.2f (%s)", tool, total, strings.Join(parts, ", "))
 		}
-		tOps += time.Since(start)
-
-		// The floor: raw x/crypto/ssh at the same concurrency.
-		start = time.Now()
-		rawFanout(b, targets.ClientConfig(), addrs, conc)
-		tRaw += time.Since(start)
-
-		start = time.Now()
-		out, err := exec.Command(pssh, "-p", strconv.Itoa(conc), "-t", "300", "-h", filepath.Join(dir, "hosts"), "-x", sshOpts, "uptime").CombinedOutput()
-		if err != nil || strings.Count(string(out), "[SUCCESS]") != n {
-			b.Fatalf("parallel-ssh: %v %.2000s", err, out)
-		}
-		tPssh += time.Since(start)
-
-		start = time.Now()
-		cmd := exec.Command(ansible, "all", "-i", filepath.Join(dir, "inventory"), "-m", "command", "-a", "uptime", "-f", strconv.Itoa(conc),
-			"-u", targets.User, "--private-key", keyFile)
-		cmd.Env = append(os.Environ(), "ANSIBLE_HOST_KEY_CHECKING=False", "ANSIBLE_SSH_ARGS=-o KexAlgorithms=curve25519-sha256 -o UserKnownHostsFile=/dev/null",
-			"ANSIBLE_LOCAL_TEMP="+filepath.Join(dir, "ansible-tmp"), "ANSIBLE_PYTHON_INTERPRETER=auto_silent")
-		out, err = cmd.CombinedOutput()
-		if err != nil || strings.Count(string(out), "CHANGED") != n {
-			b.Fatalf("ansible: %v %.2000s", err, out)
-		}
-		tAnsible += time.Since(start)
 	}
 	div := float64(b.N)
 	ops, raw, ps, an := tOps.Seconds()/div, tRaw.Seconds()/div, tPssh.Seconds()/div, tAnsible.Seconds()/div
+	if raw == 0 {
+		raw = math.NaN()
+	}
 	rss := peakRSSMB(worker.Process.Pid)
 	b.ReportMetric(ops, "opsflow-s")
 	b.ReportMetric(raw, "raw-s")
@@ -120,6 +176,85 @@ func benchSSH(b *testing.B, n int) {
 	b.ReportMetric(rss, "worker-peak-rss-MB")
 	b.Logf("\n| N=%d, concurrency %d | wall s | vs raw |\n|---|---|---|\n| raw x/crypto/ssh | %.2f | 1.00 |\n| opsflow (API, stored) | %.2f | %.2f |\n| parallel-ssh | %.2f | %.2f |\n| ansible -m command | %.2f | %.2f |\nworker peak RSS %.0f MB",
 		n, conc, raw, ops, ops/raw, ps, ps/raw, an, an/raw, rss)
+}
+
+// runOpsflow runs the job through the API until every host's result is
+// stored.
+func runOpsflow(b *testing.B, e *env, script, cred int64, addrs []string, conc int) {
+	start := time.Now()
+	res := e.do(http.MethodPost, "/api/v1/jobs", "operator", map[string]any{"script_id": script, "credential_id": cred,
+		"targets": map[string]any{"hosts": addrs}, "policy": map[string]any{"concurrency": strconv.Itoa(conc)}})
+	var j jobResp
+	res.json(b, &j)
+	if res.Status != 201 {
+		b.Fatalf("job: %d %s", res.Status, res.Body)
+	}
+	for {
+		cur := e.job(j.ID)
+		if cur.Status == "succeeded" {
+			return
+		}
+		if cur.Status == "failed" || cur.Status == "aborted" || time.Since(start) > 10*time.Minute {
+			b.Fatalf("job %+v", cur)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// profileWorker records the worker's CPU profile for seconds; wait waits
+// for it to be written.
+func profileWorker(b *testing.B, addr, file string, seconds int) (wait func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		res, err := http.Get("http://" + addr + "/debug/pprof/profile?seconds=" + strconv.Itoa(seconds))
+		if err != nil {
+			b.Logf("profile: %v", err)
+			return
+		}
+		defer res.Body.Close()
+		body, err := io.ReadAll(res.Body)
+		if err != nil || len(body) == 0 {
+			b.Logf("profile: %v", err)
+			return
+		}
+		must(b, os.WriteFile(file, body, 0o644))
+		b.Logf("worker CPU profile: %s", file)
+	}()
+	return func() { <-done }
+}
+
+// cpuByCommand sums the CPU seconds (own and reaped children's) of every
+// process by command name. Children a live process reaped count to it, so
+// sshd's per-connection processes count to the listening sshd.
+func cpuByCommand() map[string]float64 {
+	out := map[string]float64{}
+	ents, _ := os.ReadDir("/proc")
+	for _, d := range ents {
+		if _, err := strconv.Atoi(d.Name()); err != nil {
+			continue
+		}
+		raw, err := os.ReadFile("/proc/" + d.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		s := string(raw)
+		open, closing := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+		if open < 0 || closing < open {
+			continue
+		}
+		f := strings.Fields(s[closing+2:])
+		if len(f) < 15 {
+			continue
+		}
+		var ticks float64
+		for _, i := range []int{11, 12, 13, 14} { // utime stime cutime cstime
+			v, _ := strconv.ParseFloat(f[i], 64)
+			ticks += v
+		}
+		out[s[open+1:closing]] += ticks / 100 // USER_HZ
+	}
+	return out
 }
 
 func rawFanout(b *testing.B, cfg *ssh.ClientConfig, addrs []string, conc int) {

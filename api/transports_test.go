@@ -158,3 +158,30 @@ func TestLocalTransport(t *testing.T) {
 		}
 	}
 }
+
+// TestOutputCap: a host's output beyond the cap keeps its last part, and
+// the host records the full size and the cut; a short one is whole.
+func TestOutputCap(t *testing.T) {
+	e := newEnv(t)
+	p := fmt.Sprintf("c%d", time.Now().UnixNano())
+	sid := e.script(p+"-loud", `if [ "$OPSFLOW_HOST" = big ]; then head -c 300000 /dev/zero | tr '\0' x; echo; fi; echo END`, nil)
+	res := e.do(http.MethodPost, "/api/v1/jobs", "operator", map[string]any{"script_id": sid,
+		"targets": map[string]any{"hosts": []string{"big", "small"}, "transport": "local"}})
+	var j jobResp
+	res.json(t, &j)
+	if res.Status != 201 {
+		t.Fatalf("start: %d %s", res.Status, res.Body)
+	}
+	if done := e.waitJob(j.ID, schema.JobSucceeded, schema.JobFailed); done.Status != schema.JobSucceeded {
+		t.Fatalf("job: %+v", done)
+	}
+	var big, small schema.JobHost
+	e.do(http.MethodGet, fmt.Sprintf("/api/v1/jobs/%d/hosts/0", j.ID), "viewer", nil).json(t, &big)
+	e.do(http.MethodGet, fmt.Sprintf("/api/v1/jobs/%d/hosts/1", j.ID), "viewer", nil).json(t, &small)
+	if !big.Truncated || big.OutputBytes != 300005 || len(big.Output) != 256<<10 || !strings.HasSuffix(big.Output, "x\nEND\n") {
+		t.Fatalf("big: truncated=%v bytes=%d kept=%d tail=%q", big.Truncated, big.OutputBytes, len(big.Output), big.Output[max(0, len(big.Output)-10):])
+	}
+	if small.Truncated || small.OutputBytes != 4 || small.Output != "END\n" {
+		t.Fatalf("small: %+v", small)
+	}
+}

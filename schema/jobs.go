@@ -199,21 +199,46 @@ func (s *Store) JobCounts(ctx context.Context, jobID int64) (map[string]int, err
 }
 
 // StartJobHost marks a host running and counts the attempt.
+//
+// On Postgres it commits without waiting for the WAL flush: losing the mark
+// in a database crash loses nothing (the host's retry sets it again), and
+// a job of many hosts is spared one disk flush per host.
 func (s *Store) StartJobHost(ctx context.Context, jobID int64, idx int) error {
-	_, err := s.DB.NewUpdate().Model((*JobHost)(nil)).Set("state = ?", HostRunning).Set("attempts = attempts + 1").
-		Set("started_at = COALESCE(started_at, ?)", time.Now().UTC()).Where("job_id = ? AND idx = ?", jobID, idx).Exec(ctx)
+	err := s.DB.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		if s.Engine == Postgres {
+			if _, err := tx.ExecContext(ctx, "SET LOCAL synchronous_commit = off"); err != nil {
+				return err
+			}
+		}
+		_, err := tx.NewUpdate().Model((*JobHost)(nil)).Set("state = ?", HostRunning).Set("attempts = attempts + 1").
+			Set("started_at = COALESCE(started_at, ?)", time.Now().UTC()).Where("job_id = ? AND idx = ?", jobID, idx).Exec(ctx)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("store: start job host: %w", err)
 	}
 	return nil
 }
 
-// FinishJobHost records a host's final state and output.
-func (s *Store) FinishJobHost(ctx context.Context, h *JobHost) error {
+// FinishJobHost records a host's final state and output, and the last
+// pieces of its live output (those read at the end), in one transaction.
+func (s *Store) FinishJobHost(ctx context.Context, h *JobHost, lastPieces ...string) error {
 	now := time.Now().UTC()
 	h.EndedAt = &now
-	_, err := s.DB.NewUpdate().Model(h).Column("state", "exit_code", "ended_at", "output", "output_bytes", "truncated", "error").
-		WherePK().Exec(ctx)
+	err := s.DB.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		if len(lastPieces) > 0 {
+			os := make([]JobOutput, len(lastPieces))
+			for i, d := range lastPieces {
+				os[i] = JobOutput{JobID: h.JobID, Idx: h.Idx, At: now, Data: d}
+			}
+			if _, err := tx.NewInsert().Model(&os).Exec(ctx); err != nil {
+				return err
+			}
+		}
+		_, err := tx.NewUpdate().Model(h).Column("state", "exit_code", "ended_at", "output", "output_bytes", "truncated", "error").
+			WherePK().Exec(ctx)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("store: finish job host: %w", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/opsflow/opsflow/api"
@@ -67,6 +68,12 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger, temporalOpts *clien
 	}
 	if opts.Namespace == "" {
 		opts.Namespace = client.DefaultNamespace
+	}
+	// Every payload is encrypted (below), and ciphertext does not
+	// compress: gzip on the gRPC connection would only burn CPU on both
+	// ends, per host of every job.
+	if opts.ConnectionOptions.GrpcCompression == nil {
+		opts.ConnectionOptions.GrpcCompression = &client.GrpcCompressionNone{}
 	}
 	opts.Logger = sdklog.NewStructuredLogger(log.With("component", "temporal-sdk"))
 	opts.MetricsHandler = metrics.NewTemporalHandler(reg)
@@ -237,6 +244,12 @@ func (a *App) StartWorkers(queues []string) (stop func(), err error) {
 func (a *App) ServeMetrics(ctx context.Context, addr string) error {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(a.Registry, promhttp.HandlerOpts{}))
+	// Profiles, on the metrics listener only: it is meant for the
+	// cluster's monitoring, not the public.
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		<-ctx.Done()

@@ -53,6 +53,9 @@ func TemporalClient(tb testing.TB, opts client.Options) client.Client {
 	if opts.Logger == nil {
 		opts.Logger = sdklog.NewStructuredLogger(slog.New(slog.NewTextHandler(io.Discard, nil)))
 	}
+	if opts.ConnectionOptions.GrpcCompression == nil {
+		opts.ConnectionOptions.GrpcCompression = &client.GrpcCompressionNone{} // as internal/app does
+	}
 	c, err := client.Dial(opts)
 	if err != nil {
 		tb.Fatalf("testenv: dial temporal: %v", err)
