@@ -44,13 +44,53 @@ type RunHostScriptResult struct {
 	ExitCode int
 }
 
-// RunHostScript runs the job's script on one host exactly once. Temporal
-// runs activities at least once, so the host itself remembers: the first
+// RunHostScript runs the job's script on one host exactly once (see
+// runHost). BatchJob runs groups of hosts (RunHostScripts) since version
+// 1 of its host-groups change; histories from before still call this.
+func (a *SSH) RunHostScript(ctx context.Context, in RunHostScriptInput) (RunHostScriptResult, error) {
+	return a.runHost(ctx, in.JobID, in.Idx)
+}
+
+// RunHostScriptsInput names a group of hosts of a job, run side by side
+// in one activity: fewer Temporal round trips per host on large jobs.
+type RunHostScriptsInput struct {
+	JobID int64
+	Idxs  []int
+}
+
+// RunHostScripts runs the job's script on each host of the group, side by
+// side, each exactly once, and returns their outcomes in order. If any
+// host needs a retry (unreachable so far, a dropped connection), the
+// activity fails and Temporal retries it: hosts already done return their
+// recorded outcome, hosts still running are reattached, not rerun.
+func (a *SSH) RunHostScripts(ctx context.Context, in RunHostScriptsInput) ([]RunHostScriptResult, error) {
+	out := make([]RunHostScriptResult, len(in.Idxs))
+	errs := make([]error, len(in.Idxs))
+	var wg sync.WaitGroup
+	for i, idx := range in.Idxs {
+		wg.Go(func() { out[i], errs[i] = a.runHost(ctx, in.JobID, idx) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			var appErr *temporal.ApplicationError
+			if errors.As(err, &appErr) && appErr.NonRetryable() {
+				return nil, err
+			}
+			return nil, fmt.Errorf("host %d of the group: %w", in.Idxs[i], err)
+		}
+	}
+	return out, nil
+}
+
+// runHost runs the job's script on one host exactly once. Temporal runs
+// activities at least once, so the host itself remembers: the first
 // attempt takes the execution key's lock file atomically and runs the
 // script immune to the connection dropping; a retried attempt (its worker
 // killed mid-command) finds the lock, and waits for and collects the first
 // run's result instead of starting another. See execWrapper.
-func (a *SSH) RunHostScript(ctx context.Context, in RunHostScriptInput) (RunHostScriptResult, error) {
+func (a *SSH) runHost(ctx context.Context, jobID int64, idx int) (RunHostScriptResult, error) {
+	in := RunHostScriptInput{JobID: jobID, Idx: idx}
 	h, err := a.Store.JobHost(ctx, in.JobID, in.Idx)
 	if err != nil {
 		return RunHostScriptResult{}, err
@@ -146,14 +186,16 @@ func (a *SSH) RunHostScript(ctx context.Context, in RunHostScriptInput) (RunHost
 	if err == nil {
 		mb := make([]byte, 12)
 		_, _ = rand.Read(mb)
-		// While the script runs (past its first second), its output is
-		// read from the host every half second on the same connection and
+		// While the script runs (past its first two seconds), its output
+		// is read from the host every second on the same connection and
 		// stored for live readers; what remains is read at the end.
 		pollCtx, stopPoll := context.WithCancel(execCtx)
 		polled := make(chan struct{})
 		go func() {
 			defer close(polled)
-			t := time.NewTimer(time.Second)
+			// Most scripts end sooner: reading them would only cost a
+			// session on every host of a busy job.
+			t := time.NewTimer(2 * time.Second)
 			defer t.Stop()
 			for {
 				select {
@@ -164,7 +206,7 @@ func (a *SSH) RunHostScript(ctx context.Context, in RunHostScriptInput) (RunHost
 				if more, err := readOutput(pollCtx, r, key, out.size()); err == nil && more != "" {
 					out.write(more)
 				}
-				t.Reset(500 * time.Millisecond)
+				t.Reset(time.Second)
 			}
 		}()
 		var last string
@@ -281,8 +323,8 @@ func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''
 // execWrapper is the shell program (fed on stdin, so nothing of it shows in
 // the host's process list) that runs the script at most once per key and
 // reports its result. The first caller creates the key's lock file
-// atomically (noclobber), writing its pid there, and runs the script in
-// the foreground, immune to the connection dropping (HUP and PIPE
+// atomically (noclobber), writing its pid there (and, once it ends, the
+// exit status on a second line), and runs the script in the foreground, immune to the connection dropping (HUP and PIPE
 // ignored); any later caller — a retried activity whose worker died —
 // finds the lock and waits for the first run's exit status. The script
 // reaches its interpreter through a here-document on fd 3 and parameters
@@ -322,15 +364,16 @@ set +C
 trap '' HUP PIPE
 (` + exports.String() + `exec ` + interpreter + ` /dev/fd/3) 3<<'` + delim + `' < /dev/null > "$K.out" 2>&1
 ` + script + delim + `
-echo $? > "$K.rc"
+echo $? >> "$K.lock"
 else
 set +C
 # A newline each second: once the caller is gone (its worker died), the
 # write fails and this waiter exits instead of lingering.
 i=0
-until [ -s "$K.rc" ]; do i=$((i+1)); [ $((i % 5)) -eq 0 ] && echo; sleep 0.2; done
+# (An execution begun by an older opsflow keeps its status in $K.rc.)
+until { read p; read rc; } < "$K.lock" && [ -n "$rc" ] || { [ -s "$K.rc" ] && read rc < "$K.rc"; }; do i=$((i+1)); [ $((i % 5)) -eq 0 ] && echo; sleep 0.2; done
 fi
-read rc < "$K.rc"
+[ -n "$rc" ] || { read p; read rc; } < "$K.lock"
 printf '\n%s %s\n' "$M" "$rc"
 tail -c ` + strconv.Itoa(OutputCap+1) + ` "$K.out"
 ` + gc

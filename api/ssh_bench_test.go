@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"maps"
@@ -192,6 +193,16 @@ func runOpsflow(b *testing.B, e *env, script, cred int64, addrs []string, conc i
 	for {
 		cur := e.job(j.ID)
 		if cur.Status == "succeeded" {
+			// Where the wall time went: before the first host started,
+			// hosts, after the last host ended.
+			job, err := e.store.Job(context.Background(), j.ID)
+			must(b, err)
+			var first, last time.Time
+			must(b, e.store.DB.NewSelect().Table("job_hosts").ColumnExpr("MIN(started_at), MAX(ended_at)").
+				Where("job_id = ?", j.ID).Scan(context.Background(), &first, &last))
+			b.Logf("opsflow: %s to the first host, %s of hosts, %s from the last host to the job's end, %s to see it",
+				first.Sub(job.CreatedAt).Round(time.Millisecond), last.Sub(first).Round(time.Millisecond),
+				job.EndedAt.Sub(last).Round(time.Millisecond), time.Since(*job.EndedAt).Round(time.Millisecond))
 			return
 		}
 		if cur.Status == "failed" || cur.Status == "aborted" || time.Since(start) > 10*time.Minute {

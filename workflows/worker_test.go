@@ -203,6 +203,43 @@ func TestRealBatchJob(t *testing.T) {
 	}
 	replayAndRecord(t, c, job.WorkflowID, run.GetRunID(), "batchjob_v1.json")
 
+	// At concurrency 32 hosts go two to an activity (RunHostScripts): the
+	// same outcome, host by host.
+	job3 := &schema.Job{WorkflowID: job.WorkflowID + "-groups", ScriptID: sc.ID, ScriptVersion: ver.Version, CredentialID: cred.ID,
+		Policy: schema.JobPolicy{Concurrency: "32", MaxFailures: "5"}, Status: schema.JobQueued, CreatedBy: "test"}
+	jh3 := make([]schema.JobHost, len(jh))
+	for i := range jh {
+		jh3[i] = schema.JobHost{Address: jh[i].Address}
+	}
+	if err := st.CreateJob(ctx, job3, jh3); err != nil {
+		t.Fatal(err)
+	}
+	run3, err := c.ExecuteWorkflow(ctx, startOptions(job3.WorkflowID), workflows.BatchJob, workflows.BatchJobInput{JobID: job3.ID, Total: len(jh3), Policy: job3.Policy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := run3.Get(ctx, nil); err == nil || !strings.Contains(err.Error(), "2/3 succeeded, 1 failed") {
+		t.Fatalf("grouped job result: %v", err)
+	}
+	if counts, _ := st.JobCounts(ctx, job3.ID); counts[schema.HostSucceeded] != 2 || counts[schema.HostFailed] != 1 {
+		t.Fatalf("grouped counts %v", counts)
+	}
+	hist := c.GetWorkflowHistory(ctx, job3.WorkflowID, run3.GetRunID(), false, 0)
+	groups := 0
+	for hist.HasNext() {
+		ev, err := hist.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a := ev.GetActivityTaskScheduledEventAttributes(); a != nil && a.ActivityType.GetName() == "RunHostScripts" {
+			groups++
+		}
+	}
+	if groups != 2 {
+		t.Fatalf("%d host groups scheduled, want 2 (of 2 and 1)", groups)
+	}
+	replayAndRecord(t, c, job3.WorkflowID, run3.GetRunID(), "batchjob_v2_groups.json")
+
 	// Continue-as-new: two hosts per run makes a chain of runs that still
 	// reaches every host once, carrying the counts across.
 	job2 := &schema.Job{WorkflowID: job.WorkflowID + "-can", ScriptID: sc.ID, ScriptVersion: ver.Version, CredentialID: cred.ID,
