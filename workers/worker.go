@@ -17,6 +17,8 @@ import (
 type Deps struct {
 	Store   *schema.Store
 	Secrets *secret.Keyring
+	// Notifiers send approval tickets to chat and email.
+	Notifiers []activities.Notifier
 }
 
 // Options tune a worker; zero values take the SDK defaults.
@@ -47,11 +49,13 @@ func Register(r worker.Registry, queue string, deps Deps) (int, error) {
 		r.RegisterWorkflow(workflows.DiscoverHosts)
 		r.RegisterWorkflow(workflows.BatchJob)
 		r.RegisterWorkflow(workflows.ScheduledJob)
+		r.RegisterWorkflow(workflows.Approval)
 		r.RegisterActivity(&activities.Runs{Store: deps.Store})
 		r.RegisterActivity(&activities.Demo{})
 		r.RegisterActivity(&activities.CMDB{Store: deps.Store})
 		r.RegisterActivity(&activities.Jobs{Store: deps.Store, Secrets: deps.Secrets})
-		return 8, nil
+		r.RegisterActivity(&activities.Approvals{Store: deps.Store, Notifiers: deps.Notifiers})
+		return 10, nil
 	case workflows.TaskQueueSSH:
 		r.RegisterActivity(&activities.SSH{Store: deps.Store, Secrets: deps.Secrets})
 		return 1, nil

@@ -30,6 +30,7 @@ const (
 	KindDemo      = "demo"
 	KindDiscovery = "discovery"
 	KindJob       = "job"
+	KindApproval  = "approval"
 )
 
 // Query and update names.
@@ -39,6 +40,9 @@ const (
 	UpdateResume         = "resume"
 	UpdateAbort          = "abort"
 	UpdateSetConcurrency = "set_concurrency"
+	QueryTicket          = "ticket"
+	UpdateDecide         = "decide"
+	UpdateWithdraw       = "withdraw"
 )
 
 // Search attributes opsflow sets on its workflows. The dev stack registers

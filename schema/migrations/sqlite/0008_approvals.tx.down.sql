@@ -1,0 +1,5 @@
+DROP TABLE approval_delegations;
+DROP TABLE approval_decisions;
+DROP TABLE approval_ticket_approvers;
+DROP TABLE approval_tickets;
+DROP TABLE approval_policies;
