@@ -73,6 +73,10 @@ var (
 	anyUser   []string
 	operators = []string{schema.RoleOperator}
 	admins    = []string{schema.RoleAdmin}
+	// Change requests come from those who change things; votes are
+	// checked by the ticket itself (its approvers, never its requester).
+	requesters = []string{schema.RoleOperator, schema.RoleApprover}
+	deciders   = []string{schema.RoleOperator, schema.RoleApprover}
 )
 
 func (a *API) routes() []route {
@@ -125,6 +129,17 @@ func (a *API) routes() []route {
 		{Method: http.MethodPost, Path: "/api/v1/schedules/:name/pause", Roles: operators, handler: a.controlSchedule("pause")},
 		{Method: http.MethodPost, Path: "/api/v1/schedules/:name/resume", Roles: operators, handler: a.controlSchedule("resume")},
 		{Method: http.MethodPost, Path: "/api/v1/schedules/:name/trigger", Roles: operators, handler: a.controlSchedule("trigger")},
+		{Method: http.MethodGet, Path: "/api/v1/approvals", Roles: anyUser, handler: a.listApprovals},
+		{Method: http.MethodPost, Path: "/api/v1/approvals", Roles: requesters, handler: a.createApproval},
+		{Method: http.MethodGet, Path: "/api/v1/approvals/:id", Roles: anyUser, handler: a.getApproval},
+		{Method: http.MethodPost, Path: "/api/v1/approvals/:id/decision", Roles: anyUser, handler: a.decideApproval},
+		{Method: http.MethodPost, Path: "/api/v1/approvals/:id/withdraw", Roles: anyUser, handler: a.withdrawApproval},
+		{Method: http.MethodGet, Path: "/api/v1/approval-policies", Roles: anyUser, handler: a.listApprovalPolicies},
+		{Method: http.MethodPost, Path: "/api/v1/approval-policies", Roles: admins, handler: a.saveApprovalPolicy},
+		{Method: http.MethodGet, Path: "/api/v1/approval-policies/:name", Roles: anyUser, handler: a.getApprovalPolicy},
+		{Method: http.MethodPut, Path: "/api/v1/approval-policies/:name", Roles: admins, handler: a.saveApprovalPolicy},
+		{Method: http.MethodDelete, Path: "/api/v1/approval-policies/:name", Roles: admins, handler: a.deleteApprovalPolicy},
+		{Method: http.MethodPost, Path: "/api/v1/delegations", Roles: deciders, handler: a.createDelegation},
 		{Method: http.MethodGet, Path: "/api/v1/runs", Roles: anyUser, handler: a.listRuns},
 		{Method: http.MethodGet, Path: "/api/v1/runs/:id", Roles: anyUser, handler: a.getRun},
 		{Method: http.MethodPost, Path: "/api/v1/runs/:id/cancel", Roles: operators, handler: a.cancelRun},

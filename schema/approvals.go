@@ -417,3 +417,18 @@ func (s *Store) ResolveApprovers(ctx context.Context, set ApproverSet) ([]string
 	}
 	return out, nil
 }
+
+// TicketByWorkflowID returns the ticket decided by workflow wid.
+func (s *Store) TicketByWorkflowID(ctx context.Context, wid string) (*Ticket, error) {
+	t := new(Ticket)
+	if err := s.DB.NewSelect().Model(t).Column("id").Where("workflow_id = ?", wid).Scan(ctx); err != nil {
+		return nil, fmt.Errorf("store: ticket %q: %w", wid, notFound(err))
+	}
+	return s.Ticket(ctx, t.ID)
+}
+
+// DeleteTicket removes a ticket whose workflow never started.
+func (s *Store) DeleteTicket(ctx context.Context, id int64) error {
+	_, err := s.DB.NewDelete().Model((*Ticket)(nil)).Where("id = ?", id).Exec(ctx)
+	return err
+}

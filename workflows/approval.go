@@ -18,6 +18,10 @@ type ApprovalInput struct {
 	TicketID  int64
 	Requester string
 	Policy    schema.ApprovalPolicySpec
+	// Approvers of each level, resolved from the policy's users and roles
+	// when the ticket opened, so no level waits for a lookup while votes
+	// arrive. Left out, each level resolves its own when it opens.
+	Approvers [][]string
 }
 
 // ApprovalDecision is one vote, sent as the UpdateDecide update. The
@@ -34,14 +38,14 @@ type ApprovalDecision struct {
 // ApprovalOutcome answers a decision or a withdrawal, and the ticket
 // query.
 type ApprovalOutcome struct {
-	Status    string // a schema.Ticket* status
-	Level     int    // 0-based index of the current level
-	Levels    int
-	Approvals int // at the current level
-	Needed    int
+	Status    string `json:"status"` // a schema.Ticket* status
+	Level     int    `json:"level"`  // 0-based index of the current level
+	Levels    int    `json:"levels"`
+	Approvals int    `json:"approvals"` // at the current level
+	Needed    int    `json:"needed"`
 	// Message says what happened, for whoever clicked: "approved, 2 of
 	// 3", "level 1 of 2 approved", "ticket rejected".
-	Message string
+	Message string `json:"message"`
 }
 
 // Approval is a ticket: its levels are decided in order, each by its rule
@@ -103,8 +107,12 @@ func Approval(ctx workflow.Context, in ApprovalInput) (ApprovalOutcome, error) {
 
 	for t.level = 0; t.level < len(t.levels) && t.status == schema.TicketPending; t.level++ {
 		lv := t.levels[t.level]
-		t.votes = nil // votes wait while the level opens
-		t.startLevel(resolve(lv.ApproverSet))
+		if len(in.Approvers) == len(t.levels) {
+			t.startLevel(withoutUser(in.Approvers[t.level], in.Requester))
+		} else {
+			t.votes = nil // votes wait while the level opens
+			t.startLevel(resolve(lv.ApproverSet))
+		}
 		flush()
 		notify(t.approvers, false)
 		timeout, _ := time.ParseDuration(lv.Timeout)
@@ -157,10 +165,13 @@ func Approval(ctx workflow.Context, in ApprovalInput) (ApprovalOutcome, error) {
 		}
 		cancelTimer()
 	}
-	if t.status == schema.TicketPending {
-		t.status, t.level = schema.TicketApproved, len(t.levels)-1
-		flush()
+	t.level = min(t.level, len(t.levels)-1)
+	if t.status == schema.TicketPending { // the last level passed by its timeout
+		t.status = schema.TicketApproved
 	}
+	// The final state (and any decision not yet written: one may land
+	// while a level's record was being written).
+	flush()
 	// An update being handled finishes before the run closes.
 	_ = workflow.Await(ctx, func() bool { return workflow.AllHandlersFinished(ctx) })
 	out := t.outcome("")
@@ -299,6 +310,7 @@ func (t *ticket) decide(d ApprovalDecision, now time.Time) ApprovalOutcome {
 		}
 		return t.outcome("rejected: the ticket is rejected")
 	case t.levelApproved() && t.level == len(t.levels)-1:
+		t.status = schema.TicketApproved
 		return t.outcome("approved: the ticket is approved")
 	case t.levelApproved():
 		return t.outcome(fmt.Sprintf("approved: level %d of %d approved", t.level+1, len(t.levels)))

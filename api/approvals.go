@@ -1,0 +1,370 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/labstack/echo/v4"
+	"github.com/opsflow/opsflow/schema"
+	"github.com/opsflow/opsflow/workflows"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/temporal"
+)
+
+type ticketRequest struct {
+	Title       string `json:"title"`
+	Description string `json:"description"`
+	Policy      string `json:"policy"`
+	Risk        string `json:"risk"`
+}
+
+// listApprovals: ?status=, ?mine=requested|to_decide, ?after= (id cursor).
+func (a *API) listApprovals(c echo.Context) error {
+	ctx := c.Request().Context()
+	q := schema.TicketQuery{Status: c.QueryParam("status"), Limit: 100}
+	if q.Status != "" && !validTicketStatus(q.Status) {
+		return &Error{Status: http.StatusUnprocessableEntity, Code: CodeValidation, Message: "invalid query",
+			Fields: map[string]string{"status": "must be pending, approved, rejected, expired or withdrawn"}}
+	}
+	if v := c.QueryParam("after"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 1 {
+			return &Error{Status: http.StatusUnprocessableEntity, Code: CodeValidation, Message: "invalid query", Fields: map[string]string{"after": "must be a ticket id"}}
+		}
+		q.After = n
+	}
+	me := userOf(c).Username
+	switch c.QueryParam("mine") {
+	case "":
+	case "requested":
+		q.RequestedBy = me
+	case "to_decide":
+		from, err := a.store.DelegatorsOf(ctx, me, time.Now().UTC())
+		if err != nil {
+			return err
+		}
+		q.ToDecide = append([]string{me}, from...)
+	default:
+		return &Error{Status: http.StatusUnprocessableEntity, Code: CodeValidation, Message: "invalid query", Fields: map[string]string{"mine": "must be requested or to_decide"}}
+	}
+	ts, err := a.store.Tickets(ctx, q)
+	if err != nil {
+		return err
+	}
+	if ts == nil {
+		ts = []schema.Ticket{}
+	}
+	return c.JSON(http.StatusOK, map[string]any{"items": ts})
+}
+
+func validTicketStatus(s string) bool {
+	switch s {
+	case schema.TicketPending, schema.TicketApproved, schema.TicketRejected, schema.TicketExpired, schema.TicketWithdrawn:
+		return true
+	}
+	return false
+}
+
+// createApproval opens a plain change-request ticket under a policy. With
+// an Idempotency-Key a repeat returns the same ticket.
+func (a *API) createApproval(c echo.Context) error {
+	ctx := c.Request().Context()
+	var req ticketRequest
+	if err := decodeJSON(c, &req); err != nil {
+		return err
+	}
+	setAudit(c, "approval.create", "approval:"+req.Title)
+	bad := fieldErrors{}
+	req.Title = strings.TrimSpace(req.Title)
+	if req.Title == "" || len(req.Title) > 200 {
+		bad.add("title", "required, at most 200 characters")
+	}
+	if len(req.Description) > 20000 {
+		bad.add("description", "at most 20,000 characters")
+	}
+	var policy *schema.ApprovalPolicy
+	if req.Policy == "" {
+		bad.add("policy", "required: the name of an approval policy")
+	} else if p, err := a.store.ApprovalPolicyByName(ctx, req.Policy); errors.Is(err, schema.ErrNotFound) {
+		bad.add("policy", "no such approval policy")
+	} else if err != nil {
+		return err
+	} else {
+		policy = p
+	}
+	switch req.Risk {
+	case "", "low", "medium", "high":
+	default:
+		bad.add("risk", "must be low, medium or high")
+	}
+	if err := bad.err(); err != nil {
+		return err
+	}
+	user := userOf(c)
+	key, err := idempotencyKey(c)
+	if err != nil {
+		return err
+	}
+	wid := workflows.RunWorkflowID(workflows.KindApproval, user.ID, key, uuid.NewString())
+	t := &schema.Ticket{WorkflowID: wid, Title: req.Title, Description: req.Description, Requester: user.Username, Risk: req.Risk,
+		PolicyName: policy.Name, Policy: policy.Spec}
+	if err := a.store.CreateTicket(ctx, t); errors.Is(err, schema.ErrConflict) {
+		old, err := a.store.TicketByWorkflowID(ctx, wid)
+		if err != nil {
+			return err
+		}
+		return c.JSON(http.StatusOK, old)
+	} else if err != nil {
+		return err
+	}
+	in := workflows.ApprovalInput{TicketID: t.ID, Requester: user.Username, Policy: policy.Spec}
+	for _, lv := range policy.Spec.Levels {
+		users, err := a.store.ResolveApprovers(ctx, lv.ApproverSet)
+		if err != nil {
+			return err
+		}
+		in.Approvers = append(in.Approvers, users)
+	}
+	if _, _, err := a.startWorkflow(c, workflows.KindApproval, wid, req.Title, workflows.Approval, in); err != nil {
+		// Nothing half-written: no workflow, no ticket.
+		if derr := a.store.DeleteTicket(context.WithoutCancel(ctx), t.ID); derr != nil {
+			a.log.Error("ticket left without its workflow", "ticket", t.ID, "error", derr)
+		}
+		return err
+	}
+	got, err := a.store.Ticket(ctx, t.ID)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusCreated, got)
+}
+
+func (a *API) getApproval(c echo.Context) error {
+	id, err := idParam(c, "id")
+	if err != nil {
+		return err
+	}
+	t, err := a.store.Ticket(c.Request().Context(), id)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, t)
+}
+
+type decisionRequest struct {
+	Decision string `json:"decision"`
+	Comment  string `json:"comment"`
+}
+
+// decideApproval votes on a ticket through the API.
+func (a *API) decideApproval(c echo.Context) error {
+	id, err := idParam(c, "id")
+	if err != nil {
+		return err
+	}
+	var req decisionRequest
+	if err := decodeJSON(c, &req); err != nil {
+		return err
+	}
+	key, err := idempotencyKey(c)
+	if err != nil {
+		return err
+	}
+	out, err := a.decide(c, id, userOf(c), req, "api", key)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+// decide sends one vote to a ticket's workflow, from any channel, and
+// says at once whether it counted. The update ID makes the same click
+// arriving twice (a double click, a chat platform's retry) count once:
+// requestKey names the click when the channel has one; otherwise the
+// voter, the level and the decision do. Every attempt is audited with its
+// channel.
+func (a *API) decide(c echo.Context, id int64, user *schema.User, req decisionRequest, channel, requestKey string) (workflows.ApprovalOutcome, error) {
+	ctx := c.Request().Context()
+	var out workflows.ApprovalOutcome
+	target := "approval:" + strconv.FormatInt(id, 10)
+	setAudit(c, "approval.decide", target)
+	c.Set(auditDetailKey, fmt.Sprintf("channel=%s decision=%s", channel, req.Decision))
+	if req.Decision != schema.DecisionApprove && req.Decision != schema.DecisionReject {
+		return out, &Error{Status: http.StatusUnprocessableEntity, Code: CodeValidation, Message: "invalid decision",
+			Fields: map[string]string{"decision": "must be approve or reject"}}
+	}
+	if len(req.Comment) > 4000 {
+		return out, &Error{Status: http.StatusUnprocessableEntity, Code: CodeValidation, Message: "invalid decision",
+			Fields: map[string]string{"comment": "at most 4,000 characters"}}
+	}
+	t, err := a.store.Ticket(ctx, id)
+	if err != nil {
+		return out, err
+	}
+	if t.Status != schema.TicketPending {
+		return out, newError(http.StatusConflict, CodeConflict, "already decided: "+t.Status)
+	}
+	from, err := a.store.DelegatorsOf(ctx, user.Username, time.Now().UTC())
+	if err != nil {
+		return out, err
+	}
+	if requestKey == "" {
+		requestKey = fmt.Sprintf("level%d-%s", t.Level, req.Decision)
+	}
+	updateID := "decide-" + user.Username + "-" + channel + "-" + requestKey
+	h, err := a.temporal.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{
+		WorkflowID: t.WorkflowID, UpdateID: updateID, UpdateName: workflows.UpdateDecide, WaitForStage: client.WorkflowUpdateStageCompleted,
+		Args: []any{workflows.ApprovalDecision{Voter: user.Username, OnBehalfOf: from, Decision: req.Decision, Comment: req.Comment, Channel: channel}},
+	})
+	if err == nil {
+		err = h.Get(ctx, &out)
+	}
+	if err != nil {
+		return out, decisionError(err)
+	}
+	c.Set(auditDetailKey, fmt.Sprintf("channel=%s decision=%s: %s", channel, req.Decision, out.Message))
+	return out, nil
+}
+
+// decisionError maps a refused vote to a status the clicker understands.
+func decisionError(err error) error {
+	msg := err.Error()
+	var appErr *temporal.ApplicationError
+	if errors.As(err, &appErr) {
+		msg = appErr.Message()
+	}
+	switch {
+	case strings.Contains(msg, "not an approver"), strings.Contains(msg, "you requested this ticket"), strings.Contains(msg, "only the requester"):
+		return newError(http.StatusForbidden, CodeForbidden, msg)
+	case strings.Contains(msg, "already voted"), strings.Contains(msg, "already decided"), strings.Contains(msg, "ticket is opening"),
+		strings.Contains(msg, "workflow execution already completed"):
+		return newError(http.StatusConflict, CodeConflict, msg)
+	}
+	return err
+}
+
+// withdrawApproval lets the requester take a pending ticket back.
+func (a *API) withdrawApproval(c echo.Context) error {
+	ctx := c.Request().Context()
+	id, err := idParam(c, "id")
+	if err != nil {
+		return err
+	}
+	setAudit(c, "approval.withdraw", "approval:"+strconv.FormatInt(id, 10))
+	t, err := a.store.Ticket(ctx, id)
+	if err != nil {
+		return err
+	}
+	if t.Status != schema.TicketPending {
+		return newError(http.StatusConflict, CodeConflict, "already decided: "+t.Status)
+	}
+	h, err := a.temporal.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{
+		WorkflowID: t.WorkflowID, UpdateName: workflows.UpdateWithdraw, WaitForStage: client.WorkflowUpdateStageCompleted,
+		Args: []any{userOf(c).Username}})
+	var out workflows.ApprovalOutcome
+	if err == nil {
+		err = h.Get(ctx, &out)
+	}
+	if err != nil {
+		return decisionError(err)
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+func (a *API) listApprovalPolicies(c echo.Context) error {
+	ps, err := a.store.ApprovalPolicies(c.Request().Context())
+	if err != nil {
+		return err
+	}
+	if ps == nil {
+		ps = []schema.ApprovalPolicy{}
+	}
+	return c.JSON(http.StatusOK, map[string]any{"items": ps})
+}
+
+func (a *API) getApprovalPolicy(c echo.Context) error {
+	p, err := a.store.ApprovalPolicyByName(c.Request().Context(), c.Param("name"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, p)
+}
+
+type policyRequest struct {
+	Name        string                    `json:"name"`
+	Description string                    `json:"description"`
+	Spec        schema.ApprovalPolicySpec `json:"spec"`
+}
+
+// saveApprovalPolicy creates (POST) or replaces (PUT /{name}) a policy.
+func (a *API) saveApprovalPolicy(c echo.Context) error {
+	var req policyRequest
+	if err := decodeJSON(c, &req); err != nil {
+		return err
+	}
+	status := http.StatusCreated
+	if name := c.Param("name"); name != "" {
+		if req.Name != "" && req.Name != name {
+			return &Error{Status: http.StatusUnprocessableEntity, Code: CodeValidation, Message: "invalid policy", Fields: map[string]string{"name": "differs from the path"}}
+		}
+		req.Name, status = name, http.StatusOK
+	} else if _, err := a.store.ApprovalPolicyByName(c.Request().Context(), req.Name); err == nil {
+		return &Error{Status: http.StatusConflict, Code: CodeConflict, Message: "policy name taken; PUT /api/v1/approval-policies/" + req.Name + " replaces it",
+			Fields: map[string]string{"name": "already exists"}}
+	}
+	setAudit(c, "approval-policy.save", "approval-policy:"+req.Name)
+	p := &schema.ApprovalPolicy{Name: req.Name, Description: req.Description, Spec: req.Spec, CreatedBy: userOf(c).Username}
+	if err := a.store.SaveApprovalPolicy(c.Request().Context(), p); err != nil {
+		var ve *schema.ValidationError
+		if errors.As(err, &ve) {
+			fields := map[string]string{}
+			for k, v := range ve.Fields {
+				if k != "name" {
+					k = "spec." + k
+				}
+				fields[k] = v
+			}
+			return &Error{Status: http.StatusUnprocessableEntity, Code: CodeValidation, Message: "invalid policy", Fields: fields}
+		}
+		return err
+	}
+	return c.JSON(status, p)
+}
+
+func (a *API) deleteApprovalPolicy(c echo.Context) error {
+	setAudit(c, "approval-policy.delete", "approval-policy:"+c.Param("name"))
+	if err := a.store.DeleteApprovalPolicy(c.Request().Context(), c.Param("name")); err != nil {
+		return err
+	}
+	return c.NoContent(http.StatusNoContent)
+}
+
+type delegationRequest struct {
+	To       string    `json:"to"`
+	StartsAt time.Time `json:"starts_at"`
+	EndsAt   time.Time `json:"ends_at"`
+}
+
+// createDelegation lets the caller's approvals be decided by another user
+// for a period (starting now when starts_at is left out).
+func (a *API) createDelegation(c echo.Context) error {
+	var req delegationRequest
+	if err := decodeJSON(c, &req); err != nil {
+		return err
+	}
+	setAudit(c, "approval.delegate", "user:"+req.To)
+	if req.StartsAt.IsZero() {
+		req.StartsAt = time.Now().UTC()
+	}
+	d := &schema.Delegation{From: userOf(c).Username, To: req.To, StartsAt: req.StartsAt.UTC(), EndsAt: req.EndsAt.UTC()}
+	if err := a.store.CreateDelegation(c.Request().Context(), d); err != nil {
+		return err
+	}
+	return c.JSON(http.StatusCreated, d)
+}

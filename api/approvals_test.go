@@ -1,0 +1,145 @@
+package api
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opsflow/opsflow/schema"
+	"github.com/opsflow/opsflow/workflows"
+)
+
+type ticketResp struct {
+	schema.Ticket
+}
+
+// TestApprovalsThroughTheAPI: a two-level policy, a change request, and
+// votes through the API on a real Temporal server — the requester and a
+// non-approver refused with the reason, a double click counted once, the
+// ticket approved, every attempt in the audit log with its channel.
+func TestApprovalsThroughTheAPI(t *testing.T) {
+	e := newEnv(t)
+	p := fmt.Sprintf("change-%d", time.Now().UnixNano())
+	admin := e.users[schema.RoleAdmin].Username
+	bad := e.do(http.MethodPost, "/api/v1/approval-policies", "admin", map[string]any{"name": p, "spec": map[string]any{
+		"levels": []map[string]any{{"roles": []string{"approver"}, "rule": "most"}, {"users": []string{"x", "y"}, "rule": "quorum", "quorum": 3}}}})
+	if f := bad.apiError(t).Fields; bad.Status != 422 || f["spec.levels[0].rule"] == "" || f["spec.levels[1].quorum"] == "" {
+		t.Fatalf("bad policy: %d %s", bad.Status, bad.Body)
+	}
+	if r := e.do(http.MethodPost, "/api/v1/approval-policies", "operator", map[string]any{"name": p}); r.Status != 403 {
+		t.Fatalf("operator saving a policy: %d", r.Status)
+	}
+	pol := e.do(http.MethodPost, "/api/v1/approval-policies", "admin", map[string]any{"name": p, "spec": map[string]any{
+		"levels": []map[string]any{{"roles": []string{"approver"}, "rule": "any"}, {"users": []string{admin}, "rule": "all", "timeout": "24h"}}}})
+	if pol.Status != 201 {
+		t.Fatalf("policy: %d %s", pol.Status, pol.Body)
+	}
+
+	open := func(key string) (resp, ticketResp) {
+		r := e.do(http.MethodPost, "/api/v1/approvals", "operator", map[string]any{"title": "Restart payments-db", "description": "**why**: failover drill", "policy": p}, "Idempotency-Key", key)
+		var tk ticketResp
+		r.json(t, &tk)
+		return r, tk
+	}
+	r, tk := open(p + "-1")
+	if r.Status != 201 || tk.Status != schema.TicketPending || tk.Requester != e.users[schema.RoleOperator].Username {
+		t.Fatalf("open: %d %s", r.Status, r.Body)
+	}
+	if r2, again := open(p + "-1"); r2.Status != 200 || again.ID != tk.ID {
+		t.Fatalf("repeated open: %d %s", r2.Status, r2.Body)
+	}
+	if r := e.do(http.MethodPost, "/api/v1/approvals", "operator", map[string]any{"title": "", "policy": "nope"}); r.Status != 422 ||
+		r.apiError(t).Fields["title"] == "" || r.apiError(t).Fields["policy"] == "" {
+		t.Fatalf("bad ticket: %d %s", r.Status, r.Body)
+	}
+	path := fmt.Sprintf("/api/v1/approvals/%d", tk.ID)
+	// The approver's inbox has it once its first level opened.
+	eventually(t, 30*time.Second, "the ticket in the approver's inbox", func() bool {
+		var l struct{ Items []schema.Ticket }
+		e.do(http.MethodGet, "/api/v1/approvals?mine=to_decide", "approver", nil).json(t, &l)
+		for _, x := range l.Items {
+			if x.ID == tk.ID {
+				return true
+			}
+		}
+		return false
+	})
+
+	vote := func(role, decision, key string) (resp, workflows.ApprovalOutcome) {
+		var hdr []string
+		if key != "" {
+			hdr = []string{"Idempotency-Key", key}
+		}
+		r := e.do(http.MethodPost, path+"/decision", role, map[string]any{"decision": decision, "comment": "by " + role}, hdr...)
+		var o workflows.ApprovalOutcome
+		r.json(t, &o)
+		return r, o
+	}
+	if r, _ := vote("operator", "approve", ""); r.Status != 403 || !strings.Contains(r.apiError(t).Message, "you requested this ticket") {
+		t.Fatalf("self-approval: %d %s", r.Status, r.Body)
+	}
+	if r, _ := vote("viewer", "approve", ""); r.Status != 403 || !strings.Contains(r.apiError(t).Message, "not an approver") {
+		t.Fatalf("non-approver: %d %s", r.Status, r.Body)
+	}
+	if r, _ := vote("approver", "maybe", ""); r.Status != 422 || r.apiError(t).Fields["decision"] == "" {
+		t.Fatalf("bad decision: %d %s", r.Status, r.Body)
+	}
+	r1, o1 := vote("approver", "approve", "click-1")
+	r2, o2 := vote("approver", "approve", "click-1") // the double click
+	if r1.Status != 200 || r2.Status != 200 || o1 != o2 || !strings.Contains(o1.Message, "level 1 of 2 approved") {
+		t.Fatalf("approver's click and its double: %d %+v / %d %+v", r1.Status, o1, r2.Status, o2)
+	}
+	if r, _ := vote("approver", "approve", "click-2"); r.Status != 403 {
+		t.Fatalf("approver voting on level 2: %d %s", r.Status, r.Body)
+	}
+	if r, o := vote("admin", "approve", ""); r.Status != 200 || o.Status != schema.TicketApproved {
+		t.Fatalf("admin: %d %s", r.Status, r.Body)
+	}
+	var got ticketResp
+	eventually(t, 30*time.Second, "the ticket recorded approved", func() bool {
+		e.do(http.MethodGet, path, "viewer", nil).json(t, &got)
+		return got.Status == schema.TicketApproved && got.DecidedAt != nil
+	})
+	if len(got.Decisions) != 2 || got.Decisions[0].Voter != e.users[schema.RoleApprover].Username || got.Decisions[0].Channel != "api" || got.Decisions[1].Level != 1 {
+		t.Fatalf("decisions: %+v", got.Decisions)
+	}
+	if r, _ := vote("admin", "approve", "late"); r.Status != 409 {
+		t.Fatalf("vote on a decided ticket: %d %s", r.Status, r.Body)
+	}
+	es, err := e.store.Audit(context.Background(), schema.AuditFilter{Action: "approval.decide", Target: fmt.Sprintf("approval:%d", tk.ID), Limit: 50})
+	if err != nil {
+		t.Fatal(err)
+	}
+	channels := 0
+	for _, a := range es {
+		if strings.Contains(a.Detail, "channel=api") {
+			channels++
+		}
+	}
+	if channels < 6 {
+		t.Fatalf("%d decision attempts audited with their channel: %+v", channels, es)
+	}
+
+	// Withdraw: only the requester, only while pending.
+	_, w := open(p + "-2")
+	wpath := fmt.Sprintf("/api/v1/approvals/%d/withdraw", w.ID)
+	eventually(t, 30*time.Second, "the second ticket to open", func() bool {
+		var x ticketResp
+		e.do(http.MethodGet, fmt.Sprintf("/api/v1/approvals/%d", w.ID), "viewer", nil).json(t, &x)
+		return len(x.Approvers) > 0
+	})
+	if r := e.do(http.MethodPost, wpath, "approver", nil); r.Status != 403 {
+		t.Fatalf("withdraw by another: %d %s", r.Status, r.Body)
+	}
+	if r := e.do(http.MethodPost, wpath, "operator", nil); r.Status != 200 {
+		t.Fatalf("withdraw: %d %s", r.Status, r.Body)
+	}
+	var l struct{ Items []schema.Ticket }
+	eventually(t, 30*time.Second, "the withdrawn ticket listed", func() bool {
+		e.do(http.MethodGet, "/api/v1/approvals?status=withdrawn&mine=requested", "operator", nil).json(t, &l)
+		return len(l.Items) > 0 && l.Items[0].ID == w.ID
+	})
+}
