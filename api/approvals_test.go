@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -142,4 +143,84 @@ func TestApprovalsThroughTheAPI(t *testing.T) {
 		e.do(http.MethodGet, "/api/v1/approvals?status=withdrawn&mine=requested", "operator", nil).json(t, &l)
 		return len(l.Items) > 0 && l.Items[0].ID == w.ID
 	})
+}
+
+// TestGatedBatchJob: a script flagged by a high-risk rule with action
+// approval runs only through an approval policy that matches it. The job
+// waits; approved, it runs; rejected, it never touches a host.
+func TestGatedBatchJob(t *testing.T) {
+	e := newEnv(t)
+	p := fmt.Sprintf("gate%d", time.Now().UnixNano())
+	marker := "opsflow-gated-" + p
+	if r := e.do(http.MethodPost, "/api/v1/risk-rules", "admin", map[string]any{"pattern": marker, "action": "approval", "description": "test gate"}); r.Status != 201 {
+		t.Fatalf("risk rule: %d %s", r.Status, r.Body)
+	}
+	mark := t.TempDir() + "/ran"
+	sid := e.script(p, `echo `+marker+` "$OPSFLOW_HOST" >> `+mark, nil)
+	job := func() (resp, jobResp) {
+		r := e.do(http.MethodPost, "/api/v1/jobs", "operator", map[string]any{"script_id": sid,
+			"targets": map[string]any{"hosts": []string{"gw-1", "gw-2"}, "transport": "local"}})
+		var j jobResp
+		r.json(t, &j)
+		return r, j
+	}
+	if r, _ := job(); r.Status != 422 || !strings.Contains(r.apiError(t).Fields["version"], "no approval policy gates it") {
+		t.Fatalf("approval-risk job without a policy: %d %s", r.Status, r.Body)
+	}
+	if r := e.do(http.MethodPost, "/api/v1/approval-policies", "admin", map[string]any{"name": p, "spec": map[string]any{
+		"match":  map[string]any{"script_risk": "approval"},
+		"levels": []map[string]any{{"roles": []string{"approver"}, "rule": "any"}}}}); r.Status != 201 {
+		t.Fatalf("policy: %d %s", r.Status, r.Body)
+	}
+	ranLines := func() int {
+		b, _ := os.ReadFile(mark)
+		return strings.Count(string(b), marker)
+	}
+	// ticketOf waits for the job to wait on its ticket and returns it.
+	ticketOf := func(j jobResp) schema.Ticket {
+		var tk schema.Ticket
+		eventually(t, 30*time.Second, "the job waiting for approval", func() bool {
+			if e.job(j.ID).Status != schema.JobAwaitingApproval {
+				return false
+			}
+			var l struct{ Items []schema.Ticket }
+			e.do(http.MethodGet, "/api/v1/approvals?mine=to_decide", "approver", nil).json(t, &l)
+			for _, x := range l.Items {
+				if strings.Contains(x.Title, p) {
+					tk = x
+					return true
+				}
+			}
+			return false
+		})
+		return tk
+	}
+
+	r, j := job()
+	if r.Status != 201 {
+		t.Fatalf("gated job: %d %s", r.Status, r.Body)
+	}
+	tk := ticketOf(j)
+	if full := e.do(http.MethodGet, fmt.Sprintf("/api/v1/approvals/%d", tk.ID), "viewer", nil); !strings.Contains(string(full.Body), marker) {
+		t.Fatalf("the ticket does not show what would run: %s", full.Body)
+	}
+	if ranLines() != 0 {
+		t.Fatal("the gated job ran before its approval")
+	}
+	if r := e.do(http.MethodPost, fmt.Sprintf("/api/v1/approvals/%d/decision", tk.ID), "approver", map[string]any{"decision": "approve"}); r.Status != 200 {
+		t.Fatalf("approve: %d %s", r.Status, r.Body)
+	}
+	if done := e.waitJob(j.ID, schema.JobSucceeded, schema.JobFailed, schema.JobRejected); done.Status != schema.JobSucceeded || ranLines() != 2 {
+		t.Fatalf("approved job: %+v, %d hosts ran", done, ranLines())
+	}
+
+	_, j2 := job()
+	tk2 := ticketOf(j2)
+	if r := e.do(http.MethodPost, fmt.Sprintf("/api/v1/approvals/%d/decision", tk2.ID), "approver", map[string]any{"decision": "reject", "comment": "not during peak"}); r.Status != 200 {
+		t.Fatalf("reject: %d %s", r.Status, r.Body)
+	}
+	done := e.waitJob(j2.ID, schema.JobSucceeded, schema.JobFailed, schema.JobRejected)
+	if done.Status != schema.JobRejected || !strings.Contains(done.Summary, "not during peak") || ranLines() != 2 {
+		t.Fatalf("rejected job: %+v, %d host runs in all", done, ranLines())
+	}
 }

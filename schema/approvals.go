@@ -61,8 +61,19 @@ type ApprovalLevel struct {
 	EscalateTo ApproverSet `json:"escalate_to,omitzero"`
 }
 
+// ApprovalMatch says which operations a policy gates: a batch job whose
+// targets include a host matching a CMDB selector (e.g. env=prod), or
+// whose script version was flagged by a high-risk rule with action
+// approval (ScriptRisk "approval"). Either matching gates the job.
+type ApprovalMatch struct {
+	Targets    string `json:"targets,omitempty"`
+	ScriptRisk string `json:"script_risk,omitempty"`
+}
+
 // ApprovalPolicySpec is what a policy decides with.
 type ApprovalPolicySpec struct {
+	// Match, if set, makes the policy gate the batch jobs it matches.
+	Match  *ApprovalMatch  `json:"match,omitempty"`
 	Levels []ApprovalLevel `json:"levels"`
 	// Channels notify approvers: web (the inbox, always), slack,
 	// dingtalk, wecom, feishu, email.
@@ -121,6 +132,19 @@ func (p *ApprovalPolicySpec) Check() *ValidationError {
 		}
 		if lv.OnTimeout != "" && lv.Timeout == "" {
 			bad.add(f+"timeout", "on_timeout needs a timeout")
+		}
+	}
+	if m := p.Match; m != nil {
+		if m.Targets == "" && m.ScriptRisk == "" {
+			bad.add("match", "give targets (a CMDB selector) or script_risk")
+		}
+		if m.Targets != "" {
+			if err := ValidateSelector(m.Targets); err != nil {
+				bad.add("match.targets", err.Error())
+			}
+		}
+		if m.ScriptRisk != "" && m.ScriptRisk != RiskApproval {
+			bad.add("match.script_risk", "must be approval")
 		}
 	}
 	for i, c := range p.Channels {
@@ -431,4 +455,43 @@ func (s *Store) TicketByWorkflowID(ctx context.Context, wid string) (*Ticket, er
 func (s *Store) DeleteTicket(ctx context.Context, id int64) error {
 	_, err := s.DB.NewDelete().Model((*Ticket)(nil)).Where("id = ?", id).Exec(ctx)
 	return err
+}
+
+// GatingPolicy returns the policy that gates a job running ver on hosts:
+// the first, by name, whose match fits. None is (nil, nil).
+func (s *Store) GatingPolicy(ctx context.Context, ver *ScriptVersion, hosts []JobHost) (*ApprovalPolicy, error) {
+	ps, err := s.ApprovalPolicies(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for i := range ps {
+		m := ps[i].Spec.Match
+		if m == nil {
+			continue
+		}
+		if m.ScriptRisk != "" && ver.Risk == m.ScriptRisk {
+			return &ps[i], nil
+		}
+		if m.Targets == "" {
+			continue
+		}
+		cis, err := s.ExportCIs(ctx, CIQuery{Type: "host", Selector: m.Targets})
+		if err != nil {
+			return nil, err
+		}
+		matched := make(map[string]bool, 2*len(cis))
+		for _, ci := range cis {
+			matched["id:"+strconv.FormatInt(ci.ID, 10)] = true
+			matched["name:"+ci.Name] = true
+			if a, _ := ci.Attributes["address"].(string); a != "" {
+				matched["name:"+a] = true
+			}
+		}
+		for _, h := range hosts {
+			if (h.CIID != nil && matched["id:"+strconv.FormatInt(*h.CIID, 10)]) || matched["name:"+h.Address] {
+				return &ps[i], nil
+			}
+		}
+	}
+	return nil, nil
 }

@@ -16,6 +16,9 @@ const (
 	JobSucceeded = "succeeded"
 	JobFailed    = "failed"
 	JobAborted   = "aborted"
+	// A gated job waits for its approval ticket; refused, it ends rejected.
+	JobAwaitingApproval = "awaiting_approval"
+	JobRejected         = "rejected"
 
 	HostPending   = "pending"
 	HostRunning   = "running"
@@ -39,6 +42,9 @@ type JobPolicy struct {
 	// HostTimeout and JobTimeout are Go durations.
 	HostTimeout string `json:"host_timeout,omitempty"`
 	JobTimeout  string `json:"job_timeout,omitempty"`
+	// Approval names the approval policy gating the job: set when a
+	// policy's match fits it, or asked for by the caller.
+	Approval string `json:"approval,omitempty"`
 }
 
 // JobTargets is what a job was asked to target.
@@ -149,7 +155,7 @@ func (s *Store) Jobs(ctx context.Context, limit int) ([]Job, error) {
 // A job that has ended keeps its final status.
 func (s *Store) SetJobStatus(ctx context.Context, id int64, status, summary string) error {
 	q := s.DB.NewUpdate().Model((*Job)(nil)).Set("status = ?", status).Set("summary = ?", summary).Where("id = ?", id).Where("ended_at IS NULL")
-	if status == JobSucceeded || status == JobFailed || status == JobAborted {
+	if status == JobSucceeded || status == JobFailed || status == JobAborted || status == JobRejected {
 		q = q.Set("ended_at = ?", time.Now().UTC())
 	}
 	if _, err := q.Exec(ctx); err != nil {

@@ -92,8 +92,6 @@ func (s *Store) PlanJob(ctx context.Context, req *JobRequest) (*ScriptVersion, m
 		switch ver.Risk {
 		case RiskBlocked:
 			bad.add("version", "blocked by high-risk command rules: "+strings.Join(ver.RiskMatches, "; "))
-		case RiskApproval:
-			bad.add("version", "needs an approval (high-risk: "+strings.Join(ver.RiskMatches, "; ")+"); approvals are not available yet, so it is blocked")
 		}
 		known := map[string]bool{}
 		for _, p := range ver.Parameters {
@@ -219,6 +217,28 @@ func (s *Store) PlanJob(ctx context.Context, req *JobRequest) (*ScriptVersion, m
 	}
 	if len(hosts) > MaxJobHosts {
 		bad.add("targets", fmt.Sprintf("%d hosts; a job takes at most %d", len(hosts), MaxJobHosts))
+	}
+	if len(bad) > 0 {
+		return ver, params, hosts, bad.err("invalid job")
+	}
+	// Approval: a policy whose match fits gates the job; a version flagged
+	// for approval runs only through one.
+	gate, err := s.GatingPolicy(ctx, ver, hosts)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	switch {
+	case gate != nil:
+		req.Policy.Approval = gate.Name
+	case req.Policy.Approval != "":
+		if _, err := s.ApprovalPolicyByName(ctx, req.Policy.Approval); errors.Is(err, ErrNotFound) {
+			bad.add("policy.approval", "no such approval policy")
+		} else if err != nil {
+			return nil, nil, nil, err
+		}
+	case ver.Risk == RiskApproval:
+		bad.add("version", "needs an approval (high-risk: "+strings.Join(ver.RiskMatches, "; ")+
+			"), and no approval policy gates it: an admin must create one with match.script_risk=approval")
 	}
 	return ver, params, hosts, bad.err("invalid job")
 }

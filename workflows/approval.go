@@ -90,7 +90,18 @@ func Approval(ctx workflow.Context, in ApprovalInput) (ApprovalOutcome, error) {
 		rec := activities.RecordTicketInput{TicketID: in.TicketID, Status: t.status, Level: t.level, Approvers: t.approvers,
 			Reason: t.reason, Decisions: t.log}
 		t.log = nil
-		_ = workflow.ExecuteActivity(dbCtx, approvals.RecordTicket, rec).Get(ctx, nil)
+		_ = workflow.ExecuteActivity(dbCtx, approvals.RecordTicket, rec).Get(dbCtx, nil)
+	}
+	// Cancelled (the gated job was aborted), the ticket is withdrawn.
+	canceled := func(err error) (ApprovalOutcome, error) {
+		if temporal.IsCanceledError(err) {
+			dctx, cancel := workflow.NewDisconnectedContext(ctx)
+			defer cancel()
+			t.status, t.reason = schema.TicketWithdrawn, "the gated operation was cancelled"
+			dbCtx = workflow.WithActivityOptions(dctx, dbActivity)
+			flush()
+		}
+		return t.outcome(""), err
 	}
 	notify := func(users []string, escalation bool) {
 		if len(users) == 0 {
@@ -131,7 +142,7 @@ func Approval(ctx workflow.Context, in ApprovalInput) (ApprovalOutcome, error) {
 				return len(t.log) > 0 || t.status != schema.TicketPending || t.levelApproved() || (timer != nil && timer.IsReady())
 			}); err != nil {
 				cancelTimer()
-				return t.outcome(""), err
+				return canceled(err)
 			}
 			if timer != nil && timer.IsReady() && t.status == schema.TicketPending && !t.levelApproved() {
 				timer = nil

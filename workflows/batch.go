@@ -38,6 +38,7 @@ type BatchState struct {
 	Concurrency int // 0: from the policy
 	Paused      bool
 	Deadline    time.Time // zero: no job timeout
+	Approved    bool      // a gated job's ticket was approved
 }
 
 // BatchProgress answers the progress query and every control update.
@@ -78,6 +79,7 @@ type batchRun struct {
 	aborted     bool
 	budget      bool
 	timedOut    bool
+	refused     string // why the job's approval was not given
 }
 
 func (r *batchRun) progress() BatchProgress {
@@ -183,6 +185,18 @@ func (r *batchRun) run(ctx workflow.Context) (BatchProgress, error) {
 	var jobs *activities.Jobs
 	var ssh *activities.SSH
 	dbCtx := workflow.WithActivityOptions(ctx, dbActivity)
+	// A gated job opens its approval ticket as a child workflow and starts
+	// no host until it is approved.
+	if r.st.Next == 0 && r.st.BatchEnd == 0 && !r.st.Approved && r.in.Policy.Approval != "" &&
+		workflow.GetVersion(ctx, "approval-gate", workflow.DefaultVersion, 1) == 1 {
+		if err := r.awaitApproval(ctx, dbCtx); err != nil {
+			if r.refused == "" {
+				return r.progress(), err
+			}
+			return r.finish(ctx, dbCtx)
+		}
+		r.st.Approved = true
+	}
 	if r.st.Next == 0 && r.st.Batch == 0 && r.st.BatchEnd == 0 {
 		if d, err := time.ParseDuration(r.in.Policy.JobTimeout); err == nil && d > 0 {
 			r.st.Deadline = workflow.Now(ctx).Add(d)
@@ -331,11 +345,55 @@ func hostGroupSize(concurrency int) int {
 	return max(1, min(8, concurrency/12))
 }
 
+// awaitApproval runs the job's approval ticket as a child workflow. A
+// refusal (rejected, expired, withdrawn, or the job aborted meanwhile)
+// sets r.refused.
+func (r *batchRun) awaitApproval(ctx, dbCtx workflow.Context) error {
+	var approvals *activities.Approvals
+	var open activities.OpenJobTicketResult
+	if err := workflow.ExecuteActivity(dbCtx, approvals.OpenJobTicket, activities.OpenJobTicketInput{JobID: r.in.JobID}).Get(ctx, &open); err != nil {
+		r.refused = "no approval ticket: " + err.Error()
+		return err
+	}
+	cctx, cancel := workflow.WithCancel(ctx)
+	defer cancel()
+	cctx = workflow.WithChildOptions(cctx, workflow.ChildWorkflowOptions{WorkflowID: open.WorkflowID, TaskQueue: TaskQueueOps,
+		TypedSearchAttributes: temporal.NewSearchAttributes(SAKind.ValueSet(KindApproval))})
+	in := open.Input
+	child := workflow.ExecuteChildWorkflow(cctx, Approval, ApprovalInput{TicketID: in.TicketID, Requester: in.Requester, Policy: in.Policy, Approvers: in.Approvers})
+	done := false
+	var err error
+	workflow.Go(ctx, func(gctx workflow.Context) {
+		err = child.Get(gctx, nil)
+		done = true
+	})
+	if aerr := workflow.Await(ctx, func() bool { return done || r.aborted }); aerr != nil {
+		return aerr
+	}
+	if !done {
+		cancel()
+		_ = workflow.Await(ctx, func() bool { return done })
+		r.refused = "aborted while waiting for approval"
+		return errors.New(r.refused)
+	}
+	if err != nil {
+		var appErr *temporal.ApplicationError
+		if errors.As(err, &appErr) {
+			r.refused = appErr.Message()
+		} else {
+			r.refused = err.Error()
+		}
+	}
+	return err
+}
+
 func (r *batchRun) finish(ctx, dbCtx workflow.Context) (BatchProgress, error) {
 	var jobs *activities.Jobs
 	p := r.progress()
 	status, reason := schema.JobSucceeded, ""
 	switch {
+	case r.refused != "":
+		status, reason = schema.JobRejected, r.refused
 	case r.timedOut:
 		status, reason = schema.JobAborted, "job timeout"
 	case r.aborted:
