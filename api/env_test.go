@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/opsflow/opsflow/activities"
 	"io"
 	"log/slog"
 	"net/http"
@@ -58,6 +59,8 @@ func newEnv(t testing.TB) *env { return newEnvWith(t, envOptions{}) }
 type envOptions struct {
 	noWorkers bool
 	sqlite    bool
+	slack     *SlackHook
+	notifiers []activities.Notifier
 }
 
 // newEnvWith builds the env; its workers serve every task queue.
@@ -88,7 +91,7 @@ func newEnvWith(t testing.TB, o envOptions) *env {
 		if o.noWorkers {
 			break
 		}
-		w, err := workers.New(c, q, workers.Deps{Store: st, Secrets: keys}, workers.Options{})
+		w, err := workers.New(c, q, workers.Deps{Store: st, Secrets: keys, Notifiers: o.notifiers}, workers.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -98,7 +101,7 @@ func newEnvWith(t testing.TB, o envOptions) *env {
 		t.Cleanup(w.Stop)
 	}
 	e, err := New(Deps{Store: st, Temporal: c, Namespace: testenv.TemporalNamespace, TemporalUIURL: "http://temporal-ui.test",
-		Logger: testLog, Registry: reg, Version: "test", Secrets: keys})
+		Logger: testLog, Registry: reg, Version: "test", Secrets: keys, Slack: o.slack, BaseURL: "http://opsflow.test"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -38,6 +38,11 @@ type Deps struct {
 	SecureCookies bool
 	// Secrets seals credentials; nil refuses to store them.
 	Secrets *secret.Keyring
+	// Slack, when set, takes approval decisions from Slack's buttons at
+	// /hooks/slack/interactions.
+	Slack *SlackHook
+	// BaseURL is opsflow's external URL, for links in chat messages.
+	BaseURL string
 }
 
 // API holds the handlers.
@@ -52,6 +57,8 @@ type API struct {
 	reg       *prometheus.Registry
 	pages     *pages
 	secrets   *secret.Keyring
+	slack     *SlackHook
+	baseURL   string
 }
 
 // route is one endpoint and who may call it. Keeping every route in one
@@ -140,6 +147,8 @@ func (a *API) routes() []route {
 		{Method: http.MethodPut, Path: "/api/v1/approval-policies/:name", Roles: admins, handler: a.saveApprovalPolicy},
 		{Method: http.MethodDelete, Path: "/api/v1/approval-policies/:name", Roles: admins, handler: a.deleteApprovalPolicy},
 		{Method: http.MethodPost, Path: "/api/v1/delegations", Roles: deciders, handler: a.createDelegation},
+		{Method: http.MethodPost, Path: "/api/v1/chat-identities", Roles: admins, handler: a.linkChatIdentity},
+		{Method: http.MethodPost, Path: "/hooks/slack/interactions", Public: true, NoCSRF: true, handler: a.slackInteractions},
 		{Method: http.MethodGet, Path: "/api/v1/runs", Roles: anyUser, handler: a.listRuns},
 		{Method: http.MethodGet, Path: "/api/v1/runs/:id", Roles: anyUser, handler: a.getRun},
 		{Method: http.MethodPost, Path: "/api/v1/runs/:id/cancel", Roles: operators, handler: a.cancelRun},
@@ -215,7 +224,8 @@ func New(d Deps) (*echo.Echo, error) {
 		return nil, err
 	}
 	a := &API{store: d.Store, temporal: d.Temporal, namespace: d.Namespace, uiURL: d.TemporalUIURL,
-		log: d.Logger, version: d.Version, secure: d.SecureCookies, reg: d.Registry, pages: pg, secrets: d.Secrets}
+		log: d.Logger, version: d.Version, secure: d.SecureCookies, reg: d.Registry, pages: pg, secrets: d.Secrets,
+		slack: d.Slack, baseURL: d.BaseURL}
 
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true

@@ -495,3 +495,113 @@ func (s *Store) GatingPolicy(ctx context.Context, ver *ScriptVersion, hosts []Jo
 	}
 	return nil, nil
 }
+
+// ChatIdentity links an account on a chat platform to an opsflow user.
+type ChatIdentity struct {
+	bun.BaseModel `bun:"table:chat_identities"`
+
+	Provider   string    `bun:"provider,pk" json:"provider"`
+	ExternalID string    `bun:"external_id,pk" json:"external_id"`
+	Username   string    `bun:"username" json:"username"`
+	CreatedAt  time.Time `bun:"created_at" json:"created_at"`
+}
+
+// LinkChatIdentity links (or relinks) a chat account to a user.
+func (s *Store) LinkChatIdentity(ctx context.Context, ci *ChatIdentity) error {
+	if _, err := s.UserByUsername(ctx, ci.Username); errors.Is(err, ErrNotFound) {
+		return &ValidationError{Fields: map[string]string{"username": "no such user"}}
+	} else if err != nil {
+		return err
+	}
+	ci.CreatedAt = time.Now().UTC()
+	_, err := s.DB.NewInsert().Model(ci).On("CONFLICT (provider, external_id) DO UPDATE").Set("username = EXCLUDED.username").Exec(ctx)
+	return err
+}
+
+// ChatUser returns the enabled user linked to a chat account, or
+// ErrNotFound.
+func (s *Store) ChatUser(ctx context.Context, provider, externalID string) (*User, error) {
+	var ci ChatIdentity
+	if err := s.DB.NewSelect().Model(&ci).Where("provider = ? AND external_id = ?", provider, externalID).Scan(ctx); err != nil {
+		return nil, fmt.Errorf("store: chat identity %s/%s: %w", provider, externalID, notFound(err))
+	}
+	return s.enabledUser(ctx, ci.Username)
+}
+
+// ChatIDs returns the chat accounts of users on provider, by username.
+func (s *Store) ChatIDs(ctx context.Context, provider string, users []string) (map[string]string, error) {
+	out := map[string]string{}
+	if len(users) == 0 {
+		return out, nil
+	}
+	var cis []ChatIdentity
+	if err := s.DB.NewSelect().Model(&cis).Where("provider = ? AND username IN (?)", provider, bun.In(users)).Scan(ctx); err != nil {
+		return nil, err
+	}
+	for _, c := range cis {
+		out[c.Username] = c.ExternalID
+	}
+	return out, nil
+}
+
+// UserByEmail returns the enabled user with that email (case-insensitive).
+func (s *Store) UserByEmail(ctx context.Context, email string) (*User, error) {
+	u := new(User)
+	if email == "" {
+		return nil, fmt.Errorf("store: user by email: %w", ErrNotFound)
+	}
+	if err := s.DB.NewSelect().Model(u).Where("LOWER(email) = LOWER(?)", email).Where("NOT disabled").Limit(1).Scan(ctx); err != nil {
+		return nil, fmt.Errorf("store: user by email: %w", notFound(err))
+	}
+	return u, nil
+}
+
+func (s *Store) enabledUser(ctx context.Context, username string) (*User, error) {
+	u, err := s.UserByUsername(ctx, username)
+	if err != nil {
+		return nil, err
+	}
+	if u.Disabled {
+		return nil, fmt.Errorf("store: user %s is disabled: %w", username, ErrNotFound)
+	}
+	return u, nil
+}
+
+// ApprovalLink is a single-use decision link.
+type ApprovalLink struct {
+	bun.BaseModel `bun:"table:approval_links"`
+
+	TokenHash string     `bun:"token_hash,pk"`
+	TicketID  int64      `bun:"ticket_id"`
+	Decision  string     `bun:"decision"`
+	ExpiresAt time.Time  `bun:"expires_at"`
+	UsedAt    *time.Time `bun:"used_at"`
+	UsedBy    string     `bun:"used_by"`
+}
+
+// CreateApprovalLink stores a link by the hash of its token.
+func (s *Store) CreateApprovalLink(ctx context.Context, l *ApprovalLink) error {
+	_, err := s.DB.NewInsert().Model(l).Exec(ctx)
+	return err
+}
+
+// ApprovalLinkByHash returns a link, used or not.
+func (s *Store) ApprovalLinkByHash(ctx context.Context, hash string) (*ApprovalLink, error) {
+	l := new(ApprovalLink)
+	if err := s.DB.NewSelect().Model(l).Where("token_hash = ?", hash).Scan(ctx); err != nil {
+		return nil, fmt.Errorf("store: approval link: %w", notFound(err))
+	}
+	return l, nil
+}
+
+// UseApprovalLink marks a link used by user; false if it was used (or
+// expired) already. Only one caller ever gets true.
+func (s *Store) UseApprovalLink(ctx context.Context, hash, user string, now time.Time) (bool, error) {
+	res, err := s.DB.NewUpdate().Model((*ApprovalLink)(nil)).Set("used_at = ?", now).Set("used_by = ?", user).
+		Where("token_hash = ? AND used_at IS NULL AND expires_at > ?", hash, now).Exec(ctx)
+	if err != nil {
+		return false, err
+	}
+	n, _ := res.RowsAffected()
+	return n == 1, nil
+}

@@ -1,3 +1,5 @@
+DROP TABLE approval_links;
+DROP TABLE chat_identities;
 DROP TABLE approval_delegations;
 DROP TABLE approval_decisions;
 DROP TABLE approval_ticket_approvers;

@@ -65,3 +65,25 @@ CREATE TABLE approval_delegations (
 	CHECK (ends_at > starts_at)
 );
 CREATE INDEX approval_delegations_to_idx ON approval_delegations (to_user, ends_at);
+
+-- Chat accounts linked to opsflow users (Slack user IDs, DingTalk staff
+-- IDs); without a link, Slack users are matched by email.
+CREATE TABLE chat_identities (
+	provider    TEXT NOT NULL,
+	external_id TEXT NOT NULL,
+	username    TEXT NOT NULL,
+	created_at  TIMESTAMP NOT NULL,
+	PRIMARY KEY (provider, external_id)
+);
+CREATE INDEX chat_identities_user_idx ON chat_identities (username, provider);
+
+-- Single-use, expiring decision links sent in chat messages (DingTalk
+-- ActionCards); only the hash of the token is kept.
+CREATE TABLE approval_links (
+	token_hash TEXT PRIMARY KEY,
+	ticket_id  BIGINT NOT NULL REFERENCES approval_tickets (id) ON DELETE CASCADE,
+	decision   TEXT NOT NULL,
+	expires_at TIMESTAMP NOT NULL,
+	used_at    TIMESTAMP,
+	used_by    TEXT NOT NULL DEFAULT ''
+);
