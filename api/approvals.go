@@ -251,30 +251,38 @@ func decisionError(err error) error {
 
 // withdrawApproval lets the requester take a pending ticket back.
 func (a *API) withdrawApproval(c echo.Context) error {
-	ctx := c.Request().Context()
 	id, err := idParam(c, "id")
 	if err != nil {
 		return err
 	}
-	setAudit(c, "approval.withdraw", "approval:"+strconv.FormatInt(id, 10))
-	t, err := a.store.Ticket(ctx, id)
+	out, err := a.withdraw(c, id)
 	if err != nil {
 		return err
 	}
+	return c.JSON(http.StatusOK, out)
+}
+
+func (a *API) withdraw(c echo.Context, id int64) (workflows.ApprovalOutcome, error) {
+	ctx := c.Request().Context()
+	var out workflows.ApprovalOutcome
+	setAudit(c, "approval.withdraw", "approval:"+strconv.FormatInt(id, 10))
+	t, err := a.store.Ticket(ctx, id)
+	if err != nil {
+		return out, err
+	}
 	if t.Status != schema.TicketPending {
-		return newError(http.StatusConflict, CodeConflict, "already decided: "+t.Status)
+		return out, newError(http.StatusConflict, CodeConflict, "already decided: "+t.Status)
 	}
 	h, err := a.temporal.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{
 		WorkflowID: t.WorkflowID, UpdateName: workflows.UpdateWithdraw, WaitForStage: client.WorkflowUpdateStageCompleted,
 		Args: []any{userOf(c).Username}})
-	var out workflows.ApprovalOutcome
 	if err == nil {
 		err = h.Get(ctx, &out)
 	}
 	if err != nil {
-		return decisionError(err)
+		return out, decisionError(err)
 	}
-	return c.JSON(http.StatusOK, out)
+	return out, nil
 }
 
 func (a *API) listApprovalPolicies(c echo.Context) error {

@@ -60,6 +60,7 @@ type envOptions struct {
 	noWorkers bool
 	sqlite    bool
 	slack     *SlackHook
+	dingtalk  string
 	notifiers []activities.Notifier
 }
 
@@ -101,7 +102,7 @@ func newEnvWith(t testing.TB, o envOptions) *env {
 		t.Cleanup(w.Stop)
 	}
 	e, err := New(Deps{Store: st, Temporal: c, Namespace: testenv.TemporalNamespace, TemporalUIURL: "http://temporal-ui.test",
-		Logger: testLog, Registry: reg, Version: "test", Secrets: keys, Slack: o.slack, BaseURL: "http://opsflow.test"})
+		Logger: testLog, Registry: reg, Version: "test", Secrets: keys, Slack: o.slack, BaseURL: "http://opsflow.test", DingTalkAppSecret: o.dingtalk})
 	if err != nil {
 		t.Fatal(err)
 	}

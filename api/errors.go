@@ -22,6 +22,7 @@ const (
 	CodeForbidden        = "forbidden"
 	CodeCSRF             = "csrf_failed"
 	CodeNotFound         = "not_found"
+	CodeGone             = "gone"
 	CodeMethodNotAllowed = "method_not_allowed"
 	CodeConflict         = "conflict"
 	CodeVersionConflict  = "version_conflict"
@@ -155,5 +156,5 @@ func (a *API) errorHandler(err error, c echo.Context) {
 }
 
 func isAPIPath(p string) bool {
-	return strings.HasPrefix(p, "/api/") || p == "/healthz" || p == "/metrics" || strings.HasPrefix(p, "/codec")
+	return strings.HasPrefix(p, "/api/") || p == "/healthz" || p == "/metrics" || strings.HasPrefix(p, "/codec") || strings.HasPrefix(p, "/hooks/")
 }

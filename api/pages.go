@@ -40,9 +40,10 @@ func loadPages() (*pages, error) {
 	funcs["deref"] = func(f *float64) float64 { return *f }
 	funcs["join"] = strings.Join
 	funcs["deref_int"] = func(i *int) int { return *i }
+	funcs["inc"] = func(i int) int { return i + 1 }
 	p := &pages{byName: map[string]*template.Template{}}
-	for _, name := range []string{"login", "runs", "run", "coming", "error", "docs", "cmdb", "cmdb_types", "cmdb_ci", "cmdb_import", "cmdb_discover",
-		"scripts", "script", "script_edit", "jobs", "job_new", "job", "job_host"} {
+	for _, name := range []string{"login", "runs", "run", "error", "docs", "cmdb", "cmdb_types", "cmdb_ci", "cmdb_import", "cmdb_discover",
+		"scripts", "script", "script_edit", "jobs", "job_new", "job", "job_host", "approvals", "approval", "approval_link"} {
 		t, err := template.New(name).Funcs(funcs).ParseFS(ui.Templates, "templates/layout.html", "templates/"+name+".html")
 		if err != nil {
 			return nil, fmt.Errorf("ui: parse %s: %w", name, err)
@@ -154,13 +155,6 @@ func (a *API) logout(c echo.Context) error {
 }
 
 func (a *API) home(c echo.Context) error { return c.Redirect(http.StatusSeeOther, "/runs") }
-
-func (a *API) comingSoon(title string) echo.HandlerFunc {
-	nav := strings.ToLower(title)
-	return func(c echo.Context) error {
-		return a.render(c, http.StatusOK, "coming", a.newPage(c, title, nav))
-	}
-}
 
 func canOperate(u *schema.User) bool {
 	return u.Role == schema.RoleOperator || u.Role == schema.RoleAdmin

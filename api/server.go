@@ -43,6 +43,9 @@ type Deps struct {
 	Slack *SlackHook
 	// BaseURL is opsflow's external URL, for links in chat messages.
 	BaseURL string
+	// DingTalkAppSecret, when set, takes decisions sent to an enterprise
+	// robot ("approve 12 looks fine") at /hooks/dingtalk/robot.
+	DingTalkAppSecret string
 }
 
 // API holds the handlers.
@@ -59,6 +62,7 @@ type API struct {
 	secrets   *secret.Keyring
 	slack     *SlackHook
 	baseURL   string
+	dingtalk  string // the enterprise robot's app secret
 }
 
 // route is one endpoint and who may call it. Keeping every route in one
@@ -149,6 +153,7 @@ func (a *API) routes() []route {
 		{Method: http.MethodPost, Path: "/api/v1/delegations", Roles: deciders, handler: a.createDelegation},
 		{Method: http.MethodPost, Path: "/api/v1/chat-identities", Roles: admins, handler: a.linkChatIdentity},
 		{Method: http.MethodPost, Path: "/hooks/slack/interactions", Public: true, NoCSRF: true, handler: a.slackInteractions},
+		{Method: http.MethodPost, Path: "/hooks/dingtalk/robot", Public: true, NoCSRF: true, handler: a.dingtalkRobot},
 		{Method: http.MethodGet, Path: "/api/v1/runs", Roles: anyUser, handler: a.listRuns},
 		{Method: http.MethodGet, Path: "/api/v1/runs/:id", Roles: anyUser, handler: a.getRun},
 		{Method: http.MethodPost, Path: "/api/v1/runs/:id/cancel", Roles: operators, handler: a.cancelRun},
@@ -206,7 +211,12 @@ func (a *API) routes() []route {
 		{Method: http.MethodPost, Path: "/jobs/:id/concurrency", Roles: operators, handler: a.jobConcurrencyForm},
 		{Method: http.MethodPost, Path: "/jobs/:id/retry-failed", Roles: operators, handler: a.jobRetryForm},
 		{Method: http.MethodPost, Path: "/jobs/:id/:op", Roles: operators, handler: a.jobControlForm},
-		{Method: http.MethodGet, Path: "/approvals", Roles: anyUser, handler: a.comingSoon("Approvals")},
+		{Method: http.MethodGet, Path: "/approvals", Roles: anyUser, handler: a.approvalsPage},
+		{Method: http.MethodGet, Path: "/approvals/:id", Roles: anyUser, handler: a.approvalPage},
+		{Method: http.MethodPost, Path: "/approvals/:id/decide", Roles: anyUser, handler: a.approvalDecideForm},
+		{Method: http.MethodPost, Path: "/approvals/:id/withdraw", Roles: anyUser, handler: a.approvalWithdrawForm},
+		{Method: http.MethodGet, Path: "/approvals/links/:token", Roles: anyUser, handler: a.approvalLinkPage},
+		{Method: http.MethodPost, Path: "/approvals/links/:token", Roles: anyUser, handler: a.approvalLinkSubmit},
 		{Method: http.MethodGet, Path: "/static/*", Public: true, handler: a.static},
 	}
 }
@@ -225,7 +235,7 @@ func New(d Deps) (*echo.Echo, error) {
 	}
 	a := &API{store: d.Store, temporal: d.Temporal, namespace: d.Namespace, uiURL: d.TemporalUIURL,
 		log: d.Logger, version: d.Version, secure: d.SecureCookies, reg: d.Registry, pages: pg, secrets: d.Secrets,
-		slack: d.Slack, baseURL: d.BaseURL}
+		slack: d.Slack, baseURL: d.BaseURL, dingtalk: d.DingTalkAppSecret}
 
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true

@@ -59,7 +59,7 @@ type ApprovalOutcome struct {
 func Approval(ctx workflow.Context, in ApprovalInput) (ApprovalOutcome, error) {
 	var approvals *activities.Approvals
 	dbCtx := workflow.WithActivityOptions(ctx, dbActivity)
-	notifyCtx := workflow.WithActivityOptions(ctx, shortActivity)
+	notifyCtx := workflow.WithActivityOptions(ctx, notifyActivity)
 	t := &ticket{requester: in.Requester, levels: in.Policy.Levels, status: schema.TicketPending}
 	if err := workflow.SetQueryHandler(ctx, QueryTicket, func() (ApprovalOutcome, error) { return t.outcome(""), nil }); err != nil {
 		return ApprovalOutcome{}, err

@@ -20,6 +20,18 @@ var (
 		},
 	}
 
+	// notifyActivity sends chat and email notices; a rate-limited channel
+	// (a DingTalk robot) may hold one for up to a minute.
+	notifyActivity = workflow.ActivityOptions{
+		StartToCloseTimeout: 3 * time.Minute,
+		RetryPolicy: &temporal.RetryPolicy{
+			InitialInterval:    time.Second,
+			BackoffCoefficient: 2,
+			MaximumInterval:    time.Minute,
+			MaximumAttempts:    5,
+		},
+	}
+
 	// shortActivity is for quick side effects that should fail a run after
 	// a few attempts.
 	shortActivity = workflow.ActivityOptions{

@@ -9,10 +9,13 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"strings"
 	"time"
 
+	"github.com/opsflow/opsflow/activities"
 	"github.com/opsflow/opsflow/api"
 	"github.com/opsflow/opsflow/internal/metrics"
+	"github.com/opsflow/opsflow/internal/notify"
 	"github.com/opsflow/opsflow/internal/secret"
 	"github.com/opsflow/opsflow/schema"
 	"github.com/opsflow/opsflow/workers"
@@ -20,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/slack-go/slack"
 	enumspb "go.temporal.io/api/enums/v1"
 	operatorpb "go.temporal.io/api/operatorservice/v1"
 	"go.temporal.io/sdk/client"
@@ -182,13 +186,39 @@ func (a *App) Bootstrap(ctx context.Context, devToken string, out io.Writer) err
 
 // RunAPI serves the API and UI on ln until ctx ends.
 func (a *App) RunAPI(ctx context.Context, ln net.Listener) error {
-	e, err := api.New(api.Deps{Store: a.Store, Temporal: a.Temporal, Namespace: a.Namespace, TemporalUIURL: a.Cfg.TemporalUIURL,
-		Logger: a.Log, Registry: a.Registry, Version: Version, SecureCookies: a.Cfg.SecureCookies, Secrets: a.Secrets})
+	d := api.Deps{Store: a.Store, Temporal: a.Temporal, Namespace: a.Namespace, TemporalUIURL: a.Cfg.TemporalUIURL,
+		Logger: a.Log, Registry: a.Registry, Version: Version, SecureCookies: a.Cfg.SecureCookies, Secrets: a.Secrets,
+		BaseURL: a.Cfg.BaseURL, DingTalkAppSecret: a.Cfg.Chat.DingTalkAppSecret}
+	if ch := a.Cfg.Chat; ch.SlackSigningSecret != "" {
+		d.Slack = &api.SlackHook{Client: a.slackClient(), SigningSecret: ch.SlackSigningSecret}
+	}
+	e, err := api.New(d)
 	if err != nil {
 		return err
 	}
 	go a.housekeeping(ctx)
 	return api.Serve(ctx, e, ln, a.Log)
+}
+
+func (a *App) slackClient() *slack.Client {
+	var opts []slack.Option
+	if u := a.Cfg.Chat.SlackAPIURL; u != "" {
+		opts = append(opts, slack.OptionAPIURL(strings.TrimRight(u, "/")+"/"))
+	}
+	return slack.New(a.Cfg.Chat.SlackBotToken, opts...)
+}
+
+// notifiers are the approval channels configured for this worker.
+func (a *App) notifiers() []activities.Notifier {
+	var ns []activities.Notifier
+	ch := a.Cfg.Chat
+	if ch.SlackBotToken != "" && ch.SlackChannel != "" {
+		ns = append(ns, &notify.Slack{Client: a.slackClient(), ChannelID: ch.SlackChannel, Store: a.Store, BaseURL: a.Cfg.BaseURL})
+	}
+	if ch.DingTalkWebhook != "" {
+		ns = append(ns, &notify.DingTalk{Webhook: ch.DingTalkWebhook, Secret: ch.DingTalkSecret, Store: a.Store, BaseURL: a.Cfg.BaseURL})
+	}
+	return ns
 }
 
 // housekeeping expires sessions and prunes the CMDB change feed (kept
@@ -220,7 +250,7 @@ func (a *App) StartWorkers(queues []string) (stop func(), err error) {
 		}
 	}
 	for _, q := range queues {
-		w, err := workers.New(a.Temporal, q, workers.Deps{Store: a.Store, Secrets: a.Secrets}, workers.Options{})
+		w, err := workers.New(a.Temporal, q, workers.Deps{Store: a.Store, Secrets: a.Secrets, Notifiers: a.notifiers()}, workers.Options{})
 		if err != nil {
 			stop()
 			return nil, err

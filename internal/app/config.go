@@ -24,6 +24,21 @@ type Config struct {
 	// EventRetention is how long the CMDB change feed is kept
 	// (OPSFLOW_CMDB_EVENTS_RETENTION, a Go duration; at least 7 days).
 	EventRetention time.Duration
+	// BaseURL is opsflow's external URL, for links in chat messages
+	// (OPSFLOW_BASE_URL; default http://OPSFLOW_HTTP_ADDR).
+	BaseURL string
+	Chat    ChatConfig
+}
+
+// ChatConfig holds the approval channels' settings; an empty one is off.
+type ChatConfig struct {
+	SlackBotToken      string // OPSFLOW_SLACK_BOT_TOKEN (xoxb-…): posts tickets
+	SlackSigningSecret string // OPSFLOW_SLACK_SIGNING_SECRET: checks interactions
+	SlackChannel       string // OPSFLOW_SLACK_CHANNEL: where tickets go
+	SlackAPIURL        string // OPSFLOW_SLACK_API_URL: another API endpoint (tests)
+	DingTalkWebhook    string // OPSFLOW_DINGTALK_WEBHOOK: custom robot URL with access_token
+	DingTalkSecret     string // OPSFLOW_DINGTALK_SECRET: the robot's signing secret
+	DingTalkAppSecret  string // OPSFLOW_DINGTALK_APP_SECRET: enterprise robot callbacks
 }
 
 // ConfigFromEnv reads Config with defaults.
@@ -38,6 +53,16 @@ func ConfigFromEnv() Config {
 		SecureCookies:  os.Getenv("OPSFLOW_SECURE_COOKIES") == "true",
 		MetricsAddr:    os.Getenv("OPSFLOW_METRICS_ADDR"),
 		EventRetention: durationEnv("OPSFLOW_CMDB_EVENTS_RETENTION", 7*24*time.Hour),
+		BaseURL:        strings.TrimRight(env("OPSFLOW_BASE_URL", "http://"+env("OPSFLOW_HTTP_ADDR", "127.0.0.1:8080")), "/"),
+		Chat: ChatConfig{
+			SlackBotToken:      os.Getenv("OPSFLOW_SLACK_BOT_TOKEN"),
+			SlackSigningSecret: os.Getenv("OPSFLOW_SLACK_SIGNING_SECRET"),
+			SlackChannel:       os.Getenv("OPSFLOW_SLACK_CHANNEL"),
+			SlackAPIURL:        os.Getenv("OPSFLOW_SLACK_API_URL"),
+			DingTalkWebhook:    os.Getenv("OPSFLOW_DINGTALK_WEBHOOK"),
+			DingTalkSecret:     os.Getenv("OPSFLOW_DINGTALK_SECRET"),
+			DingTalkAppSecret:  os.Getenv("OPSFLOW_DINGTALK_APP_SECRET"),
+		},
 	}
 }
 
