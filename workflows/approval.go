@@ -58,7 +58,7 @@ type ApprovalOutcome struct {
 // reaches history, a vote that would not count.
 func Approval(ctx workflow.Context, in ApprovalInput) (ApprovalOutcome, error) {
 	var approvals *activities.Approvals
-	dbCtx := workflow.WithActivityOptions(ctx, dbActivity)
+	dbCtx := workflow.WithLocalActivityOptions(ctx, dbLocalActivity)
 	notifyCtx := workflow.WithActivityOptions(ctx, notifyActivity)
 	t := &ticket{requester: in.Requester, levels: in.Policy.Levels, status: schema.TicketPending}
 	if err := workflow.SetQueryHandler(ctx, QueryTicket, func() (ApprovalOutcome, error) { return t.outcome(""), nil }); err != nil {
@@ -85,12 +85,22 @@ func Approval(ctx workflow.Context, in ApprovalInput) (ApprovalOutcome, error) {
 		return ApprovalOutcome{}, err
 	}
 
-	// flush writes the ticket's state and new decisions to the read model.
+	// flush writes the ticket's state and new decisions to the read model,
+	// when they changed since the last write. It is a local activity: a
+	// decision's effect is visible without a round trip through the task
+	// queue.
+	var written string
 	flush := func() {
+		state := fmt.Sprintf("%s|%d|%v|%s", t.status, t.level, t.approvers, t.reason)
+		if state == written && len(t.log) == 0 {
+			return
+		}
 		rec := activities.RecordTicketInput{TicketID: in.TicketID, Status: t.status, Level: t.level, Approvers: t.approvers,
 			Reason: t.reason, Decisions: t.log}
 		t.log = nil
-		_ = workflow.ExecuteActivity(dbCtx, approvals.RecordTicket, rec).Get(dbCtx, nil)
+		if err := workflow.ExecuteLocalActivity(dbCtx, approvals.RecordTicket, rec).Get(dbCtx, nil); err == nil {
+			written = state
+		}
 	}
 	// Cancelled (the gated job was aborted), the ticket is withdrawn.
 	canceled := func(err error) (ApprovalOutcome, error) {
@@ -98,7 +108,7 @@ func Approval(ctx workflow.Context, in ApprovalInput) (ApprovalOutcome, error) {
 			dctx, cancel := workflow.NewDisconnectedContext(ctx)
 			defer cancel()
 			t.status, t.reason = schema.TicketWithdrawn, "the gated operation was cancelled"
-			dbCtx = workflow.WithActivityOptions(dctx, dbActivity)
+			dbCtx = workflow.WithLocalActivityOptions(dctx, dbLocalActivity)
 			flush()
 		}
 		return t.outcome(""), err
@@ -112,7 +122,7 @@ func Approval(ctx workflow.Context, in ApprovalInput) (ApprovalOutcome, error) {
 	}
 	resolve := func(set schema.ApproverSet) []string {
 		var users []string
-		_ = workflow.ExecuteActivity(dbCtx, approvals.ResolveApprovers, set).Get(ctx, &users)
+		_ = workflow.ExecuteLocalActivity(dbCtx, approvals.ResolveApprovers, set).Get(ctx, &users)
 		return withoutUser(users, in.Requester) // never one's own approver
 	}
 

@@ -20,6 +20,17 @@ var (
 		},
 	}
 
+	// dbLocalActivity writes a read model from the workflow's own worker:
+	// no task-queue round trip, for writes on a latency path.
+	dbLocalActivity = workflow.LocalActivityOptions{
+		StartToCloseTimeout: 30 * time.Second,
+		RetryPolicy: &temporal.RetryPolicy{
+			InitialInterval:    time.Second,
+			BackoffCoefficient: 2,
+			MaximumInterval:    time.Minute,
+		},
+	}
+
 	// notifyActivity sends chat and email notices; a rate-limited channel
 	// (a DingTalk robot) may hold one for up to a minute.
 	notifyActivity = workflow.ActivityOptions{

@@ -218,6 +218,15 @@ func (a *App) notifiers() []activities.Notifier {
 	if ch.DingTalkWebhook != "" {
 		ns = append(ns, &notify.DingTalk{Webhook: ch.DingTalkWebhook, Secret: ch.DingTalkSecret, Store: a.Store, BaseURL: a.Cfg.BaseURL})
 	}
+	if ch.WeComWebhook != "" {
+		ns = append(ns, &notify.WeCom{Webhook: ch.WeComWebhook, BaseURL: a.Cfg.BaseURL})
+	}
+	if ch.FeishuWebhook != "" {
+		ns = append(ns, &notify.Feishu{Webhook: ch.FeishuWebhook, Secret: ch.FeishuSecret, BaseURL: a.Cfg.BaseURL})
+	}
+	if ch.SMTPAddr != "" {
+		ns = append(ns, &notify.Email{Addr: ch.SMTPAddr, From: ch.SMTPFrom, Username: ch.SMTPUsername, Password: ch.SMTPPassword, Store: a.Store, BaseURL: a.Cfg.BaseURL})
+	}
 	return ns
 }
 

@@ -39,6 +39,13 @@ type ChatConfig struct {
 	DingTalkWebhook    string // OPSFLOW_DINGTALK_WEBHOOK: custom robot URL with access_token
 	DingTalkSecret     string // OPSFLOW_DINGTALK_SECRET: the robot's signing secret
 	DingTalkAppSecret  string // OPSFLOW_DINGTALK_APP_SECRET: enterprise robot callbacks
+	WeComWebhook       string // OPSFLOW_WECOM_WEBHOOK: group robot URL with key
+	FeishuWebhook      string // OPSFLOW_FEISHU_WEBHOOK: custom bot URL
+	FeishuSecret       string // OPSFLOW_FEISHU_SECRET: its signing secret
+	SMTPAddr           string // OPSFLOW_SMTP_ADDR: host:port for email notices
+	SMTPFrom           string // OPSFLOW_SMTP_FROM
+	SMTPUsername       string // OPSFLOW_SMTP_USERNAME (optional, PLAIN auth)
+	SMTPPassword       string // OPSFLOW_SMTP_PASSWORD
 }
 
 // ConfigFromEnv reads Config with defaults.
@@ -62,6 +69,13 @@ func ConfigFromEnv() Config {
 			DingTalkWebhook:    os.Getenv("OPSFLOW_DINGTALK_WEBHOOK"),
 			DingTalkSecret:     os.Getenv("OPSFLOW_DINGTALK_SECRET"),
 			DingTalkAppSecret:  os.Getenv("OPSFLOW_DINGTALK_APP_SECRET"),
+			WeComWebhook:       os.Getenv("OPSFLOW_WECOM_WEBHOOK"),
+			FeishuWebhook:      os.Getenv("OPSFLOW_FEISHU_WEBHOOK"),
+			FeishuSecret:       os.Getenv("OPSFLOW_FEISHU_SECRET"),
+			SMTPAddr:           os.Getenv("OPSFLOW_SMTP_ADDR"),
+			SMTPFrom:           env("OPSFLOW_SMTP_FROM", "opsflow@localhost"),
+			SMTPUsername:       os.Getenv("OPSFLOW_SMTP_USERNAME"),
+			SMTPPassword:       os.Getenv("OPSFLOW_SMTP_PASSWORD"),
 		},
 	}
 }

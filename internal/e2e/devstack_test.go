@@ -22,13 +22,13 @@ import (
 func TestMain(m *testing.M) { testenv.Main(m) }
 
 type stack struct {
-	t                       *testing.T
+	t                       testing.TB
 	bin, dataDir, token     string
 	httpPort, tPort, uiPort int
 	cmd                     *exec.Cmd
 }
 
-func newStack(t *testing.T) *stack {
+func newStack(t testing.TB) *stack {
 	bin, err := testenv.DevstackBinary()
 	if err != nil {
 		t.Fatal(err)
@@ -101,6 +101,11 @@ func (s *stack) kill() {
 }
 
 func (s *stack) api(method, path string, body any, v any) int {
+	return s.apiAs(s.token, method, path, body, v)
+}
+
+// apiAs calls the API with another user's token.
+func (s *stack) apiAs(token, method, path string, body any, v any) int {
 	s.t.Helper()
 	var rd io.Reader
 	if body != nil {
@@ -108,7 +113,7 @@ func (s *stack) api(method, path string, body any, v any) int {
 		rd = bytes.NewReader(b)
 	}
 	req, _ := http.NewRequest(method, fmt.Sprintf("http://127.0.0.1:%d%s", s.httpPort, path), rd)
-	req.Header.Set("Authorization", "Bearer "+s.token)
+	req.Header.Set("Authorization", "Bearer "+token)
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
@@ -123,7 +128,7 @@ func (s *stack) api(method, path string, body any, v any) int {
 	return res.StatusCode
 }
 
-func eventually(t *testing.T, d time.Duration, what string, f func() bool) {
+func eventually(t testing.TB, d time.Duration, what string, f func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !f() {
