@@ -250,8 +250,8 @@ func (t *ticket) needed() int {
 
 func (t *ticket) count(decision string) int {
 	n := 0
-	for _, d := range t.votes {
-		if d == decision {
+	for _, a := range t.approvers { // every vote is an approver's
+		if t.votes[a] == decision {
 			n++
 		}
 	}

@@ -26,7 +26,7 @@ import (
 // update) and the workflow's completion (its final state recorded), over
 // 1,000 tickets decided one after another. Target (issue 5): p99 <= 150 ms.
 //
-//	go tool task bench -- ./internal/e2e   (BENCH=BenchmarkApprovalDecision)
+//	go tool task bench:approvals   (BENCH_TICKETS=n for fewer)
 func BenchmarkApprovalDecision(b *testing.B) {
 	n := 1000
 	if v, err := strconv.Atoi(os.Getenv("BENCH_TICKETS")); err == nil && v > 0 {
