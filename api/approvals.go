@@ -190,11 +190,22 @@ func (a *API) decideApproval(c echo.Context) error {
 // voter, the level and the decision do. Every attempt is audited with its
 // channel.
 func (a *API) decide(c echo.Context, id int64, user *schema.User, req decisionRequest, channel, requestKey string) (workflows.ApprovalOutcome, error) {
-	ctx := c.Request().Context()
+	setAudit(c, "approval.decide", "approval:"+strconv.FormatInt(id, 10))
+	out, err := a.decideCore(c.Request().Context(), id, user, req, channel, requestKey)
+	c.Set(auditDetailKey, decisionDetail(channel, req.Decision, out, err))
+	return out, err
+}
+
+func decisionDetail(channel, decision string, out workflows.ApprovalOutcome, err error) string {
+	if err != nil {
+		return fmt.Sprintf("channel=%s decision=%s: not counted: %s", channel, decision, toError(err).Message)
+	}
+	return fmt.Sprintf("channel=%s decision=%s: %s", channel, decision, out.Message)
+}
+
+// decideCore is decide without a request: Slack's Socket Mode calls it.
+func (a *API) decideCore(ctx context.Context, id int64, user *schema.User, req decisionRequest, channel, requestKey string) (workflows.ApprovalOutcome, error) {
 	var out workflows.ApprovalOutcome
-	target := "approval:" + strconv.FormatInt(id, 10)
-	setAudit(c, "approval.decide", target)
-	c.Set(auditDetailKey, fmt.Sprintf("channel=%s decision=%s", channel, req.Decision))
 	if req.Decision != schema.DecisionApprove && req.Decision != schema.DecisionReject {
 		return out, &Error{Status: http.StatusUnprocessableEntity, Code: CodeValidation, Message: "invalid decision",
 			Fields: map[string]string{"decision": "must be approve or reject"}}
@@ -228,7 +239,6 @@ func (a *API) decide(c echo.Context, id int64, user *schema.User, req decisionRe
 	if err != nil {
 		return out, decisionError(err)
 	}
-	c.Set(auditDetailKey, fmt.Sprintf("channel=%s decision=%s: %s", channel, req.Decision, out.Message))
 	return out, nil
 }
 
@@ -375,4 +385,30 @@ func (a *API) createDelegation(c echo.Context) error {
 		return err
 	}
 	return c.JSON(http.StatusCreated, d)
+}
+
+func (a *API) listGroups(c echo.Context) error {
+	gs, err := a.store.Groups(c.Request().Context())
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, map[string]any{"groups": gs})
+}
+
+type groupRequest struct {
+	Members []string `json:"members"`
+}
+
+// putGroup sets a group's members; policies name groups as approvers.
+func (a *API) putGroup(c echo.Context) error {
+	var req groupRequest
+	if err := decodeJSON(c, &req); err != nil {
+		return err
+	}
+	name := c.Param("name")
+	setAudit(c, "group.set", "group:"+name)
+	if err := a.store.SetGroupMembers(c.Request().Context(), name, req.Members); err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, map[string]any{"name": name, "members": req.Members})
 }

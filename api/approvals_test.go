@@ -207,6 +207,9 @@ func TestGatedBatchJob(t *testing.T) {
 	if ranLines() != 0 {
 		t.Fatal("the gated job ran before its approval")
 	}
+	if page := e.do(http.MethodGet, fmt.Sprintf("/jobs/%d", j.ID), "viewer", nil); !strings.Contains(string(page.Body), fmt.Sprintf(`href="/approvals/%d"`, tk.ID)) {
+		t.Fatalf("the job page does not link its ticket: %d %.500s", page.Status, page.Body)
+	}
 	if r := e.do(http.MethodPost, fmt.Sprintf("/api/v1/approvals/%d/decision", tk.ID), "approver", map[string]any{"decision": "approve"}); r.Status != 200 {
 		t.Fatalf("approve: %d %s", r.Status, r.Body)
 	}

@@ -101,14 +101,14 @@ func newEnvWith(t testing.TB, o envOptions) *env {
 		}
 		t.Cleanup(w.Stop)
 	}
-	e, err := New(Deps{Store: st, Temporal: c, Namespace: testenv.TemporalNamespace, TemporalUIURL: "http://temporal-ui.test",
+	apiObj, e, err := NewAPI(Deps{Store: st, Temporal: c, Namespace: testenv.TemporalNamespace, TemporalUIURL: "http://temporal-ui.test",
 		Logger: testLog, Registry: reg, Version: "test", Secrets: keys, Slack: o.slack, BaseURL: "http://opsflow.test", DingTalkAppSecret: o.dingtalk})
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(e)
 	t.Cleanup(srv.Close)
-	ev := &env{t: t, temporal: c, keys: keys, keyText: keyText, dsn: dsn, srv: srv, store: st, tokens: map[string]string{"": ""}, users: map[string]*schema.User{}, reg: reg}
+	ev := &env{api: apiObj, t: t, temporal: c, keys: keys, keyText: keyText, dsn: dsn, srv: srv, store: st, tokens: map[string]string{"": ""}, users: map[string]*schema.User{}, reg: reg}
 	for _, role := range schema.Roles {
 		u := ev.createUser(role, "correct-horse-battery")
 		ev.users[role] = u

@@ -10,11 +10,13 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/labstack/echo/v4"
 	"github.com/opsflow/opsflow/internal/notify"
 	"github.com/opsflow/opsflow/schema"
 	"github.com/slack-go/slack"
+	"github.com/slack-go/slack/socketmode"
 )
 
 // SlackHook is the Slack app opsflow answers: its signing secret checks
@@ -25,11 +27,9 @@ type SlackHook struct {
 }
 
 // slackInteractions takes Approve and Reject clicks (and the reason
-// modal's submission) from Slack. The request must carry Slack's
-// signature over the raw body, made within the last five minutes; the
-// clicker must map to an opsflow user (a linked account, or the same
-// email), or nothing counts and they are told so. A platform retry of the
-// same click is the same update and counts once.
+// modal's submission) from Slack in HTTP mode. The request must carry
+// Slack's signature over the raw body, made within the last five minutes.
+// See slackInteraction for the rest.
 func (a *API) slackInteractions(c echo.Context) error {
 	if a.slack == nil {
 		return newError(http.StatusNotFound, CodeNotFound, "Slack is not configured (OPSFLOW_SLACK_SIGNING_SECRET)")
@@ -58,67 +58,152 @@ func (a *API) slackInteractions(c echo.Context) error {
 	if err := json.Unmarshal([]byte(form.Get("payload")), &cb); err != nil {
 		return newError(http.StatusBadRequest, CodeBadRequest, "no interaction payload")
 	}
-	ctx := req.Context()
+	res := a.slackInteraction(req.Context(), cb)
+	if res.target != "" {
+		setAudit(c, "approval.decide", res.target)
+	}
+	if res.actor != "" {
+		c.Set(auditActorKey, res.actor)
+	}
+	if res.detail != "" {
+		c.Set(auditDetailKey, res.detail)
+	}
+	if res.err != nil {
+		return res.err
+	}
+	if res.body != nil {
+		return c.JSON(http.StatusOK, res.body)
+	}
+	return c.NoContent(http.StatusOK)
+}
+
+// slackResult is what an interaction did: the answer for Slack (nil:
+// empty) and the audit entry's target, actor and detail.
+type slackResult struct {
+	body                  any
+	target, actor, detail string
+	err                   error
+}
+
+// slackInteraction handles one interaction, however it arrived. The
+// clicker must map to an opsflow user (a linked account, or the same
+// email), or nothing counts and they are told so. Approve decides at once
+// and the message is updated in place; Reject asks for a reason in a
+// modal. A platform retry of the same click is the same update and counts
+// once.
+func (a *API) slackInteraction(ctx context.Context, cb slack.InteractionCallback) slackResult {
 	switch cb.Type {
 	case slack.InteractionTypeBlockActions:
 		if len(cb.ActionCallback.BlockActions) == 0 {
-			return c.NoContent(http.StatusOK)
+			return slackResult{}
 		}
 		act := cb.ActionCallback.BlockActions[0]
 		id, err := strconv.ParseInt(act.Value, 10, 64)
 		if err != nil || (act.ActionID != notify.SlackActionApprove && act.ActionID != notify.SlackActionReject) {
-			return c.NoContent(http.StatusOK) // not ours
+			return slackResult{} // not ours
 		}
-		setAudit(c, "approval.decide", "approval:"+act.Value)
+		res := slackResult{target: "approval:" + act.Value}
 		user, err := a.slackUser(ctx, cb.User.ID)
 		if err != nil {
-			c.Set(auditDetailKey, "channel=slack: Slack user "+cb.User.ID+" is not linked to an opsflow user; nothing counted")
+			res.detail = "channel=slack: Slack user " + cb.User.ID + " is not linked to an opsflow user; nothing counted"
 			a.slackReply(ctx, cb.ResponseURL, nil, "Your Slack account is not linked to an opsflow user, so your click did not count. Ask an admin to link it.")
-			return c.NoContent(http.StatusOK)
+			return res
 		}
-		c.Set(auditActorKey, user.Username)
+		res.actor = user.Username
 		t, err := a.store.Ticket(ctx, id)
 		if err != nil {
-			return err
+			res.err = err
+			return res
 		}
 		if act.ActionID == notify.SlackActionReject {
 			meta := strconv.FormatInt(id, 10) + " " + cb.ResponseURL
 			if _, err := a.slack.Client.OpenViewContext(ctx, cb.TriggerID, notify.RejectModal(t, meta)); err != nil {
-				return fmt.Errorf("slack: open the reason modal: %w", err)
+				res.err = fmt.Errorf("slack: open the reason modal: %w", err)
+				return res
 			}
-			c.Set(auditDetailKey, "channel=slack: reject asked for a reason")
-			return c.NoContent(http.StatusOK)
+			res.detail = "channel=slack: reject asked for a reason"
+			return res
 		}
-		out, err := a.decide(c, id, user, decisionRequest{Decision: schema.DecisionApprove}, "slack", act.ActionTs)
+		out, err := a.decideCore(ctx, id, user, decisionRequest{Decision: schema.DecisionApprove}, "slack", act.ActionTs)
+		res.detail = decisionDetail("slack", schema.DecisionApprove, out, err)
 		a.slackAfterDecision(ctx, cb.ResponseURL, id, user.Username, out.Message, err)
-		return c.NoContent(http.StatusOK)
+		return res
 
 	case slack.InteractionTypeViewSubmission:
 		if cb.View.CallbackID != notify.SlackRejectModal {
-			return c.NoContent(http.StatusOK)
+			return slackResult{}
 		}
 		idText, responseURL, _ := strings.Cut(cb.View.PrivateMetadata, " ")
 		id, err := strconv.ParseInt(idText, 10, 64)
 		if err != nil {
-			return newError(http.StatusBadRequest, CodeBadRequest, "bad modal metadata")
+			return slackResult{err: newError(http.StatusBadRequest, CodeBadRequest, "bad modal metadata")}
 		}
-		setAudit(c, "approval.decide", "approval:"+idText)
+		res := slackResult{target: "approval:" + idText}
 		user, err := a.slackUser(ctx, cb.User.ID)
 		if err != nil {
-			c.Set(auditDetailKey, "channel=slack: Slack user "+cb.User.ID+" is not linked to an opsflow user; nothing counted")
-			return c.JSON(http.StatusOK, map[string]any{"response_action": "errors",
-				"errors": map[string]string{notify.SlackReasonBlock: "Your Slack account is not linked to an opsflow user; nothing was counted."}})
+			res.detail = "channel=slack: Slack user " + cb.User.ID + " is not linked to an opsflow user; nothing counted"
+			res.body = map[string]any{"response_action": "errors",
+				"errors": map[string]string{notify.SlackReasonBlock: "Your Slack account is not linked to an opsflow user; nothing was counted."}}
+			return res
 		}
-		c.Set(auditActorKey, user.Username)
+		res.actor = user.Username
 		reason := strings.TrimSpace(cb.View.State.Values[notify.SlackReasonBlock][notify.SlackReasonInput].Value)
 		if reason == "" {
-			return c.JSON(http.StatusOK, map[string]any{"response_action": "errors", "errors": map[string]string{notify.SlackReasonBlock: "Say why."}})
+			res.body = map[string]any{"response_action": "errors", "errors": map[string]string{notify.SlackReasonBlock: "Say why."}}
+			return res
 		}
-		out, err := a.decide(c, id, user, decisionRequest{Decision: schema.DecisionReject, Comment: reason}, "slack", cb.View.ID)
+		out, err := a.decideCore(ctx, id, user, decisionRequest{Decision: schema.DecisionReject, Comment: reason}, "slack", cb.View.ID)
+		res.detail = decisionDetail("slack", schema.DecisionReject, out, err)
 		a.slackAfterDecision(ctx, responseURL, id, user.Username, out.Message, err)
-		return c.NoContent(http.StatusOK)
+		return res
 	}
-	return c.NoContent(http.StatusOK)
+	return slackResult{}
+}
+
+// RunSlackSocketMode takes the same interactions over Slack's Socket Mode
+// (an app-level token, xapp-…), for installations with no public URL,
+// until ctx ends. Slack authenticates the socket, so there is no request
+// signature to check; each interaction is acknowledged and audited like
+// one that came over HTTP.
+func (a *API) RunSlackSocketMode(ctx context.Context, sm *socketmode.Client) error {
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case evt, ok := <-sm.Events:
+				if !ok {
+					return
+				}
+				if evt.Type != socketmode.EventTypeInteractive || evt.Request == nil {
+					continue
+				}
+				cb, ok := evt.Data.(slack.InteractionCallback)
+				if !ok {
+					continue
+				}
+				res := a.slackInteraction(ctx, cb)
+				if res.body != nil {
+					sm.Ack(*evt.Request, res.body)
+				} else {
+					sm.Ack(*evt.Request)
+				}
+				if res.target == "" {
+					continue
+				}
+				status := http.StatusOK
+				if res.err != nil {
+					status = toError(res.err).Status
+				}
+				e := &schema.AuditEntry{At: time.Now().UTC(), Actor: res.actor, Action: "approval.decide", Target: res.target,
+					Status: status, Detail: strings.Replace(res.detail, "channel=slack", "channel=slack (socket mode)", 1)}
+				if err := a.store.AppendAudit(ctx, e); err != nil {
+					a.log.Error("audit append failed", "action", e.Action, "error", err)
+				}
+			}
+		}
+	}()
+	return sm.RunContext(ctx)
 }
 
 // slackUser maps a Slack user to an enabled opsflow user: a linked

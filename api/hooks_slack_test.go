@@ -17,11 +17,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/opsflow/opsflow/activities"
 	"github.com/opsflow/opsflow/internal/notify"
 	"github.com/opsflow/opsflow/schema"
 	"github.com/slack-go/slack"
 	"github.com/slack-go/slack/slacktest"
+	"github.com/slack-go/slack/socketmode"
 )
 
 const slackSecret = "8f742231b10e8888abcd99yyyzzz85a5"
@@ -229,4 +231,75 @@ type lateNotifier struct{ n activities.Notifier }
 func (l *lateNotifier) Channel() string { return "slack" }
 func (l *lateNotifier) Notify(ctx context.Context, t *schema.Ticket, users []string, escalation bool) error {
 	return l.n.Notify(ctx, t, users, escalation)
+}
+
+// TestSlackSocketMode: the same Approve click arriving over Socket Mode
+// (no public URL) is acknowledged, decides as the linked user, and is
+// audited with its channel.
+func TestSlackSocketMode(t *testing.T) {
+	acks := make(chan string, 4)
+	click := make(chan []byte, 1)
+	sts := slacktest.NewTestServer(func(s slacktest.Customize) {
+		s.Handle("/ws", slacktest.Websocket(func(c *websocket.Conn) {
+			_ = c.WriteMessage(websocket.TextMessage, []byte(`{"type":"hello","num_connections":1}`))
+			_ = c.WriteMessage(websocket.TextMessage, <-click)
+			for {
+				_, m, err := c.ReadMessage()
+				if err != nil {
+					return
+				}
+				acks <- string(m)
+			}
+		}))
+	})
+	sts.Start()
+	defer sts.Stop()
+	client := slack.New("xoxb-test", slack.OptionAPIURL(sts.GetAPIURL()), slack.OptionAppLevelToken("xapp-test"))
+	replies := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer replies.Close()
+	e := newEnvWith(t, envOptions{slack: &SlackHook{Client: client}})
+	p := fmt.Sprintf("sock%d", time.Now().UnixNano())
+	approver := e.users[schema.RoleApprover].Username
+	if r := e.do(http.MethodPost, "/api/v1/chat-identities", "admin", map[string]string{"provider": "slack", "external_id": "U_" + p, "username": approver}); r.Status != 201 {
+		t.Fatalf("link: %d %s", r.Status, r.Body)
+	}
+	if r := e.do(http.MethodPost, "/api/v1/approval-policies", "admin", map[string]any{"name": p, "spec": map[string]any{
+		"levels": []map[string]any{{"users": []string{approver}, "rule": "any"}}}}); r.Status != 201 {
+		t.Fatalf("policy: %d %s", r.Status, r.Body)
+	}
+	r := e.do(http.MethodPost, "/api/v1/approvals", "operator", map[string]any{"title": p, "policy": p})
+	var tk ticketResp
+	r.json(t, &tk)
+	env, _ := json.Marshal(map[string]any{"envelope_id": "env-1", "type": "interactive", "accepts_response_payload": false,
+		"payload": blockAction("U_"+p, notify.SlackActionApprove, tk.ID, "1700000009.000001", replies.URL)})
+	click <- env
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = e.api.RunSlackSocketMode(ctx, socketmode.New(client)) }()
+	select {
+	case ack := <-acks:
+		if !strings.Contains(ack, `"envelope_id":"env-1"`) {
+			t.Fatalf("ack: %s", ack)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("no acknowledgement over the socket")
+	}
+	var got ticketResp
+	eventually(t, 30*time.Second, "the ticket approved over Socket Mode", func() bool {
+		e.do(http.MethodGet, fmt.Sprintf("/api/v1/approvals/%d", tk.ID), "viewer", nil).json(t, &got)
+		return got.Status == schema.TicketApproved
+	})
+	if d := got.Decisions[0]; d.Voter != approver || d.Channel != "slack" {
+		t.Fatalf("decision: %+v", d)
+	}
+	eventually(t, 10*time.Second, "the decision audited with its channel", func() bool {
+		es, _ := e.store.Audit(context.Background(), schema.AuditFilter{Action: "approval.decide", Target: fmt.Sprintf("approval:%d", tk.ID), Limit: 10})
+		for _, a := range es {
+			if a.Actor == approver && strings.Contains(a.Detail, "socket mode") {
+				return true
+			}
+		}
+		return false
+	})
 }

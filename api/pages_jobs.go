@@ -324,6 +324,10 @@ func (a *API) jobPage(c echo.Context) error {
 	}
 	p := a.newPage(c, "Job "+strconv.FormatInt(j.ID, 10), "jobs")
 	ops := []string{"pause", "resume", "abort"}
+	var ticket *schema.Ticket
+	if j.Policy.Approval != "" {
+		ticket, _ = a.store.TicketByWorkflowID(ctx, "approval:"+j.WorkflowID)
+	}
 	return a.render(c, http.StatusOK, "job", struct {
 		*page
 		Job         *schema.Job
@@ -333,7 +337,8 @@ func (a *API) jobPage(c echo.Context) error {
 		CanEdit     bool
 		Ops         []string
 		TemporalURL string
-	}{p, j, counts, counts[schema.HostSucceeded] + counts[schema.HostFailed] + counts[schema.HostSkipped], hosts, canOperate(p.User), ops, a.temporalURL(j.WorkflowID, "")})
+		Ticket      *schema.Ticket
+	}{p, j, counts, counts[schema.HostSucceeded] + counts[schema.HostFailed] + counts[schema.HostSkipped], hosts, canOperate(p.User), ops, a.temporalURL(j.WorkflowID, ""), ticket})
 }
 
 func (a *API) jobHostPage(c echo.Context) error {

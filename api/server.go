@@ -151,6 +151,8 @@ func (a *API) routes() []route {
 		{Method: http.MethodPut, Path: "/api/v1/approval-policies/:name", Roles: admins, handler: a.saveApprovalPolicy},
 		{Method: http.MethodDelete, Path: "/api/v1/approval-policies/:name", Roles: admins, handler: a.deleteApprovalPolicy},
 		{Method: http.MethodPost, Path: "/api/v1/delegations", Roles: deciders, handler: a.createDelegation},
+		{Method: http.MethodGet, Path: "/api/v1/groups", Roles: anyUser, handler: a.listGroups},
+		{Method: http.MethodPut, Path: "/api/v1/groups/:name", Roles: admins, handler: a.putGroup},
 		{Method: http.MethodPost, Path: "/api/v1/chat-identities", Roles: admins, handler: a.linkChatIdentity},
 		{Method: http.MethodPost, Path: "/hooks/slack/interactions", Public: true, NoCSRF: true, handler: a.slackInteractions},
 		{Method: http.MethodPost, Path: "/hooks/dingtalk/robot", Public: true, NoCSRF: true, handler: a.dingtalkRobot},
@@ -223,6 +225,13 @@ func (a *API) routes() []route {
 
 // New builds the HTTP server's handler.
 func New(d Deps) (*echo.Echo, error) {
+	_, e, err := NewAPI(d)
+	return e, err
+}
+
+// NewAPI is New, also returning the API for what runs beside the HTTP
+// server (Slack's Socket Mode).
+func NewAPI(d Deps) (*API, *echo.Echo, error) {
 	if d.Logger == nil {
 		d.Logger = slog.Default()
 	}
@@ -231,7 +240,7 @@ func New(d Deps) (*echo.Echo, error) {
 	}
 	pg, err := loadPages()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	a := &API{store: d.Store, temporal: d.Temporal, namespace: d.Namespace, uiURL: d.TemporalUIURL,
 		log: d.Logger, version: d.Version, secure: d.SecureCookies, reg: d.Registry, pages: pg, secrets: d.Secrets,
@@ -242,7 +251,7 @@ func New(d Deps) (*echo.Echo, error) {
 	e.HTTPErrorHandler = a.errorHandler
 	reqs, err := newHTTPMetrics(d.Registry)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	e.Use(middleware.RequestIDWithConfig(middleware.RequestIDConfig{Generator: uuid.NewString}))
 	e.Use(a.recoverPanic)
@@ -257,7 +266,7 @@ func New(d Deps) (*echo.Echo, error) {
 		}
 		e.Add(r.Method, r.Path, r.handler, mw...)
 	}
-	return e, nil
+	return a, e, nil
 }
 
 func (a *API) recoverPanic(next echo.HandlerFunc) echo.HandlerFunc {

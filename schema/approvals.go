@@ -41,10 +41,12 @@ const (
 	OnTimeoutExpire   = "expire"
 )
 
-// ApproverSet names approvers: users, and every user holding a role.
+// ApproverSet names approvers: users, every user holding a role, and the
+// members of groups.
 type ApproverSet struct {
-	Users []string `json:"users,omitempty"`
-	Roles []string `json:"roles,omitempty"`
+	Users  []string `json:"users,omitempty"`
+	Roles  []string `json:"roles,omitempty"`
+	Groups []string `json:"groups,omitempty"`
 }
 
 // ApprovalLevel is one step of a policy.
@@ -94,8 +96,8 @@ func (p *ApprovalPolicySpec) Check() *ValidationError {
 	}
 	for i, lv := range p.Levels {
 		f := fmt.Sprintf("levels[%d].", i)
-		if len(lv.Users) == 0 && len(lv.Roles) == 0 {
-			bad.add(f+"users", "name approvers: users or roles")
+		if len(lv.Users) == 0 && len(lv.Roles) == 0 && len(lv.Groups) == 0 {
+			bad.add(f+"users", "name approvers: users, roles or groups")
 		}
 		for _, r := range append(slices.Clone(lv.Roles), lv.EscalateTo.Roles...) {
 			if !ValidRole(r) {
@@ -110,7 +112,7 @@ func (p *ApprovalPolicySpec) Check() *ValidationError {
 		case RuleQuorum:
 			if lv.Quorum < 1 {
 				bad.add(f+"quorum", "must be at least 1")
-			} else if len(lv.Roles) == 0 && lv.Quorum > len(lv.Users) {
+			} else if len(lv.Roles) == 0 && len(lv.Groups) == 0 && lv.Quorum > len(lv.Users) {
 				bad.add(f+"quorum", fmt.Sprintf("%d approvals from %d users can never happen", lv.Quorum, len(lv.Users)))
 			}
 		default:
@@ -124,7 +126,7 @@ func (p *ApprovalPolicySpec) Check() *ValidationError {
 		switch lv.OnTimeout {
 		case "", OnTimeoutExpire, OnTimeoutReject, OnTimeoutApprove:
 		case OnTimeoutEscalate:
-			if len(lv.EscalateTo.Users) == 0 && len(lv.EscalateTo.Roles) == 0 {
+			if len(lv.EscalateTo.Users) == 0 && len(lv.EscalateTo.Roles) == 0 && len(lv.EscalateTo.Groups) == 0 {
 				bad.add(f+"escalate_to", "escalation needs approvers to add")
 			}
 		default:
@@ -430,6 +432,9 @@ func (s *Store) ResolveApprovers(ctx context.Context, set ApproverSet) ([]string
 		if len(set.Roles) > 0 {
 			q = q.WhereOr("role IN (?)", bun.In(set.Roles))
 		}
+		if len(set.Groups) > 0 {
+			q = q.WhereOr("username IN (SELECT username FROM user_groups WHERE name IN (?))", bun.In(set.Groups))
+		}
 		return q
 	})
 	if err := q.Scan(ctx); err != nil {
@@ -604,4 +609,62 @@ func (s *Store) UseApprovalLink(ctx context.Context, hash, user string, now time
 	}
 	n, _ := res.RowsAffected()
 	return n == 1, nil
+}
+
+// UserGroup is one member of a group.
+type UserGroup struct {
+	bun.BaseModel `bun:"table:user_groups"`
+
+	Name      string    `bun:"name,pk" json:"name"`
+	Username  string    `bun:"username,pk" json:"username"`
+	CreatedAt time.Time `bun:"created_at" json:"created_at"`
+}
+
+var groupNameRE = credNameRE
+
+// SetGroupMembers replaces a group's members (an empty list removes the
+// group). Every member must be a user.
+func (s *Store) SetGroupMembers(ctx context.Context, name string, members []string) error {
+	bad := fieldBag{}
+	if !groupNameRE.MatchString(name) {
+		bad.add("name", "must be 1-100 letters, digits, '.', '_' or '-'")
+	}
+	for i, m := range members {
+		if _, err := s.UserByUsername(ctx, m); errors.Is(err, ErrNotFound) {
+			bad.add(fmt.Sprintf("members[%d]", i), "no such user")
+		} else if err != nil {
+			return err
+		}
+	}
+	if len(bad) > 0 {
+		return &ValidationError{Fields: bad}
+	}
+	return s.DB.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		if _, err := tx.NewDelete().Model((*UserGroup)(nil)).Where("name = ?", name).Exec(ctx); err != nil {
+			return err
+		}
+		if len(members) == 0 {
+			return nil
+		}
+		rows := make([]UserGroup, 0, len(members))
+		now := time.Now().UTC()
+		for _, m := range slices.Compact(slices.Sorted(slices.Values(members))) {
+			rows = append(rows, UserGroup{Name: name, Username: m, CreatedAt: now})
+		}
+		_, err := tx.NewInsert().Model(&rows).Exec(ctx)
+		return err
+	})
+}
+
+// Groups returns every group's members, by group name.
+func (s *Store) Groups(ctx context.Context) (map[string][]string, error) {
+	var rows []UserGroup
+	if err := s.DB.NewSelect().Model(&rows).Order("name", "username").Scan(ctx); err != nil {
+		return nil, fmt.Errorf("store: groups: %w", err)
+	}
+	out := map[string][]string{}
+	for _, r := range rows {
+		out[r.Name] = append(out[r.Name], r.Username)
+	}
+	return out, nil
 }

@@ -235,3 +235,22 @@ func TestApprovalDelegationAndWithdraw(t *testing.T) {
 		t.Fatalf("stored: %+v", tk)
 	}
 }
+
+func TestApprovalByGroup(t *testing.T) {
+	a := newApprovalEnv(t, schema.ApprovalPolicySpec{Levels: []schema.ApprovalLevel{
+		{ApproverSet: schema.ApproverSet{Groups: []string{"oncall"}}, Rule: schema.RuleAny}}})
+	if err := a.store.SetGroupMembers(context.Background(), "oncall", []string{"dave", "alice"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.store.SetGroupMembers(context.Background(), "oncall2", []string{"ghost"}); err == nil {
+		t.Fatal("a group of a user who does not exist")
+	}
+	err := a.run(
+		vote{at: time.Minute, voter: "bob", dec: schema.DecisionApprove, wantErr: "not an approver"},
+		vote{at: 2 * time.Minute, voter: "alice", dec: schema.DecisionApprove, wantErr: "you requested this ticket"},
+		vote{at: 3 * time.Minute, voter: "dave", dec: schema.DecisionApprove, wantMsg: "the ticket is approved"},
+	)
+	if err != nil {
+		t.Fatalf("ticket: %v", err)
+	}
+}

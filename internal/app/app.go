@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/slack-go/slack"
+	"github.com/slack-go/slack/socketmode"
 	enumspb "go.temporal.io/api/enums/v1"
 	operatorpb "go.temporal.io/api/operatorservice/v1"
 	"go.temporal.io/sdk/client"
@@ -189,12 +190,21 @@ func (a *App) RunAPI(ctx context.Context, ln net.Listener) error {
 	d := api.Deps{Store: a.Store, Temporal: a.Temporal, Namespace: a.Namespace, TemporalUIURL: a.Cfg.TemporalUIURL,
 		Logger: a.Log, Registry: a.Registry, Version: Version, SecureCookies: a.Cfg.SecureCookies, Secrets: a.Secrets,
 		BaseURL: a.Cfg.BaseURL, DingTalkAppSecret: a.Cfg.Chat.DingTalkAppSecret}
-	if ch := a.Cfg.Chat; ch.SlackSigningSecret != "" {
+	ch := a.Cfg.Chat
+	if ch.SlackSigningSecret != "" || ch.SlackAppToken != "" {
 		d.Slack = &api.SlackHook{Client: a.slackClient(), SigningSecret: ch.SlackSigningSecret}
 	}
-	e, err := api.New(d)
+	srv, e, err := api.NewAPI(d)
 	if err != nil {
 		return err
+	}
+	if ch.SlackAppToken != "" {
+		go func() {
+			sm := socketmode.New(a.slackClient())
+			if err := srv.RunSlackSocketMode(ctx, sm); err != nil && ctx.Err() == nil {
+				a.Log.Error("slack socket mode stopped", "error", err)
+			}
+		}()
 	}
 	go a.housekeeping(ctx)
 	return api.Serve(ctx, e, ln, a.Log)
@@ -204,6 +214,9 @@ func (a *App) slackClient() *slack.Client {
 	var opts []slack.Option
 	if u := a.Cfg.Chat.SlackAPIURL; u != "" {
 		opts = append(opts, slack.OptionAPIURL(strings.TrimRight(u, "/")+"/"))
+	}
+	if t := a.Cfg.Chat.SlackAppToken; t != "" {
+		opts = append(opts, slack.OptionAppLevelToken(t))
 	}
 	return slack.New(a.Cfg.Chat.SlackBotToken, opts...)
 }

@@ -36,6 +36,7 @@ type ChatConfig struct {
 	SlackSigningSecret string // OPSFLOW_SLACK_SIGNING_SECRET: checks interactions
 	SlackChannel       string // OPSFLOW_SLACK_CHANNEL: where tickets go
 	SlackAPIURL        string // OPSFLOW_SLACK_API_URL: another API endpoint (tests)
+	SlackAppToken      string // OPSFLOW_SLACK_APP_TOKEN (xapp-…): Socket Mode, no public URL needed
 	DingTalkWebhook    string // OPSFLOW_DINGTALK_WEBHOOK: custom robot URL with access_token
 	DingTalkSecret     string // OPSFLOW_DINGTALK_SECRET: the robot's signing secret
 	DingTalkAppSecret  string // OPSFLOW_DINGTALK_APP_SECRET: enterprise robot callbacks
@@ -66,6 +67,7 @@ func ConfigFromEnv() Config {
 			SlackSigningSecret: os.Getenv("OPSFLOW_SLACK_SIGNING_SECRET"),
 			SlackChannel:       os.Getenv("OPSFLOW_SLACK_CHANNEL"),
 			SlackAPIURL:        os.Getenv("OPSFLOW_SLACK_API_URL"),
+			SlackAppToken:      os.Getenv("OPSFLOW_SLACK_APP_TOKEN"),
 			DingTalkWebhook:    os.Getenv("OPSFLOW_DINGTALK_WEBHOOK"),
 			DingTalkSecret:     os.Getenv("OPSFLOW_DINGTALK_SECRET"),
 			DingTalkAppSecret:  os.Getenv("OPSFLOW_DINGTALK_APP_SECRET"),

@@ -1,3 +1,4 @@
+DROP TABLE user_groups;
 DROP TABLE approval_links;
 DROP TABLE chat_identities;
 DROP TABLE approval_delegations;

@@ -87,3 +87,13 @@ CREATE TABLE approval_links (
 	used_at    TIMESTAMP,
 	used_by    TEXT NOT NULL DEFAULT ''
 );
+
+-- Groups of users (teams, on-call rotations) that policies name as
+-- approvers.
+CREATE TABLE user_groups (
+	name       TEXT NOT NULL,
+	username   TEXT NOT NULL,
+	created_at TIMESTAMP NOT NULL,
+	PRIMARY KEY (name, username)
+);
+CREATE INDEX user_groups_user_idx ON user_groups (username);
