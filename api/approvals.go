@@ -45,11 +45,10 @@ func (a *API) listApprovals(c echo.Context) error {
 	case "requested":
 		q.RequestedBy = me
 	case "to_decide":
-		from, err := a.store.DelegatorsOf(ctx, me, time.Now().UTC())
-		if err != nil {
+		var err error
+		if q.ToDecide, err = a.deciders(ctx, me); err != nil {
 			return err
 		}
-		q.ToDecide = append([]string{me}, from...)
 	default:
 		return &Error{Status: http.StatusUnprocessableEntity, Code: CodeValidation, Message: "invalid query", Fields: map[string]string{"mine": "must be requested or to_decide"}}
 	}
@@ -61,6 +60,16 @@ func (a *API) listApprovals(c echo.Context) error {
 		ts = []schema.Ticket{}
 	}
 	return c.JSON(http.StatusOK, map[string]any{"items": ts})
+}
+
+// deciders is who user decides for now: themselves first, then whoever
+// delegated to them.
+func (a *API) deciders(ctx context.Context, user string) ([]string, error) {
+	from, err := a.store.DelegatorsOf(ctx, user, time.Now().UTC())
+	if err != nil {
+		return nil, err
+	}
+	return append([]string{user}, from...), nil
 }
 
 func validTicketStatus(s string) bool {

@@ -30,11 +30,10 @@ func (a *API) approvalsPage(c echo.Context) error {
 	q := schema.TicketQuery{Limit: 200}
 	switch tab {
 	case "to_decide":
-		from, err := a.store.DelegatorsOf(ctx, me, time.Now().UTC())
-		if err != nil {
+		var err error
+		if q.ToDecide, err = a.deciders(ctx, me); err != nil {
 			return err
 		}
-		q.ToDecide = append([]string{me}, from...)
 	case "requested":
 		q.RequestedBy = me
 	case "all":

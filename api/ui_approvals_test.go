@@ -43,20 +43,7 @@ func TestApprovalsUIInBrowser(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(testenv.Browser(t), 120*time.Second)
 	defer cancel()
-	do := func(what string, actions ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		if err := chromedp.Do(ctx, actions...); err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
-	}
-	text := func(sel chromedp.ID) string {
-		t.Helper()
-		s, err := chromedp.Run(ctx, chromedp.Text(sel))
-		if err != nil {
-			t.Fatalf("text of %s: %v", sel, err)
-		}
-		return s
-	}
+	do, text := browserSteps(t, ctx)
 	linkURL := e.srv.URL + "/approvals/links/" + token
 
 	// Not logged in, the link asks for a login first, then for a

@@ -26,20 +26,7 @@ func TestCMDBUIInBrowser(t *testing.T) {
 	ctx, cancel := context.WithTimeout(testenv.Browser(t), 120*time.Second)
 	defer cancel()
 	p := fmt.Sprintf("ui%d-", time.Now().UnixNano())
-	run := func(what string, actions ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		if err := chromedp.Do(ctx, actions...); err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
-	}
-	text := func(sel chromedp.ID) string {
-		t.Helper()
-		s, err := chromedp.Run(ctx, chromedp.Text(sel))
-		if err != nil {
-			t.Fatalf("text of %s: %v", sel, err)
-		}
-		return s
-	}
+	run, text := browserSteps(t, ctx)
 	e.browserLogin(ctx, op.Username, "operator-password-1")
 
 	csv := "name,labels,cpu_count\n" + p + "web,\"env=prod,role=web\",4\n" + p + "db,env=prod,8\n"

@@ -24,20 +24,7 @@ func TestScriptsAndJobsUIInBrowser(t *testing.T) {
 	e.credential(p+"-key", hosts)
 	ctx, cancel := context.WithTimeout(testenv.Browser(t), 150*time.Second)
 	defer cancel()
-	do := func(what string, actions ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		if err := chromedp.Do(ctx, actions...); err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
-	}
-	text := func(sel chromedp.ID) string {
-		t.Helper()
-		s, err := chromedp.Run(ctx, chromedp.Text(sel))
-		if err != nil {
-			t.Fatalf("text of %s: %v", sel, err)
-		}
-		return s
-	}
+	do, text := browserSteps(t, ctx)
 	e.browserLogin(ctx, op.Username, "operator-password-1")
 
 	do("new script", chromedp.Navigate(e.srv.URL+"/scripts/new"),

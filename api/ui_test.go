@@ -98,6 +98,26 @@ func TestUIInBrowser(t *testing.T) {
 	}
 }
 
+// browserSteps returns helpers for a browser test: do runs actions and
+// fails the test naming the step; text reads an element's text.
+func browserSteps(t *testing.T, ctx context.Context) (do func(what string, actions ...chromedp.Action[chromedp.Void]), text func(chromedp.ID) string) {
+	do = func(what string, actions ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		if err := chromedp.Do(ctx, actions...); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	text = func(sel chromedp.ID) string {
+		t.Helper()
+		s, err := chromedp.Run(ctx, chromedp.Text(sel))
+		if err != nil {
+			t.Fatalf("text of %s: %v", sel, err)
+		}
+		return s
+	}
+	return do, text
+}
+
 // browserLogin logs username in through the login form.
 func (e *env) browserLogin(ctx context.Context, username, password string) {
 	e.t.Helper()
