@@ -227,3 +227,71 @@ func TestGatedBatchJob(t *testing.T) {
 		t.Fatalf("rejected job: %+v, %d host runs in all", done, ranLines())
 	}
 }
+
+// TestDelegationAndTargetGate: a policy matching env=prod targets gates a
+// job on such a host (and not one elsewhere); the approver, away, has
+// delegated to a colleague, whose vote through the API counts for them.
+func TestDelegationAndTargetGate(t *testing.T) {
+	e := newEnv(t)
+	p := fmt.Sprintf("deleg%d", time.Now().UnixNano())
+	approver := e.users[schema.RoleApprover]
+	stand := e.createUser(schema.RoleOperator, "stand-in-password-1")
+	e.tokens["stand-in"] = e.createToken(stand, nil)
+	if r := e.do(http.MethodPost, "/api/v1/approval-policies", "admin", map[string]any{"name": p, "spec": map[string]any{
+		"match":  map[string]any{"targets": "env=prod-" + p},
+		"levels": []map[string]any{{"users": []string{approver.Username}, "rule": "any"}}}}); r.Status != 201 {
+		t.Fatalf("policy: %d %s", r.Status, r.Body)
+	}
+	e.mkCI("host", p+"-prod", map[string]any{"address": "prod-" + p}, map[string]string{"env": "prod-" + p})
+	e.mkCI("host", p+"-dev", map[string]any{"address": "dev-" + p}, map[string]string{"env": "dev-" + p})
+	sid := e.script(p, `echo "$OPSFLOW_HOST"`, nil)
+	start := func(selector string) jobResp {
+		r := e.do(http.MethodPost, "/api/v1/jobs", "operator", map[string]any{"script_id": sid,
+			"targets": map[string]any{"selector": selector, "transport": "local"}})
+		var j jobResp
+		r.json(t, &j)
+		if r.Status != 201 {
+			t.Fatalf("job on %s: %d %s", selector, r.Status, r.Body)
+		}
+		return j
+	}
+	if done := e.waitJob(start("env=dev-"+p).ID, schema.JobSucceeded, schema.JobFailed, schema.JobRejected); done.Status != schema.JobSucceeded {
+		t.Fatalf("ungated job: %+v", done)
+	}
+	gated := start("env=prod-" + p)
+
+	// The approver delegates for a day; the stand-in decides.
+	if r := e.do(http.MethodPost, "/api/v1/delegations", "approver", map[string]any{"to": stand.Username, "ends_at": time.Now().Add(24 * time.Hour)}); r.Status != 201 {
+		t.Fatalf("delegate: %d %s", r.Status, r.Body)
+	}
+	if r := e.do(http.MethodPost, "/api/v1/delegations", "approver", map[string]any{"to": approver.Username, "ends_at": time.Now().Add(time.Hour)}); r.Status != 422 {
+		t.Fatalf("self-delegation: %d %s", r.Status, r.Body)
+	}
+	var tk schema.Ticket
+	eventually(t, 30*time.Second, "the stand-in's inbox to show the gated job's ticket", func() bool {
+		if e.job(gated.ID).Status != schema.JobAwaitingApproval {
+			return false
+		}
+		var l struct{ Items []schema.Ticket }
+		e.do(http.MethodGet, "/api/v1/approvals?mine=to_decide", "stand-in", nil).json(t, &l)
+		for _, x := range l.Items {
+			if x.GatedWorkflowID != "" && strings.Contains(x.Title, p) {
+				tk = x
+				return true
+			}
+		}
+		return false
+	})
+	r := e.do(http.MethodPost, fmt.Sprintf("/api/v1/approvals/%d/decision", tk.ID), "stand-in", map[string]any{"decision": "approve", "comment": "covering"})
+	if r.Status != 200 {
+		t.Fatalf("stand-in's vote: %d %s", r.Status, r.Body)
+	}
+	if done := e.waitJob(gated.ID, schema.JobSucceeded, schema.JobFailed, schema.JobRejected); done.Status != schema.JobSucceeded {
+		t.Fatalf("gated job: %+v", done)
+	}
+	var got ticketResp
+	e.do(http.MethodGet, fmt.Sprintf("/api/v1/approvals/%d", tk.ID), "viewer", nil).json(t, &got)
+	if d := got.Decisions[0]; d.Voter != stand.Username || d.OnBehalfOf != approver.Username {
+		t.Fatalf("delegated decision: %+v", d)
+	}
+}
