@@ -152,13 +152,16 @@ func TestDemoRunIdempotentAndCompletes(t *testing.T) {
 	if !strings.HasPrefix(run.TemporalURL, "http://temporal-ui.test/namespaces/default/workflows/") {
 		t.Fatalf("temporal url %q", run.TemporalURL)
 	}
-	eventually(t, 30*time.Second, "run completed in the read model", func() bool {
-		r, err := e.store.Run(context.Background(), run.WorkflowID)
-		return err == nil && r.Status == schema.RunCompleted
-	})
-	res := e.do(http.MethodGet, "/api/v1/runs/"+run.WorkflowID, "viewer", nil)
+	// The read model records the outcome just before the workflow closes;
+	// wait for both.
 	var detail runView
-	res.json(t, &detail)
+	var res resp
+	eventually(t, 30*time.Second, "run completed in the read model and in Temporal", func() bool {
+		res = e.do(http.MethodGet, "/api/v1/runs/"+run.WorkflowID, "viewer", nil)
+		detail = runView{}
+		res.json(t, &detail)
+		return detail.Status == schema.RunCompleted && detail.Live != nil && detail.Live.Status == schema.RunCompleted
+	})
 	if detail.Live == nil || detail.Live.Status != schema.RunCompleted || detail.StartedBy != e.users["operator"].Username || detail.Summary != "2/2 steps" {
 		t.Fatalf("detail: %s", res.Body)
 	}
