@@ -61,6 +61,12 @@ func Approval(ctx workflow.Context, in ApprovalInput) (ApprovalOutcome, error) {
 	dbCtx := workflow.WithLocalActivityOptions(ctx, dbLocalActivity)
 	notifyCtx := workflow.WithActivityOptions(ctx, notifyActivity)
 	t := &ticket{requester: in.Requester, levels: in.Policy.Levels, status: schema.TicketPending}
+	preset := len(in.Approvers) == len(t.levels) && len(t.levels) > 0
+	if preset {
+		// Votes that arrived with the start are handled as soon as the
+		// handlers are set: the first level must be open by then.
+		t.startLevel(withoutUser(in.Approvers[0], in.Requester))
+	}
 	if err := workflow.SetQueryHandler(ctx, QueryTicket, func() (ApprovalOutcome, error) { return t.outcome(""), nil }); err != nil {
 		return ApprovalOutcome{}, err
 	}
@@ -128,8 +134,10 @@ func Approval(ctx workflow.Context, in ApprovalInput) (ApprovalOutcome, error) {
 
 	for t.level = 0; t.level < len(t.levels) && t.status == schema.TicketPending; t.level++ {
 		lv := t.levels[t.level]
-		if len(in.Approvers) == len(t.levels) {
-			t.startLevel(withoutUser(in.Approvers[t.level], in.Requester))
+		if preset {
+			if t.level > 0 {
+				t.startLevel(withoutUser(in.Approvers[t.level], in.Requester))
+			}
 		} else {
 			t.votes = nil // votes wait while the level opens
 			t.startLevel(resolve(lv.ApproverSet))

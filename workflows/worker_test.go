@@ -51,6 +51,9 @@ func TestRegistrationOnRealWorker(t *testing.T) {
 	}
 }
 
+// replayable lists every workflow type a recorded history may hold.
+var replayable = []any{workflows.Demo, workflows.DiscoverHosts, workflows.BatchJob, workflows.ScheduledJob, workflows.Approval}
+
 // TestReplayHistories replays every history in testdata/ against today's
 // workflow code: a change that breaks runs in flight fails here (TMPRL1100).
 func TestReplayHistories(t *testing.T) {
@@ -63,7 +66,7 @@ func TestReplayHistories(t *testing.T) {
 	}
 	for _, f := range files {
 		r := worker.NewWorkflowReplayer()
-		for _, wf := range []any{workflows.Demo, workflows.DiscoverHosts, workflows.BatchJob, workflows.ScheduledJob} {
+		for _, wf := range replayable {
 			r.RegisterWorkflow(wf)
 		}
 		if err := r.ReplayWorkflowHistoryFromJSONFile(nil, f); err != nil {
@@ -124,7 +127,7 @@ func replayAndRecord(t *testing.T, c client.Client, id, runID, file string) {
 		hist.Events = append(hist.Events, ev)
 	}
 	replayer := worker.NewWorkflowReplayer()
-	for _, wf := range []any{workflows.Demo, workflows.DiscoverHosts, workflows.BatchJob, workflows.ScheduledJob} {
+	for _, wf := range replayable {
 		replayer.RegisterWorkflow(wf)
 	}
 	if err := replayer.ReplayWorkflowHistory(nil, hist); err != nil {
@@ -271,4 +274,74 @@ func TestRealBatchJob(t *testing.T) {
 	if counts, _ := st.JobCounts(ctx, job2.ID); counts[schema.HostSucceeded] != 5 || counts[schema.HostFailed] != 1 {
 		t.Fatalf("counts %v", counts)
 	}
+}
+
+// TestRealApproval decides a two-level ticket on the real Temporal server
+// with real (local) activities against SQLite — a refused vote, a double
+// click, the deciding votes — and replays its history right away.
+func TestRealApproval(t *testing.T) {
+	ctx := context.Background()
+	st, err := schema.Open(ctx, filepath.Join(t.TempDir(), "wf.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if _, err := st.MigrateUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range []string{"alice", "bob", "carol"} {
+		if err := st.CreateUser(ctx, &schema.User{Username: u, Role: schema.RoleApprover}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	spec := schema.ApprovalPolicySpec{Levels: []schema.ApprovalLevel{
+		{ApproverSet: schema.ApproverSet{Users: []string{"bob"}}, Rule: schema.RuleAny},
+		{ApproverSet: schema.ApproverSet{Users: []string{"carol"}}, Rule: schema.RuleAll, Timeout: "24h", OnTimeout: schema.OnTimeoutReject}}}
+	tk := &schema.Ticket{WorkflowID: fmt.Sprintf("approval:replay-%d", time.Now().UnixNano()), Title: "replay", Requester: "alice", PolicyName: "p", Policy: spec}
+	if err := st.CreateTicket(ctx, tk); err != nil {
+		t.Fatal(err)
+	}
+	c := testenv.TemporalClient(t, client.Options{})
+	w, err := workers.New(c, workflows.TaskQueueOps, workers.Deps{Store: st}, workers.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	run, err := c.ExecuteWorkflow(ctx, startOptions(tk.WorkflowID), workflows.Approval,
+		workflows.ApprovalInput{TicketID: tk.ID, Requester: "alice", Policy: spec, Approvers: [][]string{{"bob"}, {"carol"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vote := func(id, voter string) (workflows.ApprovalOutcome, error) {
+		var out workflows.ApprovalOutcome
+		h, err := c.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{WorkflowID: tk.WorkflowID, UpdateID: id, UpdateName: workflows.UpdateDecide,
+			WaitForStage: client.WorkflowUpdateStageCompleted, Args: []any{workflows.ApprovalDecision{Voter: voter, Decision: schema.DecisionApprove, Channel: "api"}}})
+		if err == nil {
+			err = h.Get(ctx, &out)
+		}
+		return out, err
+	}
+	if _, err := vote("v0", "alice"); err == nil || !strings.Contains(err.Error(), "you requested this ticket") {
+		t.Fatalf("self-approval: %v", err)
+	}
+	o1, err := vote("v1", "bob")
+	if err != nil || !strings.Contains(o1.Message, "level 1 of 2 approved") {
+		t.Fatalf("bob: %+v %v", o1, err)
+	}
+	if again, err := vote("v1", "bob"); err != nil || again != o1 {
+		t.Fatalf("bob's double click: %+v %v", again, err)
+	}
+	if o, err := vote("v2", "carol"); err != nil || o.Status != schema.TicketApproved {
+		t.Fatalf("carol: %+v %v", o, err)
+	}
+	if err := run.Get(ctx, nil); err != nil {
+		t.Fatalf("ticket: %v", err)
+	}
+	if got, err := st.Ticket(ctx, tk.ID); err != nil || got.Status != schema.TicketApproved || len(got.Decisions) != 2 {
+		t.Fatalf("read model: %+v %v", got, err)
+	}
+	replayAndRecord(t, c, tk.WorkflowID, run.GetRunID(), "approval_v1.json")
 }
