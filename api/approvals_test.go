@@ -2,6 +2,8 @@ package api
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"net/http"
 	"os"
@@ -293,5 +295,40 @@ func TestDelegationAndTargetGate(t *testing.T) {
 	e.do(http.MethodGet, fmt.Sprintf("/api/v1/approvals/%d", tk.ID), "viewer", nil).json(t, &got)
 	if d := got.Decisions[0]; d.Voter != stand.Username || d.OnBehalfOf != approver.Username {
 		t.Fatalf("delegated decision: %+v", d)
+	}
+}
+
+// TestDecisionLinkSpentOnlyByACountedVote: someone who is not an approver
+// confirming a forwarded decision link counts nothing and leaves the link
+// for the approver; the approver's confirmation spends it.
+func TestDecisionLinkSpentOnlyByACountedVote(t *testing.T) {
+	e := newEnv(t)
+	p := fmt.Sprintf("link%d", time.Now().UnixNano())
+	approver := e.users[schema.RoleApprover].Username
+	if r := e.do(http.MethodPost, "/api/v1/approval-policies", "admin", map[string]any{"name": p, "spec": map[string]any{
+		"levels": []map[string]any{{"users": []string{approver}, "rule": "any"}}}}); r.Status != 201 {
+		t.Fatalf("policy: %d %s", r.Status, r.Body)
+	}
+	r := e.do(http.MethodPost, "/api/v1/approvals", "operator", map[string]any{"title": p, "policy": p})
+	var tk ticketResp
+	r.json(t, &tk)
+	token := "tok-" + p
+	sum := sha256.Sum256([]byte(token))
+	hash := hex.EncodeToString(sum[:])
+	if err := e.store.CreateApprovalLink(context.Background(), &schema.ApprovalLink{TokenHash: hash, TicketID: tk.ID, Decision: schema.DecisionApprove, ExpiresAt: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	confirm := func(role string) resp { return e.do(http.MethodPost, "/approvals/links/"+token, role, nil) }
+	if r := confirm("viewer"); r.Status != http.StatusSeeOther || !strings.Contains(r.Header.Get("Location"), "Not+counted") {
+		t.Fatalf("a non-approver's confirmation: %d %v", r.Status, r.Header)
+	}
+	if l, _ := e.store.ApprovalLinkByHash(context.Background(), hash); l.UsedAt != nil {
+		t.Fatal("the link was spent by a vote that did not count")
+	}
+	if r := confirm("approver"); r.Status != http.StatusSeeOther || strings.Contains(r.Header.Get("Location"), "Not+counted") {
+		t.Fatalf("the approver's confirmation: %d %v", r.Status, r.Header)
+	}
+	if r := confirm("approver"); r.Status != http.StatusGone {
+		t.Fatalf("a spent link: %d %s", r.Status, r.Body)
 	}
 }

@@ -1,10 +1,12 @@
 package api
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -141,9 +143,15 @@ func (a *API) approvalLinkSubmit(c echo.Context) error {
 		return err
 	}
 	if !ok {
-		return newError(http.StatusGone, CodeGone, "this link was used already or has expired")
+		return newError(http.StatusGone, CodeGone, fmt.Sprintf("this link was used already or has expired; decide on the ticket's page, /approvals/%d", t.ID))
 	}
 	out, err := a.decide(c, t.ID, userOf(c), decisionRequest{Decision: l.Decision, Comment: c.FormValue("comment")}, "dingtalk", l.TokenHash[:24])
+	if err != nil {
+		// Not counted: the link stays for an approver.
+		if rerr := a.store.ReleaseApprovalLink(context.WithoutCancel(c.Request().Context()), l.TokenHash, userOf(c).Username); rerr != nil {
+			a.log.Warn("approval link not released", "ticket", t.ID, "error", rerr)
+		}
+	}
 	return a.backToTicket(c, t.ID, out, err)
 }
 
@@ -156,7 +164,7 @@ func (a *API) approvalLink(c echo.Context) (*schema.ApprovalLink, *schema.Ticket
 		return nil, nil, err
 	}
 	if l.UsedAt != nil || time.Now().After(l.ExpiresAt) {
-		return nil, nil, newError(http.StatusGone, CodeGone, "this link was used already or has expired")
+		return nil, nil, newError(http.StatusGone, CodeGone, fmt.Sprintf("this link was used already or has expired; decide on the ticket's page, /approvals/%d", l.TicketID))
 	}
 	t, err := a.store.Ticket(c.Request().Context(), l.TicketID)
 	if err != nil {

@@ -590,6 +590,15 @@ func (s *Store) CreateApprovalLink(ctx context.Context, l *ApprovalLink) error {
 	return err
 }
 
+// ReleaseApprovalLink undoes UseApprovalLink by user when their decision
+// did not count (not an approver, already voted): the link stays for the
+// approver it was meant for.
+func (s *Store) ReleaseApprovalLink(ctx context.Context, hash, user string) error {
+	_, err := s.DB.NewUpdate().Model((*ApprovalLink)(nil)).Set("used_at = NULL").Set("used_by = ''").
+		Where("token_hash = ? AND used_by = ?", hash, user).Exec(ctx)
+	return err
+}
+
 // ApprovalLinkByHash returns a link, used or not.
 func (s *Store) ApprovalLinkByHash(ctx context.Context, hash string) (*ApprovalLink, error) {
 	l := new(ApprovalLink)
