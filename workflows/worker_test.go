@@ -345,3 +345,106 @@ func TestRealApproval(t *testing.T) {
 	}
 	replayAndRecord(t, c, tk.WorkflowID, run.GetRunID(), "approval_v1.json")
 }
+
+// realEnv is a SQLite store and real workers on both queues, for
+// recording histories.
+func realEnv(t *testing.T) (*schema.Store, client.Client, *secret.Keyring) {
+	t.Helper()
+	ctx := context.Background()
+	st, err := schema.Open(ctx, filepath.Join(t.TempDir(), "wf.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	if _, err := st.MigrateUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	key, _ := secret.ParseKey(secret.NewKey())
+	keys, _ := secret.NewKeyring(key)
+	c := testenv.TemporalClient(t, client.Options{})
+	for _, q := range workflows.TaskQueues {
+		w, err := workers.New(c, q, workers.Deps{Store: st, Secrets: keys}, workers.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(w.Stop)
+	}
+	return st, c, keys
+}
+
+// TestRealDiscoveryAndGatedJob records two more histories: a discovery of
+// a real sshd, and a batch job gated by an approval that is given while it
+// waits.
+func TestRealDiscoveryAndGatedJob(t *testing.T) {
+	ctx := context.Background()
+	hosts := testenv.SSHD(t, 1)
+	st, c, keys := realEnv(t)
+	cred := &schema.Credential{Name: "replay", Kind: schema.CredSSHKey, Username: hosts.User}
+	cred.Secret = keys.Seal(hosts.PrivateKeyPEM, cred.SealContext())
+	if err := st.CreateCredential(ctx, cred); err != nil {
+		t.Fatal(err)
+	}
+
+	did := fmt.Sprintf("discovery:replay-%d", time.Now().UnixNano())
+	drun, err := c.ExecuteWorkflow(ctx, startOptions(did), workflows.DiscoverHosts,
+		workflows.DiscoverHostsInput{Addresses: []string{hosts.Targets[0].Addr}, CredentialID: cred.ID, StartedBy: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := drun.Get(ctx, nil); err != nil {
+		t.Fatalf("discovery: %v", err)
+	}
+	if cis, _, err := st.CIs(ctx, schema.CIQuery{Type: "host", Limit: 10}); err != nil || len(cis) != 1 {
+		t.Fatalf("discovered: %v %v", cis, err)
+	}
+	replayAndRecord(t, c, did, drun.GetRunID(), "discovery_v1.json")
+
+	if err := st.CreateUser(ctx, &schema.User{Username: "bob", Role: schema.RoleApprover}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.SaveApprovalPolicy(ctx, &schema.ApprovalPolicy{Name: "gate", Spec: schema.ApprovalPolicySpec{
+		Levels: []schema.ApprovalLevel{{ApproverSet: schema.ApproverSet{Users: []string{"bob"}}, Rule: schema.RuleAny}}}}); err != nil {
+		t.Fatal(err)
+	}
+	sc, ver, err := st.CreateScript(ctx, schema.ScriptInput{Name: "gated", Content: "echo gated"}, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	job := &schema.Job{WorkflowID: fmt.Sprintf("job:gated-%d", time.Now().UnixNano()), ScriptID: sc.ID, ScriptVersion: ver.Version, CredentialID: cred.ID,
+		Policy: schema.JobPolicy{Concurrency: "1", Approval: "gate"}, Status: schema.JobQueued, CreatedBy: "alice"}
+	if err := st.CreateJob(ctx, job, []schema.JobHost{{Address: hosts.Targets[0].Addr}}); err != nil {
+		t.Fatal(err)
+	}
+	jrun, err := c.ExecuteWorkflow(ctx, startOptions(job.WorkflowID), workflows.BatchJob, workflows.BatchJobInput{JobID: job.ID, Total: 1, Policy: job.Policy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if j, _ := st.Job(ctx, job.ID); j != nil && j.Status == schema.JobAwaitingApproval {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the job never waited for its approval")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	h, err := c.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{WorkflowID: "approval:" + job.WorkflowID, UpdateName: workflows.UpdateDecide,
+		WaitForStage: client.WorkflowUpdateStageCompleted, Args: []any{workflows.ApprovalDecision{Voter: "bob", Decision: schema.DecisionApprove, Channel: "api"}}})
+	if err == nil {
+		err = h.Get(ctx, nil)
+	}
+	if err != nil {
+		t.Fatalf("approve: %v", err)
+	}
+	if err := jrun.Get(ctx, nil); err != nil {
+		t.Fatalf("gated job: %v", err)
+	}
+	if counts, _ := st.JobCounts(ctx, job.ID); counts[schema.HostSucceeded] != 1 {
+		t.Fatalf("counts %v", counts)
+	}
+	replayAndRecord(t, c, job.WorkflowID, jrun.GetRunID(), "batchjob_v3_gated.json")
+}
