@@ -48,7 +48,7 @@ type RunHostScriptResult struct {
 // runHost). BatchJob runs groups of hosts (RunHostScripts) since version
 // 1 of its host-groups change; histories from before still call this.
 func (a *SSH) RunHostScript(ctx context.Context, in RunHostScriptInput) (RunHostScriptResult, error) {
-	return a.runHost(ctx, in.JobID, in.Idx)
+	return a.runHost(ctx, in.JobID, in.Idx, false)
 }
 
 // RunHostScriptsInput names a group of hosts of a job, run side by side
@@ -68,9 +68,14 @@ func (a *SSH) RunHostScripts(ctx context.Context, in RunHostScriptsInput) ([]Run
 	errs := make([]error, len(in.Idxs))
 	var wg sync.WaitGroup
 	for i, idx := range in.Idxs {
-		wg.Go(func() { out[i], errs[i] = a.runHost(ctx, in.JobID, idx) })
+		wg.Go(func() { out[i], errs[i] = a.runHost(ctx, in.JobID, idx, true) })
 	}
 	wg.Wait()
+	// Each host was recorded as it ended without waiting for the disk;
+	// one flush makes them all durable before Temporal hears of them.
+	if err := a.Store.SyncCommits(ctx); err != nil {
+		return nil, err
+	}
 	for i, err := range errs {
 		if err != nil {
 			var appErr *temporal.ApplicationError
@@ -89,7 +94,14 @@ func (a *SSH) RunHostScripts(ctx context.Context, in RunHostScriptsInput) ([]Run
 // script immune to the connection dropping; a retried attempt (its worker
 // killed mid-command) finds the lock, and waits for and collects the first
 // run's result instead of starting another. See execWrapper.
-func (a *SSH) runHost(ctx context.Context, jobID int64, idx int) (RunHostScriptResult, error) {
+//
+// grouped hosts record their outcome without waiting for the disk; the
+// group's caller flushes (see RunHostScripts).
+func (a *SSH) runHost(ctx context.Context, jobID int64, idx int, grouped bool) (RunHostScriptResult, error) {
+	finish := a.Store.FinishJobHost
+	if grouped {
+		finish = a.Store.FinishJobHostAsync
+	}
 	in := RunHostScriptInput{JobID: jobID, Idx: idx}
 	h, err := a.Store.JobHost(ctx, in.JobID, in.Idx)
 	if err != nil {
@@ -103,7 +115,7 @@ func (a *SSH) runHost(ctx context.Context, jobID int64, idx int) (RunHostScriptR
 		var appErr *temporal.ApplicationError
 		if errors.As(err, &appErr) && appErr.NonRetryable() {
 			h.State, h.Error = schema.HostFailed, appErr.Message() // e.g. the credential cannot be opened
-			if ferr := a.Store.FinishJobHost(ctx, h); ferr != nil {
+			if ferr := finish(ctx, h); ferr != nil {
 				return RunHostScriptResult{}, ferr
 			}
 			return hostResult(h), nil
@@ -122,7 +134,7 @@ func (a *SSH) runHost(ctx context.Context, jobID int64, idx int) (RunHostScriptR
 		if out != nil {
 			held = out.takeHeld()
 		}
-		if err := a.Store.FinishJobHost(ctx, h, held...); err != nil {
+		if err := finish(ctx, h, held...); err != nil {
 			return RunHostScriptResult{}, err
 		}
 		return hostResult(h), nil
@@ -261,7 +273,7 @@ func (a *SSH) runHost(ctx context.Context, jobID int64, idx int) (RunHostScriptR
 		h.State = schema.HostFailed
 		h.Error = "exit status " + strconv.Itoa(rc)
 	}
-	if err := a.Store.FinishJobHost(ctx, h, out.takeHeld()...); err != nil {
+	if err := finish(ctx, h, out.takeHeld()...); err != nil {
 		return RunHostScriptResult{}, err
 	}
 	activity.GetLogger(ctx).Info("host done", "job", job.ID, "host", h.Address, "exit", rc)

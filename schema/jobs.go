@@ -229,9 +229,37 @@ func (s *Store) StartJobHost(ctx context.Context, jobID int64, idx int) error {
 // FinishJobHost records a host's final state and output, and the last
 // pieces of its live output (those read at the end), in one transaction.
 func (s *Store) FinishJobHost(ctx context.Context, h *JobHost, lastPieces ...string) error {
+	return s.finishJobHost(ctx, h, false, lastPieces)
+}
+
+// FinishJobHostAsync is FinishJobHost committing without waiting for the
+// WAL flush (on Postgres): a group of hosts run by one activity records
+// each as it ends, then calls SyncCommits once before reporting them.
+func (s *Store) FinishJobHostAsync(ctx context.Context, h *JobHost, lastPieces ...string) error {
+	return s.finishJobHost(ctx, h, true, lastPieces)
+}
+
+// SyncCommits returns once every commit made before it is on disk: a
+// commit that waits for its WAL flush flushes all WAL before it.
+func (s *Store) SyncCommits(ctx context.Context) error {
+	if s.Engine != Postgres {
+		return nil
+	}
+	return s.DB.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		_, err := tx.ExecContext(ctx, "SELECT txid_current()") // an xid makes the commit a WAL record
+		return err
+	})
+}
+
+func (s *Store) finishJobHost(ctx context.Context, h *JobHost, async bool, lastPieces []string) error {
 	now := time.Now().UTC()
 	h.EndedAt = &now
 	err := s.DB.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		if async && s.Engine == Postgres {
+			if _, err := tx.ExecContext(ctx, "SET LOCAL synchronous_commit = off"); err != nil {
+				return err
+			}
+		}
 		if len(lastPieces) > 0 {
 			os := make([]JobOutput, len(lastPieces))
 			for i, d := range lastPieces {
