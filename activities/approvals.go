@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -159,10 +160,14 @@ func (a *Approvals) OpenJobTicket(ctx context.Context, in OpenJobTicketInput) (O
 		return OpenJobTicketResult{}, err
 	}
 	res := OpenJobTicketResult{WorkflowID: wid, Input: ApprovalTicket{TicketID: t.ID, Requester: t.Requester, Policy: t.Policy}}
-	for _, lv := range t.Policy.Levels {
+	for i, lv := range t.Policy.Levels {
 		users, err := a.Store.ResolveApprovers(ctx, lv.ApproverSet)
 		if err != nil {
 			return OpenJobTicketResult{}, err
+		}
+		if len(slices.DeleteFunc(slices.Clone(users), func(u string) bool { return u == t.Requester })) == 0 {
+			return OpenJobTicketResult{}, temporal.NewNonRetryableApplicationError(
+				fmt.Sprintf("approval policy %s: level %d has no approver other than the requester %s", t.PolicyName, i+1, t.Requester), ErrTypeInvalidInput, nil)
 		}
 		res.Input.Approvers = append(res.Input.Approvers, users)
 	}

@@ -48,7 +48,7 @@ type RunHostScriptResult struct {
 // runHost). BatchJob runs groups of hosts (RunHostScripts) since version
 // 1 of its host-groups change; histories from before still call this.
 func (a *SSH) RunHostScript(ctx context.Context, in RunHostScriptInput) (RunHostScriptResult, error) {
-	return a.runHost(ctx, in.JobID, in.Idx, false)
+	return a.runHost(ctx, in.JobID, in.Idx, nil)
 }
 
 // RunHostScriptsInput names a group of hosts of a job, run side by side
@@ -66,9 +66,35 @@ type RunHostScriptsInput struct {
 func (a *SSH) RunHostScripts(ctx context.Context, in RunHostScriptsInput) ([]RunHostScriptResult, error) {
 	out := make([]RunHostScriptResult, len(in.Idxs))
 	errs := make([]error, len(in.Idxs))
+	// What every host needs first, read (and marked) once for the group.
+	hosts, err := a.Store.JobHostsAt(ctx, in.JobID, in.Idxs)
+	if err != nil {
+		return nil, err
+	}
+	var starting []int
+	var addrs []string
+	for _, idx := range in.Idxs {
+		if h := hosts[idx]; h != nil && !h.Done() {
+			starting = append(starting, idx)
+			addrs = append(addrs, h.Address)
+		}
+	}
+	keys, err := a.Store.HostKeysByAddress(ctx, addrs)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.Store.StartJobHosts(ctx, in.JobID, starting); err != nil {
+		return nil, err
+	}
 	var wg sync.WaitGroup
 	for i, idx := range in.Idxs {
-		wg.Go(func() { out[i], errs[i] = a.runHost(ctx, in.JobID, idx, true) })
+		h := hosts[idx]
+		if h == nil {
+			errs[i] = fmt.Errorf("job %d has no host %d", in.JobID, idx)
+			continue
+		}
+		key := keys[h.Address]
+		wg.Go(func() { out[i], errs[i] = a.runHost(ctx, in.JobID, idx, &hostPrep{h: h, hostKey: &key}) })
 	}
 	wg.Wait()
 	// Each host was recorded as it ended without waiting for the disk;
@@ -95,17 +121,23 @@ func (a *SSH) RunHostScripts(ctx context.Context, in RunHostScriptsInput) ([]Run
 // killed mid-command) finds the lock, and waits for and collects the first
 // run's result instead of starting another. See execWrapper.
 //
-// grouped hosts record their outcome without waiting for the disk; the
-// group's caller flushes (see RunHostScripts).
-func (a *SSH) runHost(ctx context.Context, jobID int64, idx int, grouped bool) (RunHostScriptResult, error) {
+// A host of a group comes prepared (prep: its row, read and marked started
+// with the others, and its recorded host key); it records its outcome
+// without waiting for the disk, and the group flushes (RunHostScripts).
+func (a *SSH) runHost(ctx context.Context, jobID int64, idx int, prep *hostPrep) (RunHostScriptResult, error) {
 	finish := a.Store.FinishJobHost
-	if grouped {
+	if prep != nil {
 		finish = a.Store.FinishJobHostAsync
 	}
 	in := RunHostScriptInput{JobID: jobID, Idx: idx}
-	h, err := a.Store.JobHost(ctx, in.JobID, in.Idx)
-	if err != nil {
-		return RunHostScriptResult{}, err
+	var h *schema.JobHost
+	if prep != nil {
+		h = prep.h
+	} else {
+		var err error
+		if h, err = a.Store.JobHost(ctx, in.JobID, in.Idx); err != nil {
+			return RunHostScriptResult{}, err
+		}
 	}
 	if h.Done() {
 		return hostResult(h), nil
@@ -123,8 +155,10 @@ func (a *SSH) runHost(ctx context.Context, jobID int64, idx int, grouped bool) (
 		return RunHostScriptResult{}, err
 	}
 	job, ver, params, secrets := plan.job, plan.ver, plan.params, plan.secrets
-	if err := a.Store.StartJobHost(ctx, in.JobID, in.Idx); err != nil {
-		return RunHostScriptResult{}, err
+	if prep == nil {
+		if err := a.Store.StartJobHost(ctx, in.JobID, in.Idx); err != nil {
+			return RunHostScriptResult{}, err
+		}
 	}
 
 	var out *outputSink
@@ -141,7 +175,13 @@ func (a *SSH) runHost(ctx context.Context, jobID int64, idx int, grouped bool) (
 	}
 	var cfg *ssh.ClientConfig
 	if !plan.local {
-		known, err := a.knownHostKey(ctx, h.Address)
+		var known ssh.PublicKey
+		var err error
+		if prep != nil && prep.hostKey != nil {
+			known, err = parseHostKey(h.Address, *prep.hostKey)
+		} else {
+			known, err = a.knownHostKey(ctx, h.Address)
+		}
 		if err != nil {
 			return RunHostScriptResult{}, err
 		}
@@ -278,6 +318,12 @@ func (a *SSH) runHost(ctx context.Context, jobID int64, idx int, grouped bool) (
 	}
 	activity.GetLogger(ctx).Info("host done", "job", job.ID, "host", h.Address, "exit", rc)
 	return hostResult(h), nil
+}
+
+// hostPrep is what a group reads once for all its hosts.
+type hostPrep struct {
+	h       *schema.JobHost
+	hostKey *string // recorded in the CMDB; "" for none
 }
 
 func hostResult(h *schema.JobHost) RunHostScriptResult {

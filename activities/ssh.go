@@ -147,6 +147,12 @@ func (a *SSH) knownHostKey(ctx context.Context, address string) (ssh.PublicKey, 
 		return nil, err
 	}
 	s, _ := cis[0].Attributes["ssh_host_key"].(string)
+	return parseHostKey(address, s)
+}
+
+// parseHostKey reads a recorded host key (authorized_keys form); "" is
+// none recorded.
+func parseHostKey(address, s string) (ssh.PublicKey, error) {
 	if s == "" {
 		return nil, nil
 	}

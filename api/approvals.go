@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -133,10 +134,15 @@ func (a *API) createApproval(c echo.Context) error {
 		return err
 	}
 	in := workflows.ApprovalInput{TicketID: t.ID, Requester: user.Username, Policy: policy.Spec}
-	for _, lv := range policy.Spec.Levels {
+	for i, lv := range policy.Spec.Levels {
 		users, err := a.store.ResolveApprovers(ctx, lv.ApproverSet)
 		if err != nil {
 			return err
+		}
+		if len(slices.DeleteFunc(slices.Clone(users), func(u string) bool { return u == user.Username })) == 0 {
+			_ = a.store.DeleteTicket(context.WithoutCancel(ctx), t.ID)
+			return &Error{Status: http.StatusUnprocessableEntity, Code: CodeValidation, Message: "nobody could decide this ticket",
+				Fields: map[string]string{"policy": fmt.Sprintf("level %d of %s has no approver other than you", i+1, policy.Name)}}
 		}
 		in.Approvers = append(in.Approvers, users)
 	}

@@ -332,3 +332,26 @@ func TestDecisionLinkSpentOnlyByACountedVote(t *testing.T) {
 		t.Fatalf("a spent link: %d %s", r.Status, r.Body)
 	}
 }
+
+// TestTicketNobodyCouldDecide: a policy whose level has no approver but
+// the requester opens no ticket.
+func TestTicketNobodyCouldDecide(t *testing.T) {
+	e := newEnv(t)
+	p := fmt.Sprintf("alone%d", time.Now().UnixNano())
+	op := e.users[schema.RoleOperator].Username
+	if r := e.do(http.MethodPost, "/api/v1/approval-policies", "admin", map[string]any{"name": p, "spec": map[string]any{
+		"levels": []map[string]any{{"users": []string{op, "nobody-" + p}, "rule": "any"}}}}); r.Status != 201 {
+		t.Fatalf("policy: %d %s", r.Status, r.Body)
+	}
+	r := e.do(http.MethodPost, "/api/v1/approvals", "operator", map[string]any{"title": p, "policy": p})
+	if r.Status != 422 || !strings.Contains(r.apiError(t).Fields["policy"], "no approver other than you") {
+		t.Fatalf("lonely ticket: %d %s", r.Status, r.Body)
+	}
+	var l struct{ Items []schema.Ticket }
+	e.do(http.MethodGet, "/api/v1/approvals?mine=requested", "operator", nil).json(t, &l)
+	for _, x := range l.Items {
+		if x.Title == p {
+			t.Fatalf("a refused ticket was left behind: %+v", x)
+		}
+	}
+}

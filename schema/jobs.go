@@ -173,6 +173,64 @@ func (s *Store) JobHost(ctx context.Context, jobID int64, idx int) (*JobHost, er
 	return h, nil
 }
 
+// JobHostsAt returns the given hosts of a job, by index.
+func (s *Store) JobHostsAt(ctx context.Context, jobID int64, idxs []int) (map[int]*JobHost, error) {
+	var hs []JobHost
+	if err := s.DB.NewSelect().Model(&hs).Where("job_id = ? AND idx IN (?)", jobID, bun.In(idxs)).Scan(ctx); err != nil {
+		return nil, fmt.Errorf("store: job %d hosts: %w", jobID, err)
+	}
+	out := make(map[int]*JobHost, len(hs))
+	for i := range hs {
+		out[hs[i].Idx] = &hs[i]
+	}
+	return out, nil
+}
+
+// StartJobHosts is StartJobHost for several hosts, in one statement.
+func (s *Store) StartJobHosts(ctx context.Context, jobID int64, idxs []int) error {
+	if len(idxs) == 0 {
+		return nil
+	}
+	err := s.DB.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		if s.Engine == Postgres {
+			if _, err := tx.ExecContext(ctx, "SET LOCAL synchronous_commit = off"); err != nil {
+				return err
+			}
+		}
+		_, err := tx.NewUpdate().Model((*JobHost)(nil)).Set("state = ?", HostRunning).Set("attempts = attempts + 1").
+			Set("started_at = COALESCE(started_at, ?)", time.Now().UTC()).Where("job_id = ? AND idx IN (?)", jobID, bun.In(idxs)).Exec(ctx)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("store: start job hosts: %w", err)
+	}
+	return nil
+}
+
+// HostKeysByAddress returns the ssh_host_key recorded on host CIs, by
+// their address attribute.
+func (s *Store) HostKeysByAddress(ctx context.Context, addrs []string) (map[string]string, error) {
+	out := map[string]string{}
+	if len(addrs) == 0 {
+		return out, nil
+	}
+	var rows []struct {
+		Address string `bun:"address"`
+		Key     string `bun:"key"`
+	}
+	err := s.DB.NewSelect().TableExpr("ci_attrs AS a").
+		ColumnExpr("a.value AS address, k.value AS key").
+		Join("JOIN ci_attrs AS k ON k.ci_id = a.ci_id AND k.name = 'ssh_host_key'").
+		Where("a.type = 'host' AND a.name = 'address' AND a.value IN (?)", bun.In(addrs)).Scan(ctx, &rows)
+	if err != nil {
+		return nil, fmt.Errorf("store: host keys: %w", err)
+	}
+	for _, r := range rows {
+		out[r.Address] = r.Key
+	}
+	return out, nil
+}
+
 // JobHosts lists hosts of a job by index, optionally in one state; output
 // is left out (see JobHost).
 func (s *Store) JobHosts(ctx context.Context, jobID int64, state string, after, limit int) ([]JobHost, error) {
