@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -160,16 +159,11 @@ func (a *Approvals) OpenJobTicket(ctx context.Context, in OpenJobTicketInput) (O
 		return OpenJobTicketResult{}, err
 	}
 	res := OpenJobTicketResult{WorkflowID: wid, Input: ApprovalTicket{TicketID: t.ID, Requester: t.Requester, Policy: t.Policy}}
-	for i, lv := range t.Policy.Levels {
-		users, err := a.Store.ResolveApprovers(ctx, lv.ApproverSet)
-		if err != nil {
-			return OpenJobTicketResult{}, err
-		}
-		if len(slices.DeleteFunc(slices.Clone(users), func(u string) bool { return u == t.Requester })) == 0 {
-			return OpenJobTicketResult{}, temporal.NewNonRetryableApplicationError(
-				fmt.Sprintf("approval policy %s: level %d has no approver other than the requester %s", t.PolicyName, i+1, t.Requester), ErrTypeInvalidInput, nil)
-		}
-		res.Input.Approvers = append(res.Input.Approvers, users)
+	if res.Input.Approvers, err = a.Store.ResolveLevels(ctx, t.Policy, t.Requester); errors.Is(err, schema.ErrNoApprover) {
+		return OpenJobTicketResult{}, temporal.NewNonRetryableApplicationError(
+			fmt.Sprintf("approval policy %s, %v (%s)", t.PolicyName, err, t.Requester), ErrTypeInvalidInput, nil)
+	} else if err != nil {
+		return OpenJobTicketResult{}, err
 	}
 	if err := a.Store.SetJobStatus(ctx, job.ID, schema.JobAwaitingApproval, "waiting for approval ticket "+strconv.FormatInt(t.ID, 10)); err != nil {
 		return OpenJobTicketResult{}, err

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -134,17 +133,13 @@ func (a *API) createApproval(c echo.Context) error {
 		return err
 	}
 	in := workflows.ApprovalInput{TicketID: t.ID, Requester: user.Username, Policy: policy.Spec}
-	for i, lv := range policy.Spec.Levels {
-		users, err := a.store.ResolveApprovers(ctx, lv.ApproverSet)
-		if err != nil {
-			return err
-		}
-		if len(slices.DeleteFunc(slices.Clone(users), func(u string) bool { return u == user.Username })) == 0 {
-			_ = a.store.DeleteTicket(context.WithoutCancel(ctx), t.ID)
+	if in.Approvers, err = a.store.ResolveLevels(ctx, policy.Spec, user.Username); err != nil {
+		_ = a.store.DeleteTicket(context.WithoutCancel(ctx), t.ID)
+		if errors.Is(err, schema.ErrNoApprover) {
 			return &Error{Status: http.StatusUnprocessableEntity, Code: CodeValidation, Message: "nobody could decide this ticket",
-				Fields: map[string]string{"policy": fmt.Sprintf("level %d of %s has no approver other than you", i+1, policy.Name)}}
+				Fields: map[string]string{"policy": fmt.Sprintf("%s of %s has no approver other than you", strings.TrimSuffix(err.Error(), ": "+schema.ErrNoApprover.Error()), policy.Name)}}
 		}
-		in.Approvers = append(in.Approvers, users)
+		return err
 	}
 	if _, _, err := a.startWorkflow(c, workflows.KindApproval, wid, req.Title, workflows.Approval, in); err != nil {
 		// Nothing half-written: no workflow, no ticket.

@@ -447,6 +447,28 @@ func (s *Store) ResolveApprovers(ctx context.Context, set ApproverSet) ([]string
 	return out, nil
 }
 
+// ErrNoApprover means a level of a policy has nobody to decide it but the
+// requester.
+var ErrNoApprover = errors.New("no approver other than the requester")
+
+// ResolveLevels resolves every level's approvers of spec for a ticket of
+// requester. A level with nobody but the requester is ErrNoApprover,
+// naming the level: such a ticket could never be decided.
+func (s *Store) ResolveLevels(ctx context.Context, spec ApprovalPolicySpec, requester string) ([][]string, error) {
+	out := make([][]string, 0, len(spec.Levels))
+	for i, lv := range spec.Levels {
+		users, err := s.ResolveApprovers(ctx, lv.ApproverSet)
+		if err != nil {
+			return nil, err
+		}
+		if !slices.ContainsFunc(users, func(u string) bool { return u != requester }) {
+			return nil, fmt.Errorf("level %d: %w", i+1, ErrNoApprover)
+		}
+		out = append(out, users)
+	}
+	return out, nil
+}
+
 // TicketByWorkflowID returns the ticket decided by workflow wid.
 func (s *Store) TicketByWorkflowID(ctx context.Context, wid string) (*Ticket, error) {
 	t := new(Ticket)
