@@ -15,6 +15,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/opsflow/opsflow/internal/notify"
 	"github.com/opsflow/opsflow/schema"
+	"github.com/opsflow/opsflow/workflows"
 	"github.com/slack-go/slack"
 	"github.com/slack-go/slack/socketmode"
 )
@@ -126,7 +127,7 @@ func (a *API) slackInteraction(ctx context.Context, cb slack.InteractionCallback
 		}
 		out, err := a.decideCore(ctx, id, user, decisionRequest{Decision: schema.DecisionApprove}, "slack", act.ActionTs)
 		res.detail = decisionDetail("slack", schema.DecisionApprove, out, err)
-		a.slackAfterDecision(ctx, cb.ResponseURL, id, user.Username, out.Message, err)
+		a.slackAfterDecision(ctx, cb.ResponseURL, id, user.Username, out, err)
 		return res
 
 	case slack.InteractionTypeViewSubmission:
@@ -154,7 +155,7 @@ func (a *API) slackInteraction(ctx context.Context, cb slack.InteractionCallback
 		}
 		out, err := a.decideCore(ctx, id, user, decisionRequest{Decision: schema.DecisionReject, Comment: reason}, "slack", cb.View.ID)
 		res.detail = decisionDetail("slack", schema.DecisionReject, out, err)
-		a.slackAfterDecision(ctx, responseURL, id, user.Username, out.Message, err)
+		a.slackAfterDecision(ctx, responseURL, id, user.Username, out, err)
 		return res
 	}
 	return slackResult{}
@@ -223,8 +224,8 @@ func (a *API) slackUser(ctx context.Context, slackID string) (*schema.User, erro
 
 // slackAfterDecision updates the clicked message in place: the ticket as
 // it now stands, and what the click did (or why it did not count).
-func (a *API) slackAfterDecision(ctx context.Context, responseURL string, id int64, who, msg string, err error) {
-	note := fmt.Sprintf("*%s*: %s", who, msg)
+func (a *API) slackAfterDecision(ctx context.Context, responseURL string, id int64, who string, out workflows.ApprovalOutcome, err error) {
+	note := fmt.Sprintf("*%s*: %s", who, out.Message)
 	if err != nil {
 		a.slackReply(ctx, responseURL, nil, "Not counted: "+toError(err).Message)
 		return
@@ -235,11 +236,7 @@ func (a *API) slackAfterDecision(ctx context.Context, responseURL string, id int
 	}
 	// The read model may lag the workflow by a moment: the outcome is the
 	// workflow's own answer.
-	if strings.Contains(msg, "the ticket is approved") {
-		t.Status = schema.TicketApproved
-	} else if strings.Contains(msg, "the ticket is rejected") {
-		t.Status = schema.TicketRejected
-	}
+	t.Status, t.Level = out.Status, out.Level
 	a.slackReply(ctx, responseURL, notify.ApprovalBlocks(t, a.baseURL, note, t.Status == schema.TicketPending), "")
 }
 
