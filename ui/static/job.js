@@ -6,7 +6,7 @@
   if (!grid) return;
   var id = grid.dataset.job, status = document.getElementById("job-status");
   var progress = document.getElementById("progress");
-  function final(s) { return s === "succeeded" || s === "failed" || s === "aborted"; }
+  function final(s) { return s === "succeeded" || s === "failed" || s === "aborted" || s === "rejected"; }
   function tick() {
     fetch("/api/v1/jobs/" + id + "/hosts?limit=2000", {credentials: "same-origin"})
       .then(function (r) { return r.json(); })
