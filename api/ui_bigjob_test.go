@@ -43,7 +43,7 @@ func TestThousandHostJobPageInBrowser(t *testing.T) {
 	do("job page", chromedp.Navigate(fmt.Sprintf("%s/jobs/%d", e.srv.URL, j.ID)), chromedp.WaitVisible(chromedp.ID("grid")))
 	cells := func(sel string) int {
 		t.Helper()
-		n, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll("` + sel + `").length`))
+		n, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll("`+sel+`").length`))
 		if err != nil {
 			t.Fatal(err)
 		}
