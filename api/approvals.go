@@ -22,6 +22,9 @@ type ticketRequest struct {
 	Description string `json:"description"`
 	Policy      string `json:"policy"`
 	Risk        string `json:"risk"`
+	// Gates optionally names the run (its workflow ID) the change is
+	// about, for the ticket to link.
+	Gates string `json:"gates"`
 }
 
 // listApprovals: ?status=, ?mine=requested|to_decide, ?after= (id cursor).
@@ -112,6 +115,13 @@ func (a *API) createApproval(c echo.Context) error {
 	default:
 		bad.add("risk", "must be low, medium or high")
 	}
+	if req.Gates != "" {
+		if _, err := a.store.Run(ctx, req.Gates); errors.Is(err, schema.ErrNotFound) {
+			bad.add("gates", "no run with that ID")
+		} else if err != nil {
+			return err
+		}
+	}
 	if err := bad.err(); err != nil {
 		return err
 	}
@@ -122,7 +132,7 @@ func (a *API) createApproval(c echo.Context) error {
 	}
 	wid := workflows.RunWorkflowID(workflows.KindApproval, user.ID, key, uuid.NewString())
 	t := &schema.Ticket{WorkflowID: wid, Title: req.Title, Description: req.Description, Requester: user.Username, Risk: req.Risk,
-		PolicyName: policy.Name, Policy: policy.Spec}
+		PolicyName: policy.Name, Policy: policy.Spec, GatedWorkflowID: req.Gates}
 	if err := a.store.CreateTicket(ctx, t); errors.Is(err, schema.ErrConflict) {
 		old, err := a.store.TicketByWorkflowID(ctx, wid)
 		if err != nil {
@@ -324,10 +334,15 @@ func (a *API) getApprovalPolicy(c echo.Context) error {
 	return c.JSON(http.StatusOK, p)
 }
 
+// policyRequest takes the policy's spec nested ("spec": {"levels": …})
+// or at the top level ("levels": …), not both.
 type policyRequest struct {
 	Name        string                    `json:"name"`
 	Description string                    `json:"description"`
 	Spec        schema.ApprovalPolicySpec `json:"spec"`
+	Levels      []schema.ApprovalLevel    `json:"levels"`
+	Channels    []string                  `json:"channels"`
+	Match       *schema.ApprovalMatch     `json:"match"`
 }
 
 // saveApprovalPolicy creates (POST) or replaces (PUT /{name}) a policy.
@@ -335,6 +350,13 @@ func (a *API) saveApprovalPolicy(c echo.Context) error {
 	var req policyRequest
 	if err := decodeJSON(c, &req); err != nil {
 		return err
+	}
+	if req.Levels != nil || req.Channels != nil || req.Match != nil {
+		if req.Spec.Levels != nil || req.Spec.Channels != nil || req.Spec.Match != nil {
+			return &Error{Status: http.StatusUnprocessableEntity, Code: CodeValidation, Message: "invalid policy",
+				Fields: map[string]string{"spec": "give levels, channels and match either in spec or at the top level, not both"}}
+		}
+		req.Spec = schema.ApprovalPolicySpec{Levels: req.Levels, Channels: req.Channels, Match: req.Match}
 	}
 	status := http.StatusCreated
 	if name := c.Param("name"); name != "" {

@@ -355,3 +355,47 @@ func TestTicketNobodyCouldDecide(t *testing.T) {
 		}
 	}
 }
+
+// TestPolicyShapesAndGatedRun: a policy's spec may come nested or at the
+// top level (not both); a change request may name the run it is about.
+func TestPolicyShapesAndGatedRun(t *testing.T) {
+	e := newEnv(t)
+	p := fmt.Sprintf("shape%d", time.Now().UnixNano())
+	levels := []map[string]any{{"roles": []string{"approver"}, "rule": "any"}}
+	if r := e.do(http.MethodPost, "/api/v1/approval-policies", "admin", map[string]any{"name": p, "levels": levels, "channels": []string{"web"}}); r.Status != 201 {
+		t.Fatalf("top-level spec: %d %s", r.Status, r.Body)
+	}
+	var got schema.ApprovalPolicy
+	e.do(http.MethodGet, "/api/v1/approval-policies/"+p, "viewer", nil).json(t, &got)
+	if len(got.Spec.Levels) != 1 || got.Spec.Levels[0].Rule != schema.RuleAny {
+		t.Fatalf("stored: %+v", got)
+	}
+	if r := e.do(http.MethodPut, "/api/v1/approval-policies/"+p, "admin", map[string]any{"levels": levels, "spec": map[string]any{"levels": levels}}); r.Status != 422 || r.apiError(t).Fields["spec"] == "" {
+		t.Fatalf("both shapes: %d %s", r.Status, r.Body)
+	}
+	if r := e.do(http.MethodDelete, "/api/v1/approval-policies/"+p+"-none", "admin", nil); r.Status != 404 {
+		t.Fatalf("delete a missing policy: %d", r.Status)
+	}
+
+	run := e.do(http.MethodPost, "/api/v1/demo/runs", "operator", map[string]any{"steps": 1, "target": "web-1"})
+	var rv runView
+	run.json(t, &rv)
+	if r := e.do(http.MethodPost, "/api/v1/approvals", "operator", map[string]any{"title": p, "policy": p, "gates": "demo:nope"}); r.Status != 422 || r.apiError(t).Fields["gates"] == "" {
+		t.Fatalf("unknown run: %d %s", r.Status, r.Body)
+	}
+	r := e.do(http.MethodPost, "/api/v1/approvals", "operator", map[string]any{"title": p, "policy": p, "gates": rv.WorkflowID})
+	var tk ticketResp
+	r.json(t, &tk)
+	if r.Status != 201 || tk.GatedWorkflowID != rv.WorkflowID {
+		t.Fatalf("ticket about a run: %d %s", r.Status, r.Body)
+	}
+	if r := e.do(http.MethodDelete, "/api/v1/approval-policies/"+p, "admin", nil); r.Status != 204 {
+		t.Fatalf("delete: %d %s", r.Status, r.Body)
+	}
+	// The open ticket keeps the policy it opened with.
+	var after ticketResp
+	e.do(http.MethodGet, fmt.Sprintf("/api/v1/approvals/%d", tk.ID), "viewer", nil).json(t, &after)
+	if len(after.Policy.Levels) != 1 {
+		t.Fatalf("the ticket lost its policy: %+v", after.Policy)
+	}
+}
