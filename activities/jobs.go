@@ -402,9 +402,15 @@ func execWrapper(key, interpreter, script string, env map[string]string) string 
 	for _, k := range names {
 		fmt.Fprintf(&exports, "export %s=%s; ", k, shellQuote(env[k]))
 	}
+	// Now and then (one execution in 256), forget executions older than
+	// two days: at most one sweep at a time on a host (a mkdir lock) and
+	// one an hour (a stamp file), since on a host that ran large jobs the
+	// directory holds hundreds of thousands of files.
 	gc := ""
-	if strings.HasPrefix(key, "0") { // now and then, forget executions older than two days
-		gc = `find "$B" -maxdepth 1 -type f -mtime +2 -delete >/dev/null 2>&1 &` + "\n"
+	if strings.HasPrefix(key, "00") {
+		gc = `(mkdir "$B/.gc.lock" 2>/dev/null || exit 0; trap 'rmdir "$B/.gc.lock"' EXIT
+[ -n "$(find "$B/.gc" -mmin -60 2>/dev/null)" ] && exit 0
+: > "$B/.gc"; find "$B" -maxdepth 1 -type f -mtime +2 -delete) >/dev/null 2>&1 &` + "\n"
 	}
 	db := make([]byte, 12)
 	_, _ = rand.Read(db)

@@ -23,7 +23,17 @@ var (
 )
 
 // Main runs the package's tests, then stops every component they started.
+//
+// Temporary files go to a directory of the package's own (TMPDIR), removed
+// at the end: among them the execution records that scripts run by the
+// local transport leave, which would otherwise pile up in /var/tmp.
 func Main(m *testing.M) {
+	if dir, err := os.MkdirTemp("", "opsflow-test-"); err == nil {
+		// Others (the postgres user of a throwaway cluster) pass through.
+		_ = os.Chmod(dir, 0o755)
+		os.Setenv("TMPDIR", dir)
+		atExit(func() { os.RemoveAll(dir) })
+	}
 	code := m.Run()
 	runExitFuncs()
 	os.Exit(code)

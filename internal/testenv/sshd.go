@@ -156,11 +156,11 @@ PasswordAuthentication no
 KbdInteractiveAuthentication no
 MaxStartups 100:30:200
 MaxSessions 100
-SetEnv SHLVL=1
+SetEnv SHLVL=1 TMPDIR=%[3]s
 KexAlgorithms curve25519-sha256
 Subsystem sftp internal-sftp
 LogLevel ERROR
-`, filepath.Join(dir, "host_ed25519"), filepath.Join(dir, "authorized_keys"))
+`, filepath.Join(dir, "host_ed25519"), filepath.Join(dir, "authorized_keys"), dir)
 }
 
 // writeEd25519Key generates a key and writes its private half to path in
