@@ -79,23 +79,7 @@ func TestReplayHistories(t *testing.T) {
 // against SQLite, and replays its history right away.
 func TestRealRun(t *testing.T) {
 	ctx := context.Background()
-	st, err := schema.Open(ctx, filepath.Join(t.TempDir(), "wf.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	if _, err := st.MigrateUp(ctx); err != nil {
-		t.Fatal(err)
-	}
-	c := testenv.TemporalClient(t, client.Options{})
-	w, err := workers.New(c, workflows.TaskQueueOps, workers.Deps{Store: st}, workers.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer w.Stop()
+	st, c, _ := realEnv(t)
 	id := fmt.Sprintf("demo:replay-%d", time.Now().UnixNano())
 	run, err := c.ExecuteWorkflow(ctx, startOptions(id), workflows.Demo, workflows.DemoInput{Steps: 2, StepInterval: 10 * time.Millisecond, Target: "h1"})
 	if err != nil {
@@ -288,14 +272,7 @@ func TestRealBatchJob(t *testing.T) {
 // click, the deciding votes — and replays its history right away.
 func TestRealApproval(t *testing.T) {
 	ctx := context.Background()
-	st, err := schema.Open(ctx, filepath.Join(t.TempDir(), "wf.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	if _, err := st.MigrateUp(ctx); err != nil {
-		t.Fatal(err)
-	}
+	st, c, _ := realEnv(t)
 	for _, u := range []string{"alice", "bob", "carol"} {
 		if err := st.CreateUser(ctx, &schema.User{Username: u, Role: schema.RoleApprover}); err != nil {
 			t.Fatal(err)
@@ -308,15 +285,6 @@ func TestRealApproval(t *testing.T) {
 	if err := st.CreateTicket(ctx, tk); err != nil {
 		t.Fatal(err)
 	}
-	c := testenv.TemporalClient(t, client.Options{})
-	w, err := workers.New(c, workflows.TaskQueueOps, workers.Deps{Store: st}, workers.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer w.Stop()
 	run, err := c.ExecuteWorkflow(ctx, startOptions(tk.WorkflowID), workflows.Approval,
 		workflows.ApprovalInput{TicketID: tk.ID, Requester: "alice", Policy: spec, Approvers: [][]string{{"bob"}, {"carol"}}})
 	if err != nil {

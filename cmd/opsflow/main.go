@@ -66,14 +66,11 @@ func run(args []string) error {
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
-		a, err := app.Open(ctx, cfg, log, nil)
+		a, err := openWithKey(ctx, cfg, log)
 		if err != nil {
 			return err
 		}
 		defer a.Close()
-		if a.Secrets == nil {
-			return secret.ErrNoKey
-		}
 		if *migrate {
 			if err := a.Migrate(ctx); err != nil {
 				return err
@@ -94,14 +91,11 @@ func run(args []string) error {
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
-		a, err := app.Open(ctx, cfg, log, nil)
+		a, err := openWithKey(ctx, cfg, log)
 		if err != nil {
 			return err
 		}
 		defer a.Close()
-		if a.Secrets == nil {
-			return secret.ErrNoKey
-		}
 		stopWorkers, err := a.StartWorkers(strings.Split(*queues, ","))
 		if err != nil {
 			return err
@@ -192,14 +186,11 @@ func secrets(ctx context.Context, cfg app.Config, log *slog.Logger, args []strin
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
-		a, err := app.Open(ctx, cfg, log, nil)
+		a, err := openWithKey(ctx, cfg, log)
 		if err != nil {
 			return err
 		}
 		defer a.Close()
-		if a.Secrets == nil {
-			return secret.ErrNoKey
-		}
 		rep, err := a.Store.Reseal(ctx, a.Secrets, *dry)
 		if err != nil {
 			return err
@@ -212,4 +203,17 @@ func secrets(ctx context.Context, cfg app.Config, log *slog.Logger, args []strin
 		return nil
 	}
 	return fmt.Errorf("secrets: unknown verb %q (want new-key or reseal)", args[0])
+}
+
+// openWithKey opens the app for a command that needs the secret key.
+func openWithKey(ctx context.Context, cfg app.Config, log *slog.Logger) (*app.App, error) {
+	a, err := app.Open(ctx, cfg, log, nil)
+	if err != nil {
+		return nil, err
+	}
+	if a.Secrets == nil {
+		a.Close()
+		return nil, secret.ErrNoKey
+	}
+	return a, nil
 }
