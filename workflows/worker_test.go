@@ -3,6 +3,7 @@ package workflows_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -18,6 +19,7 @@ import (
 	"github.com/opsflow/opsflow/workflows"
 	"go.temporal.io/api/enums/v1"
 	historypb "go.temporal.io/api/history/v1"
+	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/worker"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -407,13 +409,27 @@ func TestRealDiscoveryAndGatedJob(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	h, err := c.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{WorkflowID: "approval:" + job.WorkflowID, UpdateName: workflows.UpdateDecide,
-		WaitForStage: client.WorkflowUpdateStageCompleted, Args: []any{workflows.ApprovalDecision{Voter: "bob", Decision: schema.DecisionApprove, Channel: "api"}}})
-	if err == nil {
-		err = h.Get(ctx, nil)
+	// The job's status is written before its ticket's workflow starts:
+	// vote once that workflow exists, not on luck.
+	var outcome workflows.ApprovalOutcome
+	for {
+		h, err := c.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{WorkflowID: "approval:" + job.WorkflowID, UpdateName: workflows.UpdateDecide,
+			WaitForStage: client.WorkflowUpdateStageCompleted, Args: []any{workflows.ApprovalDecision{Voter: "bob", Decision: schema.DecisionApprove, Channel: "api"}}})
+		if err == nil {
+			err = h.Get(ctx, &outcome)
+		}
+		var nf *serviceerror.NotFound
+		if errors.As(err, &nf) && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		if err != nil {
+			t.Fatalf("approve: %v", err)
+		}
+		break
 	}
-	if err != nil {
-		t.Fatalf("approve: %v", err)
+	if outcome.Status != schema.TicketApproved {
+		t.Fatalf("bob's vote was not counted: %+v", outcome)
 	}
 	if err := jrun.Get(ctx, nil); err != nil {
 		t.Fatalf("gated job: %v", err)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"strconv"
@@ -29,6 +30,9 @@ type stack struct {
 }
 
 func newStack(t testing.TB) *stack {
+	if testenv.Short() {
+		t.Skip("runs the whole dev stack; skipped by -short (CI runs it)")
+	}
 	bin, err := testenv.DevstackBinary()
 	if err != nil {
 		t.Fatal(err)
@@ -157,6 +161,12 @@ func TestDevStackSurvivesKill9(t *testing.T) {
 	if code := s.api(http.MethodGet, "/healthz", nil, nil); code != http.StatusOK {
 		t.Fatalf("healthz %d", code)
 	}
+	// A user made before the kill: the admin token comes back from the
+	// environment at every start, so only a user proves the database kept
+	// what was written.
+	if code := s.api(http.MethodPost, "/api/v1/users", map[string]any{"username": "kept", "role": "approver", "password": "kept-password-123"}, nil); code != http.StatusCreated {
+		t.Fatalf("create user: %d", code)
+	}
 	var r run
 	if code := s.api(http.MethodPost, "/api/v1/demo/runs", map[string]any{"steps": 3, "step_interval": "2s"}, &r); code != http.StatusCreated {
 		t.Fatalf("start run: %d", code)
@@ -186,6 +196,27 @@ func TestDevStackSurvivesKill9(t *testing.T) {
 		t.Fatalf("temporal ui: %d %s", res.StatusCode, body)
 	}
 	// Users and the audit log survived the kill.
+	var users struct {
+		Items []struct{ Username, Role string }
+	}
+	s.api(http.MethodGet, "/api/v1/users", nil, &users)
+	found := false
+	for _, u := range users.Items {
+		found = found || u.Username == "kept" && u.Role == "approver"
+	}
+	if !found {
+		t.Fatalf("user made before the kill is gone: %+v", users.Items)
+	}
+	form := url.Values{"username": {"kept"}, "password": {"kept-password-123"}}
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	res, err = noRedirect.PostForm(fmt.Sprintf("http://127.0.0.1:%d/login", s.httpPort), form)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusSeeOther || len(res.Cookies()) == 0 {
+		t.Fatalf("login as the kept user after restart: %d", res.StatusCode)
+	}
 	var audit struct {
 		Items []struct{ Action, Target string }
 	}

@@ -23,6 +23,7 @@ var browserState struct {
 // the test ends.
 func Browser(tb testing.TB) context.Context {
 	tb.Helper()
+	needsReal(tb, "Chromium")
 	browserState.once.Do(func() { browserState.ctx, browserState.err = startBrowser(tb) })
 	if browserState.err != nil {
 		Unavailable(tb, "browser: %v", browserState.err)

@@ -60,6 +60,20 @@ func runExitFuncs() {
 // component fails the run instead of skipping.
 func CI() bool { return os.Getenv("CI") == "true" }
 
+// Short reports whether the fast layer runs (go test -short): pure tests,
+// testsuite workflow tests, replays and SQLite only.
+func Short() bool { return testing.Short() }
+
+// needsReal skips the test in the fast layer: what it asks for is a real
+// component (a server, a browser, sshd) that takes seconds to start. CI runs
+// without -short, so nothing is skipped there.
+func needsReal(tb testing.TB, what string) {
+	tb.Helper()
+	if testing.Short() {
+		tb.Skipf("testenv: needs %s; skipped by -short (CI runs it)", what)
+	}
+}
+
 // Unavailable fails the test because a component could not be provided. It
 // never skips: a test that silently skips proves nothing.
 func Unavailable(tb testing.TB, format string, args ...any) {

@@ -35,6 +35,7 @@ import (
 // test fails through Unavailable.
 func SSHDInNamespace(tb testing.TB, hostname string) *SSHTargets {
 	tb.Helper()
+	needsReal(tb, "a network namespace")
 	if !validHostname(hostname) {
 		tb.Fatalf("testenv: SSHDInNamespace(%q): not a valid hostname", hostname)
 	}

@@ -40,6 +40,7 @@ var pgState struct {
 // a throwaway cluster from Debian's postgresql package serves instead.
 func PostgresURL(tb testing.TB) string {
 	tb.Helper()
+	needsReal(tb, "Postgres")
 	pgState.once.Do(func() { pgState.url, pgState.err = startPostgres(tb) })
 	if pgState.err != nil {
 		Unavailable(tb, "postgres: %v", pgState.err)

@@ -71,6 +71,7 @@ func (s *SSHTargets) ClientConfig() *ssh.ClientConfig {
 // test ends.
 func SSHD(tb testing.TB, n int) *SSHTargets {
 	tb.Helper()
+	needsReal(tb, "sshd")
 	if n < 1 {
 		tb.Fatalf("testenv: SSHD(%d): need at least one server", n)
 	}

@@ -35,6 +35,7 @@ var temporalState struct {
 // is OPSFLOW_DEVSTACK_BIN, or built from the repository on first use.
 func Temporal(tb testing.TB) string {
 	tb.Helper()
+	needsReal(tb, "a Temporal server")
 	temporalState.once.Do(func() {
 		temporalState.addr, temporalState.err = startTemporal()
 	})
