@@ -10,8 +10,8 @@ import (
 	"strings"
 	"testing"
 
-	"golang.org/x/crypto/bcrypt"
 	"go.temporal.io/sdk/client"
+	"golang.org/x/crypto/bcrypt"
 )
 
 // TestBootstrapAdminPasswordNotInLog: the first admin's password and
