@@ -16,6 +16,12 @@ const (
 	auditActorKey  = "opsflow.audit.actor"
 	auditDetailKey = "opsflow.audit.detail"
 	auditDoneKey   = "opsflow.audit.done" // the handler wrote the entry itself
+	// auditSkipKey marks a request refused by a rate limit: it is not
+	// written, or a flood would write it.
+	auditSkipKey = "opsflow.audit.skip"
+	// authRefusedKey says why authentication refused the request's
+	// credentials (a bad, revoked or malformed token).
+	authRefusedKey = "opsflow.auth.refused"
 )
 
 func setAudit(c echo.Context, action, target string) {
@@ -23,12 +29,23 @@ func setAudit(c echo.Context, action, target string) {
 	c.Set(auditTargetKey, target)
 }
 
-// audit records every mutating request, allowed or not, in the append-only
-// audit log.
+// audit records every mutating request on a route, allowed or not, and
+// every request whose credentials were refused, in the append-only audit
+// log. Requests that map to no route (404, 405) are not written: their
+// path and method are the client's invention. What is stored is capped in
+// length by the store, and anonymous clients are rate-limited before they
+// get here (authenticate).
 func (a *API) audit(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		err := next(c)
-		if safeMethod(c.Request().Method) {
+		if !a.routeMatched(c) {
+			return err
+		}
+		if skip, _ := c.Get(auditSkipKey).(bool); skip {
+			return err
+		}
+		refused, _ := c.Get(authRefusedKey).(string)
+		if safeMethod(c.Request().Method) && refused == "" {
 			return err
 		}
 		if done, _ := c.Get(auditDoneKey).(bool); done && err == nil {
@@ -47,6 +64,9 @@ func (a *API) audit(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		if s, ok := c.Get(auditDetailKey).(string); ok {
 			e.Detail = s
+		}
+		if refused != "" && e.Detail == "" {
+			e.Detail = "credentials refused: " + refused
 		}
 		if aerr := a.store.AppendAudit(c.Request().Context(), e); aerr != nil {
 			a.log.Error("audit append failed", "action", e.Action, "request_id", e.RequestID, "error", aerr)

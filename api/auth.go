@@ -10,6 +10,7 @@ import (
 	"errors"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -91,10 +92,22 @@ func HashPassword(pw string) (string, error) {
 var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("opsflow-dummy"), bcrypt.DefaultCost)
 
 // authenticate resolves the caller from a bearer token or session cookie.
-// It never rejects: routes decide with requireAuth / requireRole.
+// It rejects only credentials that do not hold (bad, revoked, malformed);
+// routes decide the rest with require. Anonymous requests the audit log
+// would record (unsafe methods and refused credentials, on a real route)
+// are rate-limited per source address first, answering 429.
 func (a *API) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		p, err := a.resolve(c)
+		if p == nil && (err != nil || !safeMethod(c.Request().Method)) && a.routeMatched(c) {
+			ip := c.RealIP()
+			if !a.anon.allow(ip) {
+				c.Set(auditSkipKey, true)
+				c.Response().Header().Set("Retry-After", strconv.Itoa(a.anon.retryAfter(ip)))
+				return newError(http.StatusTooManyRequests, codeTooManyRequests,
+					"too many unauthenticated requests from this address; retry later")
+			}
+		}
 		if err != nil {
 			return err
 		}
@@ -113,15 +126,25 @@ func (a *API) resolve(c echo.Context) (*principal, error) {
 	if h := c.Request().Header.Get(echo.HeaderAuthorization); h != "" {
 		scheme, tok, ok := strings.Cut(h, " ")
 		if !ok || !strings.EqualFold(scheme, "Bearer") || tok == "" {
+			c.Set(authRefusedKey, "malformed Authorization header")
 			return nil, newError(http.StatusUnauthorized, CodeUnauthorized, "Authorization must be 'Bearer <token>'")
 		}
 		t, u, err := a.store.TokenByHash(ctx, hashSecret(strings.TrimSpace(tok)))
 		if errors.Is(err, schema.ErrNotFound) {
+			c.Set(authRefusedKey, "unknown token")
 			return nil, errBadCredentials
 		} else if err != nil {
 			return nil, err
 		}
 		if !t.Active(now) || u.Disabled {
+			why := "expired token"
+			switch {
+			case t.RevokedAt != nil:
+				why = "revoked token"
+			case u.Disabled:
+				why = "token of a disabled user"
+			}
+			c.Set(authRefusedKey, why+" "+strconv.FormatInt(t.ID, 10)+" of "+u.Username)
 			return nil, errBadCredentials
 		}
 		if t.LastUsedAt == nil || now.Sub(*t.LastUsedAt) > time.Minute {
@@ -160,9 +183,11 @@ func (a *API) require(csrf bool, roles ...string) echo.MiddlewareFunc {
 				return newError(http.StatusUnauthorized, CodeUnauthorized, "authentication required: send 'Authorization: Bearer <token>' or log in")
 			}
 			if csrf && p.Session != nil && !safeMethod(c.Request().Method) {
+				// From the header or the form body, never the query
+				// string: a token in a URL leaks into logs and Referer.
 				got := c.Request().Header.Get(csrfHeader)
 				if got == "" {
-					got = c.FormValue(csrfField)
+					got = c.Request().PostFormValue(csrfField)
 				}
 				if subtle.ConstantTimeCompare([]byte(got), []byte(p.Session.CSRFToken)) != 1 {
 					return newError(http.StatusForbidden, CodeCSRF, "missing or wrong CSRF token")
@@ -181,22 +206,50 @@ func safeMethod(m string) bool {
 	return m == http.MethodGet || m == http.MethodHead || m == http.MethodOptions
 }
 
+// Failed logins are throttled per account and per source address (token
+// buckets over failures: a burst, then a slow refill), and every failure
+// costs one bcrypt comparison, so an unknown, disabled or password-less
+// account answers as slowly as a wrong password.
+const (
+	loginUserBurst = 10
+	loginUserRate  = 1.0 / 30 // one more attempt per 30 s
+	loginIPBurst   = 30
+	loginIPRate    = 1.0 / 5 // one more attempt per 5 s
+)
+
+// loginThrottled is a login refused before its password was checked.
+type loginThrottled struct{ RetryAfter int }
+
+func (e *loginThrottled) Error() string { return "too many failed logins" }
+
 // login checks a username and password and opens a session.
-func (a *API) login(ctx context.Context, username, password string) (*schema.User, string, error) {
+func (a *API) login(ctx context.Context, ip, username, password string) (*schema.User, string, error) {
+	userKey := strings.ToLower(username)
+	if len(userKey) > 128 {
+		userKey = userKey[:128]
+	}
+	if !a.loginUser.ok(userKey) || !a.loginIP.ok(ip) {
+		return nil, "", &loginThrottled{RetryAfter: max(a.loginUser.retryAfter(userKey), a.loginIP.retryAfter(ip))}
+	}
 	u, err := a.store.UserByUsername(ctx, username)
-	if errors.Is(err, schema.ErrNotFound) {
-		_ = bcrypt.CompareHashAndPassword(dummyHash, []byte(password))
-		return nil, "", errBadLogin
-	} else if err != nil {
+	if err != nil && !errors.Is(err, schema.ErrNotFound) {
 		return nil, "", err
 	}
-	if u.Disabled || u.PasswordHash == "" || bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), []byte(password)) != nil {
+	hash := dummyHash
+	usable := err == nil && !u.Disabled && u.PasswordHash != ""
+	if usable {
+		hash = []byte(u.PasswordHash)
+	}
+	if bcrypt.CompareHashAndPassword(hash, []byte(password)) != nil || !usable {
+		a.loginUser.take(userKey)
+		a.loginIP.take(ip)
 		return nil, "", errBadLogin
 	}
-	secret, hash := newSecret()
+	a.loginUser.forget(userKey)
+	secret, hash2 := newSecret()
 	csrf, _ := newSecret()
 	now := time.Now().UTC()
-	if err := a.store.CreateSession(ctx, &schema.Session{IDHash: hash, UserID: u.ID, CSRFToken: csrf, CreatedAt: now, ExpiresAt: now.Add(sessionTTL)}); err != nil {
+	if err := a.store.CreateSession(ctx, &schema.Session{IDHash: hash2, UserID: u.ID, CSRFToken: csrf, CreatedAt: now, ExpiresAt: now.Add(sessionTTL)}); err != nil {
 		return nil, "", err
 	}
 	return u, secret, nil

@@ -274,7 +274,7 @@ func (a *API) exportCIs(c echo.Context) error {
 		return c.JSON(http.StatusOK, out)
 	}
 	var buf bytes.Buffer
-	w := csv.NewWriter(&buf)
+	w := newSafeCSVWriter(&buf)
 	header := []string{"name", "labels"}
 	for _, d := range t.Attributes {
 		header = append(header, d.Name)

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
 	"github.com/opsflow/opsflow/schema"
@@ -111,10 +113,23 @@ func (a *API) loginPage(c echo.Context) error {
 	return a.render(c, http.StatusOK, "login", p)
 }
 
-// safeNext keeps post-login redirects on this site.
+// safeNext keeps post-login redirects on this site: only a path relative
+// to this origin ("/jobs?x=1"), never "//host", "/\host", "https:…", or
+// anything with control characters, spaces or backslashes (browsers drop
+// tabs and newlines, so "/\t/evil.example" would become "//evil.example").
 func safeNext(next string) string {
-	if next == "" || !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") {
-		return "/runs"
+	const fallback = "/runs"
+	if next == "" || len(next) > 2048 || next[0] != '/' || strings.HasPrefix(next, "//") {
+		return fallback
+	}
+	for _, r := range next {
+		if r < 0x20 || r == 0x7f || r == '\\' || unicode.IsSpace(r) || unicode.IsControl(r) || r == utf8.RuneError {
+			return fallback
+		}
+	}
+	u, err := url.Parse(next)
+	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil || u.Opaque != "" || !strings.HasPrefix(u.Path, "/") || strings.HasPrefix(u.Path, "//") {
+		return fallback
 	}
 	return next
 }
@@ -125,8 +140,18 @@ func (a *API) loginSubmit(c echo.Context) error {
 	username := strings.TrimSpace(c.FormValue("username"))
 	c.Set(auditActorKey, username)
 	setAudit(c, "session.login", "user:"+username)
-	u, secret, err := a.login(c.Request().Context(), username, c.FormValue("password"))
+	u, secret, err := a.login(c.Request().Context(), c.RealIP(), username, c.FormValue("password"))
 	if err != nil {
+		var lt *loginThrottled
+		if errors.As(err, &lt) {
+			c.Response().Header().Set("Retry-After", strconv.Itoa(lt.RetryAfter))
+			c.Set(auditDetailKey, "throttled: too many failed logins")
+			p := a.newPage(c, "Log in", "")
+			p.User = nil
+			p.Error = fmt.Sprintf("Too many failed logins; try again in %d seconds.", lt.RetryAfter)
+			p.Next = safeNext(c.FormValue("next"))
+			return a.render(c, http.StatusTooManyRequests, "login", p)
+		}
 		if errors.Is(err, errBadLogin) {
 			p := a.newPage(c, "Log in", "")
 			p.User = nil

@@ -8,11 +8,10 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
-	"github.com/labstack/echo/v4/middleware"
 	"github.com/opsflow/opsflow/internal/secret"
 	"github.com/opsflow/opsflow/schema"
 	"github.com/opsflow/opsflow/workflows"
@@ -46,6 +45,10 @@ type Deps struct {
 	// DingTalkAppSecret, when set, takes decisions sent to an enterprise
 	// robot ("approve 12 looks fine") at /hooks/dingtalk/robot.
 	DingTalkAppSecret string
+	// TrustedProxies are the addresses (CIDRs or IPs) whose
+	// X-Forwarded-For, X-Real-IP and X-Request-Id are believed
+	// (OPSFLOW_TRUSTED_PROXIES); nobody's by default.
+	TrustedProxies []string
 }
 
 // API holds the handlers.
@@ -63,6 +66,15 @@ type API struct {
 	slack     *SlackHook
 	baseURL   string
 	dingtalk  string // the enterprise robot's app secret
+
+	trusted     []*net.IPNet    // proxies whose forwarding headers count
+	known       map[string]bool // "METHOD /route" of every route
+	bodyTimeout time.Duration   // how long a request body may take
+	anon        *limiter        // audited anonymous requests per address
+	loginIP     *limiter        // failed logins per address
+	loginUser   *limiter        // failed logins per account
+	streams     *streamLimits   // open event streams per user
+	feeds       *feeds          // shared polls behind event streams
 }
 
 // route is one endpoint and who may call it. Keeping every route in one
@@ -242,29 +254,45 @@ func NewAPI(d Deps) (*API, *echo.Echo, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	trusted, err := parseTrustedProxies(d.TrustedProxies)
+	if err != nil {
+		return nil, nil, err
+	}
+	// Cookies are Secure when told so or when opsflow's URL is https.
+	secure := d.SecureCookies || strings.HasPrefix(strings.ToLower(d.BaseURL), "https://")
 	a := &API{store: d.Store, temporal: d.Temporal, namespace: d.Namespace, uiURL: d.TemporalUIURL,
-		log: d.Logger, version: d.Version, secure: d.SecureCookies, reg: d.Registry, pages: pg, secrets: d.Secrets,
-		slack: d.Slack, baseURL: d.BaseURL, dingtalk: d.DingTalkAppSecret}
+		log: d.Logger, version: d.Version, secure: secure, reg: d.Registry, pages: pg, secrets: d.Secrets,
+		slack: d.Slack, baseURL: d.BaseURL, dingtalk: d.DingTalkAppSecret,
+		trusted: trusted, known: map[string]bool{}, bodyTimeout: bodyTimeout,
+		anon:    newLimiter(anonRate, anonBurst, limiterKeys),
+		loginIP: newLimiter(loginIPRate, loginIPBurst, limiterKeys), loginUser: newLimiter(loginUserRate, loginUserBurst, limiterKeys),
+		streams: newStreamLimits(maxStreamsPerUser), feeds: newFeeds(d.Logger)}
 
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = a.errorHandler
+	e.IPExtractor = ipExtractor(trusted)
 	reqs, err := newHTTPMetrics(d.Registry)
 	if err != nil {
 		return nil, nil, err
 	}
-	e.Use(middleware.RequestIDWithConfig(middleware.RequestIDConfig{Generator: uuid.NewString}))
+	reqs.matched = a.routeMatched
+	e.Use(a.requestID)
 	e.Use(a.recoverPanic)
 	e.Use(a.logRequests)
 	e.Use(reqs.middleware)
-	e.Use(a.authenticate)
+	e.Use(a.bodyDeadline)
+	// The audit log sees what authentication refuses (bad, revoked or
+	// malformed tokens) as well as what the routes do.
 	e.Use(a.audit)
+	e.Use(a.authenticate)
 	for _, r := range a.routes() {
 		var mw []echo.MiddlewareFunc
 		if !r.Public {
 			mw = append(mw, a.require(!r.NoCSRF, r.Roles...))
 		}
 		e.Add(r.Method, r.Path, r.handler, mw...)
+		a.known[r.Method+" "+r.Path] = true
 	}
 	return a, e, nil
 }
@@ -307,6 +335,9 @@ func (a *API) logRequests(next echo.HandlerFunc) echo.HandlerFunc {
 type httpMetrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+	// matched tells a request on a route from a 404 or 405: labels come
+	// only from known methods and routes, so clients cannot grow /metrics.
+	matched func(echo.Context) bool
 }
 
 func newHTTPMetrics(reg prometheus.Registerer) (*httpMetrics, error) {
@@ -339,11 +370,18 @@ func (m *httpMetrics) middleware(next echo.HandlerFunc) echo.HandlerFunc {
 			status = toError(err).Status
 		}
 		route := c.Path()
-		if route == "" {
+		if route == "" || (m.matched != nil && !m.matched(c)) {
 			route = "unmatched"
 		}
-		m.requests.WithLabelValues(c.Request().Method, route, strconv.Itoa(status)).Inc()
-		m.duration.WithLabelValues(c.Request().Method, route).Observe(time.Since(start).Seconds())
+		method := c.Request().Method
+		if !knownMethods[method] {
+			method = "other"
+		}
+		if status < 100 || status > 599 {
+			status = 0
+		}
+		m.requests.WithLabelValues(method, route, strconv.Itoa(status)).Inc()
+		m.duration.WithLabelValues(method, route).Observe(time.Since(start).Seconds())
 		return err
 	}
 }
@@ -353,10 +391,24 @@ func (a *API) metrics(c echo.Context) error {
 	return nil
 }
 
+// serverTimeouts bound what a client can hold: headers must arrive within
+// ReadHeader, an idle keep-alive connection closes after Idle. Bodies get
+// per-route deadlines (bodyDeadline), so imports may take longer; there is
+// no write timeout because event streams stay open.
+type serverTimeouts struct {
+	ReadHeader, Idle time.Duration
+}
+
+var defaultTimeouts = serverTimeouts{ReadHeader: 10 * time.Second, Idle: 2 * time.Minute}
+
+func newHTTPServer(h http.Handler, t serverTimeouts) *http.Server {
+	return &http.Server{Handler: h, ReadHeaderTimeout: t.ReadHeader, IdleTimeout: t.Idle}
+}
+
 // Serve runs the server on ln until ctx ends, then shuts down gracefully,
 // letting in-flight requests finish for up to 15 s.
 func Serve(ctx context.Context, e *echo.Echo, ln net.Listener, log *slog.Logger) error {
-	srv := &http.Server{Handler: e, ReadHeaderTimeout: 10 * time.Second}
+	srv := newHTTPServer(e, defaultTimeouts)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

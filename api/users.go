@@ -1,6 +1,7 @@
 package api
 
 import (
+	"fmt"
 	"net/http"
 	"net/mail"
 	"regexp"
@@ -150,10 +151,37 @@ func (a *API) updateUser(c echo.Context) error {
 		}
 		up.PasswordHash = &h
 	}
-	u, err := a.store.UpdateUser(c.Request().Context(), id, up)
+	old, err := a.store.User(c.Request().Context(), id)
+	if err != nil {
+		return err
+	}
+	// A new password, a lowered role or a disabled account ends the user's
+	// sessions and revokes their tokens (all but the caller's own, when an
+	// admin changes their own password), so what the change took away is
+	// not still held.
+	up.EndSessions = req.Password != nil || (req.Disabled != nil && *req.Disabled && !old.Disabled) ||
+		(req.Role != nil && roleLowered(old.Role, *req.Role))
+	if p := principalOf(c); p != nil && p.User.ID == id {
+		up.KeepToken = p.TokenID
+		if p.Session != nil {
+			up.KeepSession = p.Session.IDHash
+		}
+	}
+	u, ended, err := a.store.UpdateUserEndingSessions(c.Request().Context(), id, up)
 	if err != nil {
 		return err
 	}
 	setAudit(c, "user.update", "user:"+u.Username)
+	if up.EndSessions {
+		c.Set(auditDetailKey, fmt.Sprintf("ended %d sessions, revoked %d tokens", ended.SessionsEnded, ended.TokensRevoked))
+	}
 	return c.JSON(http.StatusOK, u)
+}
+
+// roleLowered reports whether going from role old to role new loses a
+// privilege: anything but a viewer becoming something, or anyone becoming
+// an admin, or staying the same. Operator and approver are separate
+// duties, so moving between them loses one.
+func roleLowered(old, new string) bool {
+	return old != new && old != schema.RoleViewer && new != schema.RoleAdmin
 }

@@ -3,7 +3,9 @@ package schema
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/uptrace/bun"
 )
@@ -30,10 +32,21 @@ func (s *Store) AppendAudit(ctx context.Context, e *AuditEntry) error {
 	return appendAudit(ctx, s.DB, e)
 }
 
+// Audit fields are capped: an entry records what happened, not whatever a
+// client sent (a path, a username) at whatever length.
+const (
+	MaxAuditActor  = 128
+	MaxAuditAction = 128
+	MaxAuditTarget = 512
+	MaxAuditDetail = 2048
+	maxAuditShort  = 128 // source address, request ID
+)
+
 func appendAudit(ctx context.Context, db bun.IDB, e *AuditEntry) error {
 	if e.At.IsZero() {
 		e.At = time.Now().UTC()
 	}
+	capAudit(e)
 	if _, err := db.NewInsert().Model(e).Returning("id").Exec(ctx); err != nil {
 		return fmt.Errorf("store: append audit %q: %w", e.Action, err)
 	}
@@ -104,4 +117,34 @@ func escapeLike(s string) string {
 		out = append(out, s[i])
 	}
 	return string(out)
+}
+
+// capAudit makes e's text storable and bounded: valid UTF-8 without NUL,
+// each field cut (on a character boundary, marked with "…") to its cap.
+func capAudit(e *AuditEntry) {
+	e.Actor = capText(e.Actor, MaxAuditActor)
+	e.Action = capText(e.Action, MaxAuditAction)
+	e.Target = capText(e.Target, MaxAuditTarget)
+	e.Detail = capText(e.Detail, MaxAuditDetail)
+	e.SourceIP = capText(e.SourceIP, maxAuditShort)
+	e.RequestID = capText(e.RequestID, maxAuditShort)
+}
+
+// capText returns s as valid UTF-8 without NUL, at most n bytes.
+func capText(s string, n int) string {
+	if !utf8.ValidString(s) {
+		s = strings.ToValidUTF8(s, "\uFFFD")
+	}
+	if strings.IndexByte(s, 0) >= 0 {
+		s = strings.ReplaceAll(s, "\x00", "\uFFFD")
+	}
+	if len(s) <= n {
+		return s
+	}
+	const mark = "…"
+	cut := n - len(mark)
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + mark
 }

@@ -103,11 +103,60 @@ type UserUpdate struct {
 	Role         *string
 	PasswordHash *string
 	Disabled     *bool
+	// EndSessions ends the user's web sessions and revokes their API
+	// tokens in the same transaction (a password reset, a lowered role, a
+	// disabled account), except KeepSession (a session's id hash) and
+	// KeepToken (a token id): the credential the change was made with.
+	EndSessions bool
+	KeepSession string
+	KeepToken   int64
+}
+
+// UserUpdateResult says what UpdateUser ended besides the update.
+type UserUpdateResult struct {
+	SessionsEnded int64
+	TokensRevoked int64
 }
 
 // UpdateUser applies up to the user with id and returns the result.
 func (s *Store) UpdateUser(ctx context.Context, id int64, up UserUpdate) (*User, error) {
-	q := s.DB.NewUpdate().Model((*User)(nil)).Where("id = ?", id).Set("updated_at = ?", time.Now().UTC())
+	u, _, err := s.UpdateUserEndingSessions(ctx, id, up)
+	return u, err
+}
+
+// UpdateUserEndingSessions is UpdateUser, also reporting the sessions and
+// tokens it ended (with up.EndSessions).
+func (s *Store) UpdateUserEndingSessions(ctx context.Context, id int64, up UserUpdate) (*User, UserUpdateResult, error) {
+	var res UserUpdateResult
+	err := s.DB.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		if err := updateUser(ctx, tx, id, up); err != nil {
+			return err
+		}
+		if !up.EndSessions {
+			return nil
+		}
+		r, err := tx.NewDelete().Model((*Session)(nil)).Where("user_id = ?", id).Where("id_hash <> ?", up.KeepSession).Exec(ctx)
+		if err != nil {
+			return fmt.Errorf("store: end sessions of user %d: %w", id, err)
+		}
+		res.SessionsEnded, _ = r.RowsAffected()
+		r, err = tx.NewUpdate().Model((*APIToken)(nil)).Set("revoked_at = ?", time.Now().UTC()).
+			Where("user_id = ?", id).Where("revoked_at IS NULL").Where("id <> ?", up.KeepToken).Exec(ctx)
+		if err != nil {
+			return fmt.Errorf("store: revoke tokens of user %d: %w", id, err)
+		}
+		res.TokensRevoked, _ = r.RowsAffected()
+		return nil
+	})
+	if err != nil {
+		return nil, res, err
+	}
+	u, err := s.User(ctx, id)
+	return u, res, err
+}
+
+func updateUser(ctx context.Context, db bun.IDB, id int64, up UserUpdate) error {
+	q := db.NewUpdate().Model((*User)(nil)).Where("id = ?", id).Set("updated_at = ?", time.Now().UTC())
 	if up.DisplayName != nil {
 		q = q.Set("display_name = ?", *up.DisplayName)
 	}
@@ -125,10 +174,10 @@ func (s *Store) UpdateUser(ctx context.Context, id int64, up UserUpdate) (*User,
 	}
 	res, err := q.Exec(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("store: update user %d: %w", id, err)
+		return fmt.Errorf("store: update user %d: %w", id, err)
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
-		return nil, fmt.Errorf("store: update user %d: %w", id, ErrNotFound)
+		return fmt.Errorf("store: update user %d: %w", id, ErrNotFound)
 	}
-	return s.User(ctx, id)
+	return nil
 }

@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -137,9 +139,16 @@ func (a *App) EnsureSearchAttributes(ctx context.Context) error {
 	return nil
 }
 
-// Bootstrap creates the first admin when there are no users, printing its
-// password and API token once to out. devToken (dev stack only) makes the
-// admin's token a known value, created if missing.
+// AdminPasswordFile is where Bootstrap writes the first admin's password
+// (and API token), inside the data directory, mode 0600.
+const AdminPasswordFile = "admin-password"
+
+// Bootstrap creates the first admin when there are no users. Its password
+// (and, without devToken, an API token) goes to a file in the data
+// directory with mode 0600, never to the log: out gets only the file's
+// path, and the password itself only when out is a terminal (a human at
+// the dev stack). devToken (dev stack only) makes the admin's token a
+// known value, created if missing.
 func (a *App) Bootstrap(ctx context.Context, devToken string, out io.Writer) error {
 	n, err := a.Store.CountUsers(ctx)
 	if err != nil {
@@ -152,17 +161,42 @@ func (a *App) Bootstrap(ctx context.Context, devToken string, out io.Writer) err
 		if err != nil {
 			return err
 		}
+		secrets := "username: admin\npassword: " + pw + "\n"
+		var tok, th string
+		if devToken == "" {
+			tok, th = api.NewToken()
+			secrets += "api token: " + tok + "\n"
+		}
+		// The file first: an admin nobody can learn the password of is
+		// worse than no admin.
+		path, err := writeSecretFile(a.Cfg.DataDir, AdminPasswordFile, secrets)
+		if err != nil {
+			// A read-only data directory (a container without a volume):
+			// the temporary directory, still private to this user.
+			var terr error
+			if path, terr = writeSecretFile(os.TempDir(), "opsflow-"+AdminPasswordFile, secrets); terr != nil {
+				return fmt.Errorf("first admin: %w (and %w)", err, terr)
+			}
+		}
 		admin = &schema.User{Username: "admin", DisplayName: "Administrator", Role: schema.RoleAdmin, PasswordHash: hash}
-		if err := a.Store.CreateUser(ctx, admin); err != nil && !errors.Is(err, schema.ErrConflict) {
+		switch err := a.Store.CreateUser(ctx, admin); {
+		case errors.Is(err, schema.ErrConflict): // another replica created it first
+			_ = os.Remove(path)
+			admin, tok = nil, ""
+		case err != nil:
+			_ = os.Remove(path)
 			return err
 		}
-		fmt.Fprintf(out, "opsflow: created user admin with password %s (shown once; change it)\n", pw)
-		if devToken == "" {
-			tok, th := api.NewToken()
+		if tok != "" { // admin nil: the other replica's file holds its secrets
 			if err := a.Store.CreateToken(ctx, &schema.APIToken{UserID: admin.ID, Name: "bootstrap", Prefix: tok[:10], TokenHash: th}); err != nil {
 				return err
 			}
-			fmt.Fprintf(out, "opsflow: admin API token %s (shown once)\n", tok)
+		}
+		if admin != nil {
+			fmt.Fprintf(out, "opsflow: created user admin; its password is in %s (mode 0600): read it, change the password, delete the file\n", path)
+			if isTerminal(out) {
+				fmt.Fprintf(out, "opsflow: admin password %s (shown once)\n", pw)
+			}
 		}
 	}
 	if devToken == "" {
@@ -185,11 +219,46 @@ func (a *App) Bootstrap(ctx context.Context, devToken string, out io.Writer) err
 	return nil
 }
 
+// writeSecretFile writes content to dir/name with mode 0600, replacing
+// what was there (not following a symlink), and returns its path.
+func writeSecretFile(dir, name, content string) (string, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	path, err := filepath.Abs(filepath.Join(dir, name))
+	if err != nil {
+		return "", err
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return "", err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return "", err
+	}
+	if _, err := f.WriteString(content); err != nil {
+		f.Close()
+		return "", err
+	}
+	return path, f.Close()
+}
+
+// isTerminal reports whether w is a character device (a terminal), not a
+// file, pipe or log collector.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
 // RunAPI serves the API and UI on ln until ctx ends.
 func (a *App) RunAPI(ctx context.Context, ln net.Listener) error {
 	d := api.Deps{Store: a.Store, Temporal: a.Temporal, Namespace: a.Namespace, TemporalUIURL: a.Cfg.TemporalUIURL,
 		Logger: a.Log, Registry: a.Registry, Version: Version, SecureCookies: a.Cfg.SecureCookies, Secrets: a.Secrets,
-		BaseURL: a.Cfg.BaseURL, DingTalkAppSecret: a.Cfg.Chat.DingTalkAppSecret}
+		BaseURL: a.Cfg.BaseURL, DingTalkAppSecret: a.Cfg.Chat.DingTalkAppSecret, TrustedProxies: a.Cfg.TrustedProxies}
 	ch := a.Cfg.Chat
 	if ch.SlackSigningSecret != "" || ch.SlackAppToken != "" {
 		d.Slack = &api.SlackHook{Client: a.slackClient(), SigningSecret: ch.SlackSigningSecret}

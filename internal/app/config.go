@@ -27,7 +27,11 @@ type Config struct {
 	// BaseURL is opsflow's external URL, for links in chat messages
 	// (OPSFLOW_BASE_URL; default http://OPSFLOW_HTTP_ADDR).
 	BaseURL string
-	Chat    ChatConfig
+	// TrustedProxies are the proxies (CIDRs or IPs) whose X-Forwarded-For,
+	// X-Real-IP and X-Request-Id headers are believed
+	// (OPSFLOW_TRUSTED_PROXIES, comma-separated); none by default.
+	TrustedProxies []string
+	Chat           ChatConfig
 }
 
 // ChatConfig holds the approval channels' settings; an empty one is off.
@@ -62,6 +66,7 @@ func ConfigFromEnv() Config {
 		MetricsAddr:    os.Getenv("OPSFLOW_METRICS_ADDR"),
 		EventRetention: durationEnv("OPSFLOW_CMDB_EVENTS_RETENTION", 7*24*time.Hour),
 		BaseURL:        strings.TrimRight(env("OPSFLOW_BASE_URL", "http://"+env("OPSFLOW_HTTP_ADDR", "127.0.0.1:8080")), "/"),
+		TrustedProxies: listEnv("OPSFLOW_TRUSTED_PROXIES"),
 		Chat: ChatConfig{
 			SlackBotToken:      os.Getenv("OPSFLOW_SLACK_BOT_TOKEN"),
 			SlackSigningSecret: os.Getenv("OPSFLOW_SLACK_SIGNING_SECRET"),
@@ -87,6 +92,17 @@ func durationEnv(name string, def time.Duration) time.Duration {
 		return d
 	}
 	return def
+}
+
+// listEnv splits a comma-separated variable, dropping empty entries.
+func listEnv(name string) []string {
+	var out []string
+	for _, s := range strings.Split(os.Getenv(name), ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 func env(name, def string) string {
