@@ -26,8 +26,11 @@ func TestDiscoveryAgainstRealSSHD(t *testing.T) {
 			e := newEnvWith(t, envOptions{sqlite: engine == "sqlite"})
 			ctx := context.Background()
 			credID := func(targets *testenv.SSHTargets) int64 {
-				res := e.do(http.MethodPost, "/api/v1/credentials", "operator", map[string]string{
-					"name": fmt.Sprintf("disc-%d", time.Now().UnixNano()), "kind": "ssh_key", "username": targets.User, "private_key": string(targets.PrivateKeyPEM)})
+				// Discovery onboards hosts not in the CMDB: the credential
+				// must allow unlisted hosts, which an admin sets.
+				res := e.do(http.MethodPost, "/api/v1/credentials", "admin", map[string]any{
+					"name": fmt.Sprintf("disc-%d", time.Now().UnixNano()), "kind": "ssh_key", "username": targets.User, "private_key": string(targets.PrivateKeyPEM),
+					"allow_unlisted_hosts": true})
 				var cr schema.Credential
 				res.json(t, &cr)
 				if res.Status != 201 {
@@ -156,7 +159,7 @@ func schemaPatch(attr, value string) schema.CIPatch {
 func TestScheduledDiscovery(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	res := e.do(http.MethodPost, "/api/v1/credentials", "operator", map[string]string{"name": fmt.Sprintf("sched-%d", time.Now().UnixNano()), "kind": "password", "username": "nobody", "password": "x"})
+	res := e.do(http.MethodPost, "/api/v1/credentials", "admin", map[string]any{"name": fmt.Sprintf("sched-%d", time.Now().UnixNano()), "kind": "password", "username": "nobody", "password": "x", "allow_unlisted_hosts": true})
 	var cr schema.Credential
 	res.json(t, &cr)
 	body := map[string]any{"addresses": []string{"127.0.0.1:1"}, "credential_id": cr.ID, "schedule": "0 3 * * *"}

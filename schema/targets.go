@@ -191,3 +191,22 @@ func (s *Store) CheckCredentialTargets(ctx context.Context, c *Credential, hosts
 	}
 	return bad, nil
 }
+
+// WithPort gives an address that names no port the given one: host,
+// IPv6 with or without brackets. One that names a port is returned as is.
+func WithPort(addr string, port int) string {
+	if _, _, err := net.SplitHostPort(addr); err == nil {
+		return addr
+	}
+	p := strconv.Itoa(port)
+	switch {
+	case strings.HasPrefix(addr, "[") && strings.HasSuffix(addr, "]"):
+		return addr + ":" + p
+	case strings.Contains(addr, ":"):
+		if strings.Count(addr, ":") == 1 { // host: with an empty port
+			return addr
+		}
+		return "[" + addr + "]:" + p
+	}
+	return net.JoinHostPort(addr, p)
+}
