@@ -79,13 +79,13 @@ func (a *SSH) RunHostScripts(ctx context.Context, in RunHostScriptsInput) ([]Run
 			targets = append(targets, schema.HostTarget{Address: schema.MustCanonicalAddress(h.Address), CIID: h.CIID})
 		}
 	}
-	var lastHop int64
+	// The local transport dials nothing: no keys to read. Without them
+	// (nil), each host reads its own.
+	var keys map[string]string
 	if plan, err := a.jobPlan(ctx, in.JobID); err == nil && !plan.local {
-		lastHop = plan.route.lastHop
-	}
-	keys, err := a.Store.RecordedHostKeys(ctx, targets, lastHop)
-	if err != nil {
-		return nil, err
+		if keys, err = a.Store.RecordedHostKeys(ctx, targets, plan.route.lastHop); err != nil {
+			return nil, err
+		}
 	}
 	if err := a.Store.StartJobHosts(ctx, in.JobID, starting); err != nil {
 		return nil, err
@@ -97,8 +97,12 @@ func (a *SSH) RunHostScripts(ctx context.Context, in RunHostScriptsInput) ([]Run
 			errs[i] = fmt.Errorf("job %d has no host %d", in.JobID, idx)
 			continue
 		}
-		key := keys[schema.MustCanonicalAddress(h.Address)]
-		wg.Go(func() { out[i], errs[i] = a.runHost(ctx, in.JobID, idx, &hostPrep{h: h, hostKey: &key}) })
+		prep := &hostPrep{h: h}
+		if keys != nil {
+			key := keys[schema.MustCanonicalAddress(h.Address)]
+			prep.hostKey = &key
+		}
+		wg.Go(func() { out[i], errs[i] = a.runHost(ctx, in.JobID, idx, prep) })
 	}
 	wg.Wait()
 	// Each host was recorded as it ended without waiting for the disk;
