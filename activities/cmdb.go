@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"strconv"
+	"strings"
 
 	"github.com/opsflow/opsflow/schema"
 	"go.temporal.io/sdk/activity"
@@ -67,13 +68,18 @@ func (a *CMDB) UpsertDiscoveredHost(ctx context.Context, in UpsertDiscoveredHost
 	}
 
 	res := UpsertDiscoveredHostResult{}
-	existing, _, err := a.Store.CIs(ctx, schema.CIQuery{Type: "host", Attrs: map[string]string{"address": f.Address}, Limit: 1})
+	// The host CI at this address, however its address was spelt (or its
+	// name, when it has no address).
+	byAddr, err := a.Store.HostCIsByAddress(ctx)
 	if err != nil {
 		return res, err
 	}
 	var host *schema.CI
-	if len(existing) == 1 {
-		old := existing[0]
+	if id, ok := byAddr[schema.MustCanonicalAddress(f.Address)]; ok {
+		old, err := a.Store.CI(ctx, id)
+		if err != nil {
+			return res, err // deleted meanwhile: the retry creates it
+		}
 		host, err = a.Store.UpdateCI(ctx, old.ID, old.Version, schema.CIPatch{Attributes: attrs}, ch)
 		if err != nil {
 			return res, err // a concurrent edit: the retry reads the new version
@@ -86,7 +92,7 @@ func (a *CMDB) UpsertDiscoveredHost(ctx context.Context, in UpsertDiscoveredHost
 	} else {
 		name := f.Hostname
 		if !schema.ValidCIName(name) {
-			name = f.Address
+			name = strings.NewReplacer("[", "", "]", "").Replace(f.Address)
 		}
 		host, err = a.Store.CreateCI(ctx, schema.CIInput{Type: "host", Name: name, Attributes: attrs}, ch)
 		var conflict *schema.ConflictError

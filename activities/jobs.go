@@ -72,16 +72,20 @@ func (a *SSH) RunHostScripts(ctx context.Context, in RunHostScriptsInput) ([]Run
 		return nil, err
 	}
 	var starting []int
-	var addrs []string
+	var targets []schema.HostTarget
 	for _, idx := range in.Idxs {
 		if h := hosts[idx]; h != nil && !h.Done() {
 			starting = append(starting, idx)
-			addrs = append(addrs, h.Address)
+			targets = append(targets, schema.HostTarget{Address: schema.MustCanonicalAddress(h.Address), CIID: h.CIID})
 		}
 	}
-	keys, err := a.Store.HostKeysByAddress(ctx, addrs)
-	if err != nil {
-		return nil, err
+	// The local transport dials nothing: no keys to read. Without them
+	// (nil), each host reads its own.
+	var keys map[string]string
+	if plan, err := a.jobPlan(ctx, in.JobID); err == nil && !plan.local {
+		if keys, err = a.Store.RecordedHostKeys(ctx, targets, plan.route.lastHop); err != nil {
+			return nil, err
+		}
 	}
 	if err := a.Store.StartJobHosts(ctx, in.JobID, starting); err != nil {
 		return nil, err
@@ -93,8 +97,12 @@ func (a *SSH) RunHostScripts(ctx context.Context, in RunHostScriptsInput) ([]Run
 			errs[i] = fmt.Errorf("job %d has no host %d", in.JobID, idx)
 			continue
 		}
-		key := keys[h.Address]
-		wg.Go(func() { out[i], errs[i] = a.runHost(ctx, in.JobID, idx, &hostPrep{h: h, hostKey: &key}) })
+		prep := &hostPrep{h: h}
+		if keys != nil {
+			key := keys[schema.MustCanonicalAddress(h.Address)]
+			prep.hostKey = &key
+		}
+		wg.Go(func() { out[i], errs[i] = a.runHost(ctx, in.JobID, idx, prep) })
 	}
 	wg.Wait()
 	// Each host was recorded as it ended without waiting for the disk;
@@ -174,26 +182,28 @@ func (a *SSH) runHost(ctx context.Context, jobID int64, idx int, prep *hostPrep)
 		return hostResult(h), nil
 	}
 	var cfg *ssh.ClientConfig
+	// The host is pinned and dialled at its canonical address, whatever
+	// spelling a job planned before addresses were canonical used.
+	addr := hostAddr(h.Address)
 	if !plan.local {
+		canon, cerr := schema.CanonicalAddress(h.Address)
+		if cerr != nil {
+			return fail(fmt.Sprintf("address %q: %v", h.Address, cerr))
+		}
+		addr = canon
 		var known ssh.PublicKey
 		var err error
 		if prep != nil && prep.hostKey != nil {
-			known, err = parseHostKey(h.Address, *prep.hostKey)
+			known, err = parseHostKey(canon, *prep.hostKey)
 		} else {
-			known, err = a.knownHostKey(ctx, h.Address)
+			known, err = a.knownHostKey(ctx, schema.HostTarget{Address: canon, CIID: h.CIID}, plan.route.lastHop)
 		}
 		if err != nil {
 			return RunHostScriptResult{}, err
 		}
 		cfgCopy := *plan.route.cfg
 		cfg = &cfgCopy
-		cfg.HostKeyCallback = func(_ string, _ net.Addr, key ssh.PublicKey) error {
-			if known != nil && string(known.Marshal()) != string(key.Marshal()) {
-				return temporal.NewNonRetryableApplicationError(fmt.Sprintf("host key changed: recorded %s, presented %s; not trusted",
-					ssh.FingerprintSHA256(known), ssh.FingerprintSHA256(key)), ErrTypeHostKeyChanged, nil)
-			}
-			return nil
-		}
+		cfg.HostKeyCallback = a.pinHostKey(ctx, canon, plan.route.lastHop, known, nil)
 	}
 	timeout := 30 * time.Minute
 	if d, err := time.ParseDuration(job.Policy.HostTimeout); err == nil && d > 0 {
@@ -211,7 +221,6 @@ func (a *SSH) runHost(ctx context.Context, jobID int64, idx int, prep *hostPrep)
 
 	stopBeat := heartbeat(ctx, 2*time.Second)
 	defer stopBeat()
-	addr := hostAddr(h.Address)
 	// The host timeout runs from this attempt's start; the activity's own
 	// timeout leaves room to record the outcome.
 	execCtx, cancelExec := context.WithTimeout(ctx, timeout)
@@ -323,7 +332,7 @@ func (a *SSH) runHost(ctx context.Context, jobID int64, idx int, prep *hostPrep)
 // hostPrep is what a group reads once for all its hosts.
 type hostPrep struct {
 	h       *schema.JobHost
-	hostKey *string // recorded in the CMDB; "" for none
+	hostKey *string // recorded (see schema.Store.RecordedHostKeys); "" for none
 }
 
 func hostResult(h *schema.JobHost) RunHostScriptResult {

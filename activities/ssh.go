@@ -2,6 +2,7 @@ package activities
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -93,61 +94,85 @@ echo '##end'
 `
 
 // DiscoverHost connects to a host and reads its facts with read-only
-// commands. A host key that differs from the one recorded in the CMDB is
-// not trusted: the host fails with a non-retryable HostKeyChanged error.
+// commands. The host's key is pinned like every host's (see pinHostKey):
+// one that differs from the key recorded for its canonical address fails
+// it with a non-retryable HostKeyChanged error.
 func (a *SSH) DiscoverHost(ctx context.Context, in DiscoverHostInput) (DiscoverHostResult, error) {
-	addr := in.Address
-	if _, _, err := net.SplitHostPort(addr); err != nil {
-		port := in.Port
-		if port == 0 {
-			port = 22
-		}
-		addr = net.JoinHostPort(in.Address, strconv.Itoa(port))
+	addr := schema.WithPort(in.Address, cmp.Or(in.Port, schema.DefaultSSHPort))
+	canon, err := schema.CanonicalAddress(addr)
+	if err != nil {
+		return DiscoverHostResult{}, temporal.NewNonRetryableApplicationError(fmt.Sprintf("address %q: %v", addr, err), ErrTypeInvalidInput, nil)
 	}
-	known, err := a.knownHostKey(ctx, in.Address)
+	rt, err := a.routeFor(ctx, in.CredentialID)
 	if err != nil {
 		return DiscoverHostResult{}, err
 	}
-	rt, err := a.routeFor(ctx, in.CredentialID)
+	known, err := a.knownHostKey(ctx, schema.HostTarget{Address: canon}, rt.lastHop)
 	if err != nil {
 		return DiscoverHostResult{}, err
 	}
 	cfgCopy := *rt.cfg
 	cfg := &cfgCopy
 	var presented ssh.PublicKey
-	cfg.HostKeyCallback = func(_ string, _ net.Addr, key ssh.PublicKey) error {
-		presented = key
-		if known != nil && string(known.Marshal()) != string(key.Marshal()) {
-			return temporal.NewNonRetryableApplicationError(fmt.Sprintf("host key changed: recorded %s, presented %s; not trusted",
-				ssh.FingerprintSHA256(known), ssh.FingerprintSHA256(key)), ErrTypeHostKeyChanged, nil)
-		}
-		return nil
-	}
-	out, err := a.run(ctx, rt, addr, cfg, discoveryScript)
+	cfg.HostKeyCallback = a.pinHostKey(ctx, canon, rt.lastHop, known, &presented)
+	out, err := a.run(ctx, rt, canon, cfg, discoveryScript)
 	if err != nil {
 		var appErr *temporal.ApplicationError
 		if errors.As(err, &appErr) {
 			return DiscoverHostResult{}, appErr
 		}
-		return DiscoverHostResult{}, fmt.Errorf("discover %s: %w", addr, err)
+		return DiscoverHostResult{}, fmt.Errorf("discover %s: %w", canon, err)
 	}
 	facts := parseFacts(out)
-	facts.Address = in.Address
+	facts.Address = canon
 	if presented != nil {
 		facts.HostKey = strings.TrimSpace(string(ssh.MarshalAuthorizedKey(presented)))
 	}
-	activity.GetLogger(ctx).Info("host discovered", "address", in.Address, "hostname", facts.Hostname)
+	activity.GetLogger(ctx).Info("host discovered", "address", canon, "hostname", facts.Hostname)
 	return DiscoverHostResult{Facts: facts}, nil
 }
 
-// knownHostKey returns the key recorded for the host CI at address, if any.
-func (a *SSH) knownHostKey(ctx context.Context, address string) (ssh.PublicKey, error) {
-	cis, _, err := a.Store.CIs(ctx, schema.CIQuery{Type: "host", Attrs: map[string]string{"address": address}, Limit: 1})
-	if err != nil || len(cis) == 0 {
+// knownHostKey returns the key recorded for a host (see
+// schema.Store.RecordedHostKeys), or nil.
+func (a *SSH) knownHostKey(ctx context.Context, h schema.HostTarget, via int64) (ssh.PublicKey, error) {
+	keys, err := a.Store.RecordedHostKeys(ctx, []schema.HostTarget{h}, via)
+	if err != nil {
 		return nil, err
 	}
-	s, _ := cis[0].Attributes["ssh_host_key"].(string)
-	return parseHostKey(address, s)
+	return parseHostKey(h.Address, keys[h.Address])
+}
+
+// pinHostKey checks the key a host presents against known, the key
+// recorded for its canonical address (reached through jump host via). With
+// none recorded, the first key presented is recorded and trusted (as ssh's
+// known_hosts does) — for every host, in the CMDB or not; a later
+// different key is refused with a non-retryable HostKeyChanged error,
+// before any login. presented, if set, receives the key.
+func (a *SSH) pinHostKey(ctx context.Context, address string, via int64, known ssh.PublicKey, presented *ssh.PublicKey) ssh.HostKeyCallback {
+	return func(_ string, _ net.Addr, key ssh.PublicKey) error {
+		if presented != nil {
+			*presented = key
+		}
+		if known == nil {
+			line := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(key)))
+			recorded, err := a.Store.RecordHostKey(context.WithoutCancel(ctx), address, via, line)
+			if err != nil {
+				return err
+			}
+			if recorded == line {
+				activity.GetLogger(ctx).Info("host key recorded on first contact", "address", address, "fingerprint", ssh.FingerprintSHA256(key))
+				return nil
+			}
+			if known, err = parseHostKey(address, recorded); err != nil {
+				return err
+			}
+		}
+		if string(known.Marshal()) != string(key.Marshal()) {
+			return temporal.NewNonRetryableApplicationError(fmt.Sprintf("host key changed: recorded %s, presented %s; not trusted",
+				ssh.FingerprintSHA256(known), ssh.FingerprintSHA256(key)), ErrTypeHostKeyChanged, nil)
+		}
+		return nil
+	}
 }
 
 // parseHostKey reads a recorded host key (authorized_keys form); "" is

@@ -22,6 +22,9 @@ import (
 type route struct {
 	cfg  *ssh.ClientConfig // the hosts' login, without a host key check
 	hops []hop             // the jump hosts, the first to connect to first
+	// lastHop is the credential of the jump host the hosts are reached
+	// through (0: directly): host keys are pinned per address and hop.
+	lastHop int64
 
 	mu    sync.Mutex
 	via   []*ssh.Client // connected hops; the last carries the hosts' connections
@@ -62,6 +65,7 @@ func (a *SSH) route(ctx context.Context, id int64) (*route, error) {
 		return nil, temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeInvalidInput, nil)
 	}
 	for _, j := range chain {
+		r.lastHop = j.ID
 		jcfg, err := a.login(j)
 		if err != nil {
 			return nil, err

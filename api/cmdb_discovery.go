@@ -1,14 +1,13 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -37,15 +36,8 @@ func (r *discoveryRequest) validate(ctx context.Context, st *schema.Store) (work
 		bad.add("addresses", "give addresses, a cidr, or both")
 	}
 	for i, a := range in.Addresses {
-		host := a
-		if h, p, err := net.SplitHostPort(a); err == nil {
-			if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
-				bad.add(fmt.Sprintf("addresses[%d]", i), "bad port")
-			}
-			host = h
-		}
-		if net.ParseIP(host) == nil && !schema.ValidHostname(host) {
-			bad.add(fmt.Sprintf("addresses[%d]", i), "must be an IP address or DNS name, optionally with :port")
+		if _, err := schema.CanonicalAddress(a); err != nil {
+			bad.add(fmt.Sprintf("addresses[%d]", i), err.Error())
 		}
 	}
 	if r.Port != 0 && (r.Port < 1 || r.Port > 65535) {
@@ -69,8 +61,57 @@ func (r *discoveryRequest) validate(ctx context.Context, st *schema.Store) (work
 		return in, err
 	} else if cr.Kind != schema.CredSSHKey && cr.Kind != schema.CredPassword {
 		bad.add("credential_id", "discovery logs in over SSH: give an ssh_key or password credential, not "+cr.Kind)
+	} else if len(bad) == 0 {
+		if err := discoveryScope(ctx, st, cr, in, bad); err != nil {
+			return in, err
+		}
 	}
 	return in, bad.err()
+}
+
+// discoveryScope applies a credential's scope to discovery as to jobs:
+// each address (with the port it will be tried on) that is a host in the
+// CMDB must be in the credential's scope, and one that is not — what
+// discovery usually finds — needs a credential an admin allowed on
+// unlisted hosts. So an operator cannot have a credential log into a host
+// of their own by calling it a discovery.
+func discoveryScope(ctx context.Context, st *schema.Store, cr *schema.Credential, in workflows.DiscoverHostsInput, bad fieldErrors) error {
+	byAddr, err := st.HostCIsByAddress(ctx)
+	if err != nil {
+		return err
+	}
+	port := cmp.Or(in.Port, schema.DefaultSSHPort)
+	var hosts []schema.JobHost
+	var fields []string
+	add := func(a, field string) {
+		c, err := schema.CanonicalAddress(schema.WithPort(a, port))
+		if err != nil {
+			bad.add(field, err.Error())
+			return
+		}
+		h := schema.JobHost{Address: c}
+		if id, ok := byAddr[c]; ok {
+			h.CIID = &id
+		}
+		hosts, fields = append(hosts, h), append(fields, field)
+	}
+	for i, a := range in.Addresses {
+		add(a, fmt.Sprintf("addresses[%d]", i))
+	}
+	if in.CIDR != "" {
+		all, _ := workflows.DiscoverHostsInput{CIDR: in.CIDR}.Targets()
+		for _, a := range all {
+			add(a, "cidr")
+		}
+	}
+	cbad, err := st.CheckCredentialTargets(ctx, cr, hosts, func(i int) string { return fields[i] })
+	if err != nil {
+		return err
+	}
+	for k, v := range cbad {
+		bad.add(k, v)
+	}
+	return nil
 }
 
 // startDiscovery runs DiscoverHosts now, or on a cron schedule.

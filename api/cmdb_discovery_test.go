@@ -26,8 +26,11 @@ func TestDiscoveryAgainstRealSSHD(t *testing.T) {
 			e := newEnvWith(t, envOptions{sqlite: engine == "sqlite"})
 			ctx := context.Background()
 			credID := func(targets *testenv.SSHTargets) int64 {
-				res := e.do(http.MethodPost, "/api/v1/credentials", "operator", map[string]string{
-					"name": fmt.Sprintf("disc-%d", time.Now().UnixNano()), "kind": "ssh_key", "username": targets.User, "private_key": string(targets.PrivateKeyPEM)})
+				// Discovery onboards hosts not in the CMDB: the credential
+				// must allow unlisted hosts, which an admin sets.
+				res := e.do(http.MethodPost, "/api/v1/credentials", "admin", map[string]any{
+					"name": fmt.Sprintf("disc-%d", time.Now().UnixNano()), "kind": "ssh_key", "username": targets.User, "private_key": string(targets.PrivateKeyPEM),
+					"allow_unlisted_hosts": true})
 				var cr schema.Credential
 				res.json(t, &cr)
 				if res.Status != 201 {
@@ -156,7 +159,7 @@ func schemaPatch(attr, value string) schema.CIPatch {
 func TestScheduledDiscovery(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	res := e.do(http.MethodPost, "/api/v1/credentials", "operator", map[string]string{"name": fmt.Sprintf("sched-%d", time.Now().UnixNano()), "kind": "password", "username": "nobody", "password": "x"})
+	res := e.do(http.MethodPost, "/api/v1/credentials", "admin", map[string]any{"name": fmt.Sprintf("sched-%d", time.Now().UnixNano()), "kind": "password", "username": "nobody", "password": "x", "allow_unlisted_hosts": true})
 	var cr schema.Credential
 	res.json(t, &cr)
 	body := map[string]any{"addresses": []string{"127.0.0.1:1"}, "credential_id": cr.ID, "schedule": "0 3 * * *"}
@@ -195,4 +198,37 @@ func TestScheduledDiscovery(t *testing.T) {
 		}
 		return false
 	})
+}
+
+// TestDiscoveryScopedByCredential: discovery logs into the addresses it is
+// given, so a credential that does not allow unlisted hosts (the default,
+// and all an operator can create) discovers nothing that is not in the
+// CMDB, and a scoped one nothing outside its scope.
+func TestDiscoveryScopedByCredential(t *testing.T) {
+	e := newEnv(t)
+	p := fmt.Sprintf("dscope%d", time.Now().UnixNano())
+	res := e.do(http.MethodPost, "/api/v1/credentials", "operator", map[string]any{"name": p, "kind": "password", "username": "nobody", "password": "x"})
+	var cr schema.Credential
+	res.json(t, &cr)
+	for body, field := range map[string]string{
+		`{"addresses":["127.0.0.1:1"]}`:       "addresses[0]",
+		`{"addresses":["[::ffff:10.9.8.7]"]}`: "addresses[0]",
+		`{"cidr":"10.9.8.0/30"}`:              "cidr",
+	} {
+		var b map[string]any
+		_ = json.Unmarshal([]byte(body), &b)
+		b["credential_id"] = cr.ID
+		r := e.do(http.MethodPost, "/api/v1/cmdb/discoveries", "operator", b)
+		if r.Status != 422 || !strings.Contains(r.apiError(t).Fields[field], "not a host in the CMDB") {
+			t.Errorf("%s: %d %s", body, r.Status, r.Body)
+		}
+	}
+	e.mkCI("host", p, map[string]any{"address": "10.9.8.7"}, map[string]string{"team": p})
+	if r := e.do(http.MethodPatch, fmt.Sprintf("/api/v1/credentials/%d", cr.ID), "admin", map[string]any{"scope": "team=other-" + p}); r.Status != 200 {
+		t.Fatalf("scope: %d %s", r.Status, r.Body)
+	}
+	r := e.do(http.MethodPost, "/api/v1/cmdb/discoveries", "operator", map[string]any{"addresses": []string{"[::ffff:10.9.8.7]"}, "credential_id": cr.ID})
+	if r.Status != 422 || !strings.Contains(r.apiError(t).Fields["credential_id"], "10.9.8.7:22") {
+		t.Errorf("host outside the scope: %d %s", r.Status, r.Body)
+	}
 }

@@ -3,7 +3,6 @@ package api
 import (
 	"context"
 	"errors"
-	"net"
 	"net/http"
 	"regexp"
 	"slices"
@@ -28,6 +27,30 @@ type credentialRequest struct {
 	HostKey     string `json:"host_key"`
 	JumpHost    string `json:"jump_host"`
 	Description string `json:"description"`
+	// Scope and AllowUnlistedHosts say where the credential may be used
+	// (see schema.Credential); only admins set them.
+	Scope              string `json:"scope"`
+	AllowUnlistedHosts bool   `json:"allow_unlisted_hosts"`
+}
+
+// credentialScopeRequest changes where a credential may be used.
+type credentialScopeRequest struct {
+	Scope              *string `json:"scope"`
+	AllowUnlistedHosts *bool   `json:"allow_unlisted_hosts"`
+}
+
+// checkScope refuses a non-admin setting where a credential may be used,
+// and a scope that is no label selector.
+func checkScope(c echo.Context, scope string, allowUnlisted bool, bad fieldErrors) error {
+	if (scope != "" || allowUnlisted) && userOf(c).Role != schema.RoleAdmin {
+		return newError(http.StatusForbidden, CodeForbidden, "only an admin sets where a credential may be used (scope, allow_unlisted_hosts)")
+	}
+	if len(scope) > 1000 {
+		bad.add("scope", "at most 1000 characters")
+	} else if err := schema.ValidateSelector(scope); scope != "" && err != nil {
+		bad.add("scope", err.Error())
+	}
+	return nil
 }
 
 func (a *API) listCredentials(c echo.Context) error {
@@ -65,13 +88,17 @@ func (a *API) createCredential(c echo.Context) error {
 	}
 	setAudit(c, "credential.create", "credential:"+req.Name)
 	bad := fieldErrors{}
+	if err := checkScope(c, req.Scope, req.AllowUnlistedHosts, bad); err != nil {
+		return err
+	}
 	if !credNameRE.MatchString(req.Name) {
 		bad.add("name", "must be 1-100 letters, digits, '.', '_' or '-'")
 	}
 	if req.Username == "" || strings.ContainsAny(req.Username, " \t\r\n@:") {
 		bad.add("username", "required, without spaces, '@' or ':'")
 	}
-	cr := &schema.Credential{Name: req.Name, Kind: req.Kind, Username: req.Username, Description: req.Description, CreatedBy: userOf(c).Username}
+	cr := &schema.Credential{Name: req.Name, Kind: req.Kind, Username: req.Username, Description: req.Description, CreatedBy: userOf(c).Username,
+		Scope: req.Scope, AllowUnlistedHosts: req.AllowUnlistedHosts}
 	auth := req.Kind
 	switch req.Kind {
 	case schema.CredSSHKey, schema.CredPassword:
@@ -82,16 +109,17 @@ func (a *API) createCredential(c echo.Context) error {
 			bad.add("host_key", "only a jump_host has a host key; targets' keys are in the CMDB")
 		}
 	case schema.CredJumpHost:
+		if req.Scope != "" || req.AllowUnlistedHosts {
+			bad.add("scope", "a jump host is used only by the credentials that name it; scope those")
+		}
 		auth = schema.CredPassword
 		if req.PrivateKey != "" {
 			auth = schema.CredSSHKey
 		}
-		if _, _, err := net.SplitHostPort(req.Address); err != nil {
-			req.Address = net.JoinHostPort(req.Address, "22")
-		}
-		host, port, err := net.SplitHostPort(req.Address)
-		if p, perr := strconv.Atoi(port); err != nil || host == "" || strings.ContainsAny(host, " /@[]") || perr != nil || p < 1 || p > 65535 {
-			bad.add("address", "required: the jump host as host or host:port")
+		if addr, err := schema.CanonicalAddress(req.Address); err != nil {
+			bad.add("address", "required: the jump host as host or host:port: "+err.Error())
+		} else {
+			req.Address = addr
 		}
 		if req.HostKey != "" {
 			if _, _, _, _, err := ssh.ParseAuthorizedKey([]byte(req.HostKey)); err != nil {
@@ -134,6 +162,10 @@ func (a *API) createCredential(c echo.Context) error {
 	if req.JumpHost != "" {
 		j, err := a.store.CredentialByName(ctx, req.JumpHost)
 		switch {
+		case userOf(c).Role != schema.RoleAdmin:
+			// Going through a jump host spends its login, which the
+			// operator may not hold.
+			return newError(http.StatusForbidden, CodeForbidden, "only an admin names a jump_host: its login is then used for this credential's hosts")
 		case errors.Is(err, schema.ErrNotFound):
 			bad.add("jump_host", "no credential named "+strconv.Quote(req.JumpHost))
 		case err != nil:
@@ -165,6 +197,47 @@ func (a *API) createCredential(c echo.Context) error {
 	}
 	setAudit(c, "credential.create", "credential:"+strconv.FormatInt(cr.ID, 10))
 	return c.JSON(http.StatusCreated, cr)
+}
+
+// scopeCredential changes where a credential may be used: its scope (a
+// label selector over host CIs; empty: every host CI) and whether it may
+// be used on addresses that are no host in the CMDB. Admins only.
+func (a *API) scopeCredential(c echo.Context) error {
+	id, err := idParam(c, "id")
+	if err != nil {
+		return err
+	}
+	setAudit(c, "credential.scope", "credential:"+strconv.FormatInt(id, 10))
+	var req credentialScopeRequest
+	if err := decodeJSON(c, &req); err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	cr, err := a.store.Credential(ctx, id)
+	if err != nil {
+		return err
+	}
+	scope, allow := cr.Scope, cr.AllowUnlistedHosts
+	if req.Scope != nil {
+		scope = strings.TrimSpace(*req.Scope)
+	}
+	if req.AllowUnlistedHosts != nil {
+		allow = *req.AllowUnlistedHosts
+	}
+	bad := fieldErrors{}
+	if err := checkScope(c, scope, allow, bad); err != nil {
+		return err
+	}
+	if cr.Kind != schema.CredSSHKey && cr.Kind != schema.CredPassword {
+		bad.add("id", "only ssh_key and password credentials log into hosts; a "+cr.Kind+" credential has no scope")
+	}
+	if err := bad.err(); err != nil {
+		return err
+	}
+	if cr, err = a.store.SetCredentialScope(ctx, id, scope, allow); err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, cr)
 }
 
 func parseSigner(key, passphrase string) (ssh.Signer, error) {

@@ -79,10 +79,37 @@ func TestCredentialsAreSealedAndNeverReturned(t *testing.T) {
 		{map[string]string{"name": name + "x", "kind": "password", "username": "root", "password": "x", "jump_host": name + "-pw"}, "jump_host"},
 		{map[string]string{"name": name + "x", "kind": "local", "username": "root"}, "kind"},
 	} {
-		r := e.do(http.MethodPost, "/api/v1/credentials", "operator", c.body)
+		r := e.do(http.MethodPost, "/api/v1/credentials", "admin", c.body)
 		if r.Status != 422 || r.apiError(t).Fields[c.field] == "" {
 			t.Errorf("%v: %d %s", c.body, r.Status, r.Body)
 		}
+	}
+	// Where a credential may be used, and going through a jump host,
+	// are an admin's to decide.
+	for _, body := range []map[string]any{
+		{"name": name + "y", "kind": "password", "username": "root", "password": "x", "jump_host": name + "-pw"},
+		{"name": name + "y", "kind": "password", "username": "root", "password": "x", "allow_unlisted_hosts": true},
+		{"name": name + "y", "kind": "password", "username": "root", "password": "x", "scope": "env=prod"},
+	} {
+		if r := e.do(http.MethodPost, "/api/v1/credentials", "operator", body); r.Status != 403 {
+			t.Errorf("operator %v: %d %s", body, r.Status, r.Body)
+		}
+	}
+	if r := e.do(http.MethodPost, "/api/v1/credentials", "admin", map[string]any{"name": name + "y", "kind": "password", "username": "root", "password": "x", "scope": "env in (prod"}); r.Status != 422 || r.apiError(t).Fields["scope"] == "" {
+		t.Errorf("bad scope: %d %s", r.Status, r.Body)
+	}
+	scopePath := fmt.Sprintf("/api/v1/credentials/%d", cr.ID)
+	if r := e.do(http.MethodPatch, scopePath, "operator", map[string]any{"allow_unlisted_hosts": true}); r.Status != 403 {
+		t.Errorf("operator widens a credential: %d %s", r.Status, r.Body)
+	}
+	if r := e.do(http.MethodPatch, scopePath, "admin", map[string]any{"scope": "env in (prod"}); r.Status != 422 || r.apiError(t).Fields["scope"] == "" {
+		t.Errorf("bad scope: %d %s", r.Status, r.Body)
+	}
+	var scoped schema.Credential
+	if r := e.do(http.MethodPatch, scopePath, "admin", map[string]any{"scope": "env=prod", "allow_unlisted_hosts": true}); r.Status != 200 {
+		t.Errorf("admin scopes: %d %s", r.Status, r.Body)
+	} else if r.json(t, &scoped); scoped.Scope != "env=prod" || !scoped.AllowUnlistedHosts {
+		t.Errorf("scoped: %+v", scoped)
 	}
 	if r := e.do(http.MethodPost, "/api/v1/credentials", "viewer", map[string]string{}); r.Status != 403 {
 		t.Fatalf("viewer: %d", r.Status)

@@ -52,7 +52,7 @@ func TestJobThroughJumpHost(t *testing.T) {
 	if jump.Status != 201 || jc.Kind != schema.CredJumpHost || jc.Auth != schema.CredSSHKey || jc.HostKey != "" {
 		t.Fatalf("jump host: %d %s", jump.Status, jump.Body)
 	}
-	via := e.do(http.MethodPost, "/api/v1/credentials", "operator", map[string]string{"name": p + "-via", "kind": "ssh_key",
+	via := e.do(http.MethodPost, "/api/v1/credentials", "admin", map[string]any{"name": p + "-via", "kind": "ssh_key", "allow_unlisted_hosts": true,
 		"username": zone.User, "private_key": string(zone.PrivateKeyPEM), "jump_host": p + "-bastion"})
 	var vc schema.Credential
 	via.json(t, &vc)
@@ -96,7 +96,7 @@ func TestJobThroughJumpHost(t *testing.T) {
 	if bad.Status != 201 {
 		t.Fatalf("jump host with a key: %d %s", bad.Status, bad.Body)
 	}
-	via2 := e.do(http.MethodPost, "/api/v1/credentials", "operator", map[string]string{"name": p + "-via2", "kind": "ssh_key",
+	via2 := e.do(http.MethodPost, "/api/v1/credentials", "admin", map[string]any{"name": p + "-via2", "kind": "ssh_key", "allow_unlisted_hosts": true,
 		"username": zone.User, "private_key": string(zone.PrivateKeyPEM), "jump_host": p + "-bastion2"})
 	var vc2 schema.Credential
 	via2.json(t, &vc2)

@@ -103,7 +103,7 @@ func TestCMDBUIInBrowser(t *testing.T) {
 	}
 
 	// Discovery from the UI against a real sshd.
-	res := e.do(http.MethodPost, "/api/v1/credentials", "operator", map[string]string{"name": p + "key", "kind": "ssh_key", "username": target.User, "private_key": string(target.PrivateKeyPEM)})
+	res := e.do(http.MethodPost, "/api/v1/credentials", "admin", map[string]any{"name": p + "key", "kind": "ssh_key", "username": target.User, "private_key": string(target.PrivateKeyPEM), "allow_unlisted_hosts": true})
 	if res.Status != 201 {
 		t.Fatalf("credential: %d %s", res.Status, res.Body)
 	}

@@ -192,6 +192,7 @@ func (s *Store) createCI(ctx context.Context, tx bun.Tx, in CIInput, ch Change, 
 	for k, v := range abad {
 		bad[k] = v
 	}
+	canonicalHostAddress(t, attrs, bad)
 	if len(bad) > 0 {
 		return nil, invalid("invalid CI", bad)
 	}
@@ -214,6 +215,22 @@ func (s *Store) createCI(ctx context.Context, tx bun.Tx, in CIInput, ch Change, 
 		return nil, err
 	}
 	return c, nil
+}
+
+// canonicalHostAddress writes a host's address in its one spelling (see
+// CanonicalAddress), so that gates, scopes and pinned keys match it
+// exactly; an address that is none is refused.
+func canonicalHostAddress(t *CIType, attrs map[string]any, bad map[string]string) {
+	a, ok := attrs["address"].(string)
+	if t.Name != "host" || !ok {
+		return
+	}
+	c, err := CanonicalAddress(a)
+	if err != nil {
+		bad["attributes.address"] = err.Error()
+		return
+	}
+	attrs["address"] = c
 }
 
 // ConflictError is a uniqueness conflict naming the fields; the API
@@ -362,6 +379,9 @@ func (s *Store) patchCI(ctx context.Context, tx bun.Tx, old *CI, p CIPatch, ch C
 		if _, patched := p.Attributes[strings.TrimPrefix(k, "attributes.")]; patched || strings.HasSuffix(v, "required") {
 			bad[k] = v
 		}
+	}
+	if _, patched := p.Attributes["address"]; patched {
+		canonicalHostAddress(t, attrs, bad)
 	}
 	cur.Attributes = attrs
 	set := map[string]string{}

@@ -79,6 +79,7 @@ func (s *Store) Import(ctx context.Context, typ string, rows []ImportRow, dryRun
 		for k, v := range abad {
 			bad[k] = v
 		}
+		canonicalHostAddress(t, attrs, bad)
 		for k, v := range attrs {
 			if d, _ := t.Attr(k); d != nil && d.Unique {
 				raw, _ := json.Marshal(v)

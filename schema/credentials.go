@@ -48,11 +48,18 @@ type Credential struct {
 	HostKey string `bun:"host_key" json:"host_key,omitempty"`
 	// JumpHostID names the jump host through which this credential's
 	// hosts (or, for a jump host, the bastion itself) are reached.
-	JumpHostID  *int64    `bun:"jump_host_id" json:"jump_host_id,omitempty"`
-	Description string    `bun:"description" json:"description"`
-	CreatedBy   string    `bun:"created_by" json:"created_by"`
-	CreatedAt   time.Time `bun:"created_at" json:"created_at"`
-	UpdatedAt   time.Time `bun:"updated_at" json:"updated_at"`
+	JumpHostID *int64 `bun:"jump_host_id" json:"jump_host_id,omitempty"`
+	// Scope selects (a label selector) the host CIs this credential may
+	// be used on; empty is every host CI. AllowUnlistedHosts lets it be
+	// used on addresses that are no host in the CMDB (discovery needs it).
+	// Only admins set either: an operator must not point a credential
+	// whose secret they do not know at a host of their own.
+	Scope              string    `bun:"scope" json:"scope"`
+	AllowUnlistedHosts bool      `bun:"allow_unlisted_hosts" json:"allow_unlisted_hosts"`
+	Description        string    `bun:"description" json:"description"`
+	CreatedBy          string    `bun:"created_by" json:"created_by"`
+	CreatedAt          time.Time `bun:"created_at" json:"created_at"`
+	UpdatedAt          time.Time `bun:"updated_at" json:"updated_at"`
 }
 
 // SealContext binds a credential's sealed values to its name, so a value
@@ -161,6 +168,19 @@ func (s *Store) SetCredentialHostKey(ctx context.Context, id int64, key string) 
 		return "", fmt.Errorf("store: record host key of credential %d: %w", id, notFound(err))
 	}
 	return recorded, nil
+}
+
+// SetCredentialScope changes where credential id may be used.
+func (s *Store) SetCredentialScope(ctx context.Context, id int64, scope string, allowUnlisted bool) (*Credential, error) {
+	res, err := s.DB.NewUpdate().Model((*Credential)(nil)).Set("scope = ?", scope).Set("allow_unlisted_hosts = ?", allowUnlisted).
+		Set("updated_at = ?", time.Now().UTC()).Where("id = ?", id).Where("kind <> ?", CredLocal).Exec(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("store: scope credential %d: %w", id, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return nil, fmt.Errorf("store: scope credential %d: %w", id, ErrNotFound)
+	}
+	return s.Credential(ctx, id)
 }
 
 // LocalCredential returns the built-in credential of the local transport.

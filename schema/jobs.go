@@ -207,30 +207,6 @@ func (s *Store) StartJobHosts(ctx context.Context, jobID int64, idxs []int) erro
 	return nil
 }
 
-// HostKeysByAddress returns the ssh_host_key recorded on host CIs, by
-// their address attribute.
-func (s *Store) HostKeysByAddress(ctx context.Context, addrs []string) (map[string]string, error) {
-	out := map[string]string{}
-	if len(addrs) == 0 {
-		return out, nil
-	}
-	var rows []struct {
-		Address string `bun:"address"`
-		Key     string `bun:"key"`
-	}
-	err := s.DB.NewSelect().TableExpr("ci_attrs AS a").
-		ColumnExpr("a.value AS address, k.value AS key").
-		Join("JOIN ci_attrs AS k ON k.ci_id = a.ci_id AND k.name = 'ssh_host_key'").
-		Where("a.type = 'host' AND a.name = 'address' AND a.value IN (?)", bun.In(addrs)).Scan(ctx, &rows)
-	if err != nil {
-		return nil, fmt.Errorf("store: host keys: %w", err)
-	}
-	for _, r := range rows {
-		out[r.Address] = r.Key
-	}
-	return out, nil
-}
-
 // JobHosts lists hosts of a job by index, optionally in one state; output
 // is left out (see JobHost).
 func (s *Store) JobHosts(ctx context.Context, jobID int64, state string, after, limit int) ([]JobHost, error) {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"net"
 	"regexp"
 	"strconv"
 	"strings"
@@ -120,6 +119,7 @@ func (s *Store) PlanJob(ctx context.Context, req *JobRequest) (*ScriptVersion, m
 			}
 		}
 	}
+	var cred *Credential // the hosts' login over SSH
 	switch req.Targets.Transport {
 	case "", TransportSSH:
 		req.Targets.Transport = TransportSSH
@@ -133,6 +133,8 @@ func (s *Store) PlanJob(ctx context.Context, req *JobRequest) (*ScriptVersion, m
 			req.Targets.Transport = TransportLocal
 		} else if cr.Kind == CredJumpHost {
 			bad.add("credential_id", "a jump_host credential logs into the bastion; give the hosts' credential (which names the jump host)")
+		} else {
+			cred = cr
 		}
 	case TransportLocal:
 		local, err := s.LocalCredential(ctx)
@@ -173,43 +175,24 @@ func (s *Store) PlanJob(ctx context.Context, req *JobRequest) (*ScriptVersion, m
 		}
 	}
 
-	var hosts []JobHost
-	t := req.Targets
-	switch {
-	case t.Selector != "" && len(t.Hosts) > 0:
-		bad.add("targets", "give a selector or hosts, not both")
-	case t.Selector != "":
-		if err := ValidateSelector(t.Selector); err != nil {
-			bad.add("targets.selector", err.Error())
-			break
+	hosts, err := s.resolveTargets(ctx, req.Targets, bad)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if cred != nil && len(bad) == 0 {
+		// A credential goes only where it is meant to: the listed
+		// addresses are named by their index, a selector's hosts by the
+		// credential.
+		fieldOf := func(int) string { return "targets.selector" }
+		if len(req.Targets.Hosts) > 0 {
+			fieldOf = func(i int) string { return fmt.Sprintf("targets.hosts[%d]", hosts[i].listed) }
 		}
-		cis, err := s.ExportCIs(ctx, CIQuery{Type: "host", Selector: t.Selector})
+		cbad, err := s.CheckCredentialTargets(ctx, cred, jobHosts(hosts), fieldOf)
 		if err != nil {
 			return nil, nil, nil, err
 		}
-		for _, ci := range cis {
-			addr, _ := ci.Attributes["address"].(string)
-			if addr == "" {
-				addr = ci.Name
-			}
-			id := ci.ID
-			hosts = append(hosts, JobHost{Address: addr, CIID: &id})
-		}
-	default:
-		seen := map[string]bool{}
-		for i, h := range t.Hosts {
-			host := h
-			if hh, _, err := net.SplitHostPort(h); err == nil {
-				host = hh
-			}
-			if net.ParseIP(host) == nil && !ValidHostname(host) {
-				bad.add(fmt.Sprintf("targets.hosts[%d]", i), "must be an IP address or DNS name, optionally with :port")
-				continue
-			}
-			if !seen[h] {
-				seen[h] = true
-				hosts = append(hosts, JobHost{Address: h})
-			}
+		for k, v := range cbad {
+			bad.add(k, v)
 		}
 	}
 	if len(hosts) == 0 && len(bad) == 0 {
@@ -219,11 +202,12 @@ func (s *Store) PlanJob(ctx context.Context, req *JobRequest) (*ScriptVersion, m
 		bad.add("targets", fmt.Sprintf("%d hosts; a job takes at most %d", len(hosts), MaxJobHosts))
 	}
 	if len(bad) > 0 {
-		return ver, params, hosts, bad.err("invalid job")
+		return ver, params, jobHosts(hosts), bad.err("invalid job")
 	}
 	// Approval: a policy whose match fits gates the job; a version flagged
-	// for approval runs only through one.
-	gate, err := s.GatingPolicy(ctx, ver, hosts)
+	// for approval runs only through one. It sees each host's CI however
+	// its address was spelt.
+	gate, err := s.GatingPolicy(ctx, ver, jobHosts(hosts))
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -240,5 +224,89 @@ func (s *Store) PlanJob(ctx context.Context, req *JobRequest) (*ScriptVersion, m
 		bad.add("version", "needs an approval (high-risk: "+strings.Join(ver.RiskMatches, "; ")+
 			"), and no approval policy gates it: an admin must create one with match.script_risk=approval")
 	}
-	return ver, params, hosts, bad.err("invalid job")
+	return ver, params, jobHosts(hosts), bad.err("invalid job")
+}
+
+// plannedHost is a resolved target and the index it was listed at.
+type plannedHost struct {
+	JobHost
+	listed int
+}
+
+func jobHosts(ps []plannedHost) []JobHost {
+	out := make([]JobHost, len(ps))
+	for i, p := range ps {
+		out[i] = p.JobHost
+	}
+	return out
+}
+
+// resolveTargets turns a job's targets into hosts, each once: a
+// selector's host CIs at their canonical addresses, or the listed
+// addresses made canonical (see CanonicalAddress) and matched to the host
+// CI at that address, so that no spelling of an address escapes the
+// gates and scopes on its CI. The local transport keeps the listed names
+// (they only label its runs). Problems go into bad.
+func (s *Store) resolveTargets(ctx context.Context, t JobTargets, bad fieldBag) ([]plannedHost, error) {
+	local := t.Transport == TransportLocal
+	var hosts []plannedHost
+	switch {
+	case t.Selector != "" && len(t.Hosts) > 0:
+		bad.add("targets", "give a selector or hosts, not both")
+	case t.Selector != "":
+		if err := ValidateSelector(t.Selector); err != nil {
+			bad.add("targets.selector", err.Error())
+			break
+		}
+		cis, err := s.ExportCIs(ctx, CIQuery{Type: "host", Selector: t.Selector})
+		if err != nil {
+			return nil, err
+		}
+		seen := map[string]bool{}
+		for _, ci := range cis {
+			addr := ciAddress(ci.Name, ci.Attributes)
+			if !local {
+				c, err := CanonicalAddress(addr)
+				if err != nil {
+					bad.add("targets.selector", fmt.Sprintf("host CI %s has no usable address (%q: %v)", ci.Name, addr, err))
+					continue
+				}
+				if seen[c] {
+					continue
+				}
+				seen[c], addr = true, c
+			}
+			id := ci.ID
+			hosts = append(hosts, plannedHost{JobHost: JobHost{Address: addr, CIID: &id}})
+		}
+	default:
+		var byAddr map[string]int64
+		if len(t.Hosts) > 0 {
+			var err error
+			if byAddr, err = s.HostCIsByAddress(ctx); err != nil {
+				return nil, err
+			}
+		}
+		seen := map[string]bool{}
+		for i, h := range t.Hosts {
+			c, err := CanonicalAddress(h)
+			if err != nil {
+				bad.add(fmt.Sprintf("targets.hosts[%d]", i), err.Error())
+				continue
+			}
+			if seen[c] {
+				continue
+			}
+			seen[c] = true
+			jh := JobHost{Address: c}
+			if local {
+				jh.Address = h
+			}
+			if id, ok := byAddr[c]; ok {
+				jh.CIID = &id
+			}
+			hosts = append(hosts, plannedHost{JobHost: jh, listed: i})
+		}
+	}
+	return hosts, nil
 }
