@@ -27,6 +27,10 @@ type SSH struct {
 	Secrets *secret.Keyring
 	// DialTimeout bounds connecting and the handshake; zero means 15 s.
 	DialTimeout time.Duration
+	// LocalTransport lets jobs with the local transport run on this
+	// worker, as its own user (OPSFLOW_LOCAL_TRANSPORT=1); off, such a
+	// job's hosts fail without running anything.
+	LocalTransport bool
 
 	mu     sync.Mutex
 	plans  map[int64]*hostPlan // per job, see jobPlan

@@ -27,7 +27,12 @@ type Config struct {
 	// BaseURL is opsflow's external URL, for links in chat messages
 	// (OPSFLOW_BASE_URL; default http://OPSFLOW_HTTP_ADDR).
 	BaseURL string
-	Chat    ChatConfig
+	// LocalTransport lets this process's workers run jobs with the local
+	// transport, as the worker's own user (OPSFLOW_LOCAL_TRANSPORT=1). Off
+	// by default: enable it only on a dedicated worker, never on the API's
+	// host, since such a script can read everything opsflow can.
+	LocalTransport bool
+	Chat           ChatConfig
 }
 
 // ChatConfig holds the approval channels' settings; an empty one is off.
@@ -62,6 +67,7 @@ func ConfigFromEnv() Config {
 		MetricsAddr:    os.Getenv("OPSFLOW_METRICS_ADDR"),
 		EventRetention: durationEnv("OPSFLOW_CMDB_EVENTS_RETENTION", 7*24*time.Hour),
 		BaseURL:        strings.TrimRight(env("OPSFLOW_BASE_URL", "http://"+env("OPSFLOW_HTTP_ADDR", "127.0.0.1:8080")), "/"),
+		LocalTransport: os.Getenv("OPSFLOW_LOCAL_TRANSPORT") == "1" || os.Getenv("OPSFLOW_LOCAL_TRANSPORT") == "true",
 		Chat: ChatConfig{
 			SlackBotToken:      os.Getenv("OPSFLOW_SLACK_BOT_TOKEN"),
 			SlackSigningSecret: os.Getenv("OPSFLOW_SLACK_SIGNING_SECRET"),
