@@ -286,6 +286,9 @@ func (a *App) StartWorkers(queues []string) (stop func(), err error) {
 			return nil, fmt.Errorf("start worker on %s: %w", q, err)
 		}
 		a.Log.Info("worker started", "queue", q, "namespace", a.Namespace)
+		if q == workflows.TaskQueueSSH && a.Cfg.LocalTransport {
+			a.Log.Warn("the local transport is on (OPSFLOW_LOCAL_TRANSPORT=1): admins' local jobs run here as this process's user")
+		}
 		started = append(started, w)
 	}
 	return stop, nil
