@@ -380,9 +380,9 @@ func TestCodecRawPayloadsNeverHoldSecret(t *testing.T) {
 		kinds["schedule action"]++
 		checkPayloads(t, e.keys, ps, tok, password)
 	}
-	for _, k := range []string{"EVENT_TYPE_WORKFLOW_EXECUTION_STARTED", "EVENT_TYPE_ACTIVITY_TASK_SCHEDULED", "EVENT_TYPE_ACTIVITY_TASK_COMPLETED",
-		"EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED", "EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED", "EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED",
-		"EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED", "schedule action"} {
+	for _, k := range []string{"WorkflowExecutionStarted", "ActivityTaskScheduled", "ActivityTaskCompleted",
+		"WorkflowExecutionUpdateAccepted", "WorkflowExecutionUpdateCompleted", "StartChildWorkflowExecutionInitiated",
+		"ChildWorkflowExecutionCompleted", "WorkflowExecutionCompleted", "schedule action"} {
 		if kinds[k] == 0 {
 			t.Errorf("no payload of kind %s was checked (%v)", k, kinds)
 		}
@@ -433,26 +433,30 @@ func TestStrictCodecRefusesForgedVote(t *testing.T) {
 		t.Fatalf("after a forged vote the job is %s, %d hosts ran", st, lines(mark))
 	}
 
-	// A forged start: the workflow's input never decodes, so its first
-	// workflow task fails (and keeps failing); nothing runs.
+	// A forged start: the workflow's input never decodes, so it fails
+	// before doing anything.
 	fid := "demo:forged-" + p
 	if _, err := plain.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: fid, TaskQueue: workflows.TaskQueueOps}, workflows.Demo,
 		workflows.DemoInput{Steps: 1, Target: "forged"}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = plain.TerminateWorkflow(context.WithoutCancel(ctx), fid, "", "test over") })
-	var cause string
-	eventually(t, 60*time.Second, "the forged workflow's task failing", func() bool {
+	var failure string
+	eventually(t, 60*time.Second, "the forged workflow failing", func() bool {
 		for _, ev := range rawHistory(t, e.temporal, fid) {
+			if a := ev.GetWorkflowExecutionFailedEventAttributes(); a != nil {
+				failure = a.GetFailure().GetMessage() + " " + a.GetFailure().GetCause().GetMessage()
+				return true
+			}
 			if a := ev.GetWorkflowTaskFailedEventAttributes(); a != nil {
-				cause = a.GetFailure().GetMessage()
+				failure = a.GetFailure().GetMessage()
 				return true
 			}
 		}
 		return false
 	})
-	if !strings.Contains(cause, "unencrypted payload") {
-		t.Errorf("forged start failed for another reason: %s", cause)
+	if !strings.Contains(failure, "unencrypted payload") {
+		t.Errorf("the forged start failed for another reason: %s", failure)
 	}
 	for _, ev := range rawHistory(t, e.temporal, fid) {
 		if ev.GetEventType() == enumspb.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED {

@@ -60,7 +60,9 @@ func TestPayloadsEncryptedInHistory(t *testing.T) {
 	if r := e.do(http.MethodPost, "/codec/encode", "operator", string(plain)); r.Status != 403 {
 		t.Fatalf("an operator's encode: %d %s", r.Status, r.Body)
 	}
-	if r := e.do(http.MethodPost, "/codec/encode", "admin", string(plain)); r.Status != 200 || !strings.Contains(string(r.Body), "binary/encrypted") {
+	var encoded commonpb.Payloads
+	if r := e.do(http.MethodPost, "/codec/encode", "admin", string(plain)); r.Status != 200 || protojson.Unmarshal(r.Body, &encoded) != nil ||
+		len(encoded.Payloads) != 1 || string(encoded.Payloads[0].Metadata["encoding"]) != "binary/encrypted" {
 		t.Fatalf("an admin's encode: %d %s", r.Status, r.Body)
 	}
 	dec := e.do(http.MethodPost, "/codec/decode", "operator", string(body), "Origin", "http://temporal-ui.test")

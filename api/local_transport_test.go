@@ -127,6 +127,9 @@ func TestLocalTransportAdminOnly(t *testing.T) {
 	if r := e.do(http.MethodPost, "/api/v1/schedules/"+name+"/trigger", "boss", map[string]any{}); r.Status != 200 {
 		t.Fatalf("trigger: %d %s", r.Status, r.Body)
 	}
+	// A firing's workflow ID ends in its time to the second: a second
+	// trigger within the same second would collide with the first.
+	triggered := time.Now().Truncate(time.Second)
 	first := firing(1)
 	if err := e.temporal.GetWorkflow(ctx, first, "").Get(ctx, nil); err != nil {
 		t.Fatalf("the admin's scheduled local job: %v", err)
@@ -141,10 +144,14 @@ func TestLocalTransportAdminOnly(t *testing.T) {
 	if _, err := e.store.UpdateUser(ctx, boss.ID, schema.UserUpdate{Role: &role}); err != nil {
 		t.Fatal(err)
 	}
+	eventually(t, 5*time.Second, "the next second", func() bool { return time.Now().Truncate(time.Second).After(triggered) })
 	if r := e.do(http.MethodPost, "/api/v1/schedules/"+name+"/trigger", "admin", map[string]any{}); r.Status != 200 {
 		t.Fatalf("trigger: %d %s", r.Status, r.Body)
 	}
 	second := firing(2)
+	if second == first {
+		t.Fatalf("the second trigger did not fire: %s", second)
+	}
 	err = e.temporal.GetWorkflow(ctx, second, "").Get(ctx, nil)
 	if err == nil || !strings.Contains(err.Error(), "only an admin") {
 		t.Fatalf("a demoted admin's local schedule fired: %v", err)
