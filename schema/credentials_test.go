@@ -33,14 +33,14 @@ func TestTransportsMigrationKeepsCredentialsAndJobs(t *testing.T) {
 
 			for _, step := range []string{"down", "up"} {
 				if step == "down" {
-					for _, m := range []string{"0008", "0007"} {
+					for _, m := range []string{"0009", "0008", "0007"} {
 						if err := s.UndoMigration(ctx, m); err != nil {
 							t.Fatal(err)
 						}
 					}
-				} else if applied, err := s.MigrateUp(ctx); err != nil || len(applied) != 2 {
+				} else if applied, err := s.MigrateUp(ctx); err != nil || len(applied) != 3 {
 					t.Fatalf("up: %v %v", applied, err)
-				} else if _, err := s.DB.ExecContext(ctx, "UPDATE bun_migrations SET group_id = (SELECT min(group_id) FROM bun_migrations) WHERE name IN ('0007', '0008')"); err != nil {
+				} else if _, err := s.DB.ExecContext(ctx, "UPDATE bun_migrations SET group_id = (SELECT min(group_id) FROM bun_migrations) WHERE name IN ('0007', '0008', '0009')"); err != nil {
 					t.Fatal(err) // one group again, as other tests expect
 				}
 			}
