@@ -7,4 +7,8 @@ package activities
 const (
 	ErrTypeInvalidInput   = "InvalidInput"
 	ErrTypeHostKeyChanged = "HostKeyChanged"
+	// ErrTypeForbidden: who asked (a schedule's creator) may not do it.
+	ErrTypeForbidden = "Forbidden"
+	// ErrTypeLocalTransportOff: the worker does not run the local transport.
+	ErrTypeLocalTransportOff = "LocalTransportOff"
 )

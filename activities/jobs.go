@@ -517,10 +517,15 @@ func (a *Jobs) RecordJobStatus(ctx context.Context, in RecordJobStatusInput) (st
 	return struct{}{}, a.Store.SetJobStatus(ctx, in.JobID, in.Status, in.Summary)
 }
 
-// CreateScheduledJobInput is a saved job definition a schedule runs.
+// CreateScheduledJobInput names the schedule that fired. Its definition
+// is read from the database (schema.JobSchedule), never from here.
 type CreateScheduledJobInput struct {
+	// Definition is only set by schedules made before definitions moved
+	// to the database; such a firing is refused.
 	Definition schema.JobRequest
 	CreatedBy  string
+	// Schedule is the schedule's name.
+	Schedule string
 }
 
 // CreateScheduledJobResult names the job created for this firing.
@@ -531,41 +536,65 @@ type CreateScheduledJobResult struct {
 	Policy     schema.JobPolicy
 }
 
-// CreateScheduledJob plans a saved job definition now — a selector picks
-// today's hosts — and records the job and its run. Invalid at this moment
-// (a script version since blocked, no host matches) is a non-retryable
-// failure of this firing.
+// CreateScheduledJob creates the job of a schedule's firing (CreateJob)
+// from the schedule's definition, as its creator is now: a creator since
+// disabled or demoted cannot run what they may no longer run. Invalid at
+// this moment (a script version since blocked, no host matches) or
+// refused is a non-retryable failure of this firing.
 func (a *Jobs) CreateScheduledJob(ctx context.Context, in CreateScheduledJobInput) (CreateScheduledJobResult, error) {
 	info := activity.GetInfo(ctx)
 	// One job per firing, also when this activity is retried.
 	wid := "job:" + info.WorkflowExecution.ID
-	if j, err := a.Store.JobByWorkflowID(ctx, wid); err == nil {
+	fail := func(typ, msg string) (CreateScheduledJobResult, error) {
+		return CreateScheduledJobResult{}, temporal.NewNonRetryableApplicationError(msg, typ, nil)
+	}
+	if in.Schedule == "" {
+		return fail(ErrTypeInvalidInput, "this schedule was made before job schedules kept their definition in the database: delete it and create it again")
+	}
+	// The workflow starts the job's run as its child; recording it here
+	// is repeatable, so it follows the job's creation (also on a retry
+	// that finds the job created).
+	record := func(j *schema.Job) (CreateScheduledJobResult, error) {
+		target := j.Targets.Selector
+		if target == "" {
+			target = fmt.Sprintf("%d hosts", j.Total)
+		}
+		if err := a.Store.RecordRunStart(ctx, &schema.Run{WorkflowID: wid, Kind: "job", StartedBy: j.CreatedBy, Target: target}); err != nil {
+			return CreateScheduledJobResult{}, err
+		}
 		return CreateScheduledJobResult{JobID: j.ID, WorkflowID: wid, Total: j.Total, Policy: j.Policy}, nil
 	}
-	req := in.Definition
-	ver, params, hosts, err := a.Store.PlanJob(ctx, &req)
+	if j, err := a.Store.JobByWorkflowID(ctx, wid); err == nil {
+		return record(j)
+	}
+	js, err := a.Store.JobScheduleByName(ctx, in.Schedule)
+	if errors.Is(err, schema.ErrNotFound) {
+		return fail(ErrTypeInvalidInput, "schedule "+in.Schedule+" has no definition (deleted)")
+	} else if err != nil {
+		return CreateScheduledJobResult{}, err
+	}
+	req, err := js.Request(a.Secrets)
 	if err != nil {
-		var ve *schema.ValidationError
-		if errors.As(err, &ve) {
-			return CreateScheduledJobResult{}, temporal.NewNonRetryableApplicationError(ve.Error(), ErrTypeInvalidInput, nil)
-		}
+		return fail(ErrTypeInvalidInput, err.Error())
+	}
+	by, err := a.Store.UserByUsername(ctx, js.CreatedBy)
+	if errors.Is(err, schema.ErrNotFound) {
+		return fail(ErrTypeForbidden, "the schedule's creator "+js.CreatedBy+" no longer exists")
+	} else if err != nil {
 		return CreateScheduledJobResult{}, err
 	}
-	job := &schema.Job{WorkflowID: wid, ScriptID: ver.ScriptID, ScriptVersion: ver.Version, Targets: req.Targets,
-		CredentialID: req.CredentialID, Policy: req.Policy, Status: schema.JobQueued, CreatedBy: in.CreatedBy}
-	b, _ := json.Marshal(params)
-	job.Params = a.Secrets.Seal(b, job.ParamsContext())
-	if err := a.Store.CreateJob(ctx, job, hosts); err != nil {
+	job, _, err := CreateJob(ctx, a.Store, a.Secrets, JobOrder{Request: req, WorkflowID: wid, By: by},
+		func(context.Context, *schema.Job, string) error { return nil })
+	var ve *schema.ValidationError
+	switch {
+	case errors.As(err, &ve):
+		return fail(ErrTypeInvalidInput, ve.Error())
+	case errors.Is(err, ErrLocalTransportAdminOnly), errors.Is(err, ErrMayNotCreateJobs):
+		return fail(ErrTypeForbidden, "the schedule's creator "+by.Username+" ("+by.Role+"): "+err.Error())
+	case err != nil:
 		return CreateScheduledJobResult{}, err
 	}
-	target := req.Targets.Selector
-	if target == "" {
-		target = fmt.Sprintf("%d hosts", len(hosts))
-	}
-	if err := a.Store.RecordRunStart(ctx, &schema.Run{WorkflowID: wid, Kind: "job", StartedBy: in.CreatedBy, Target: target}); err != nil {
-		return CreateScheduledJobResult{}, err
-	}
-	return CreateScheduledJobResult{JobID: job.ID, WorkflowID: wid, Total: len(hosts), Policy: job.Policy}, nil
+	return record(job)
 }
 
 // outputSink collects a host's output as it is read: it stores it for live
@@ -710,6 +739,10 @@ func (a *SSH) jobPlan(ctx context.Context, jobID int64) (*hostPlan, error) {
 		}
 	}
 	if job.Targets.Transport == schema.TransportLocal {
+		if !a.LocalTransport {
+			return nil, temporal.NewNonRetryableApplicationError("the local transport is off on this worker (it runs scripts as the worker's own user): "+
+				"enable it with OPSFLOW_LOCAL_TRANSPORT=1 on a dedicated worker", ErrTypeLocalTransportOff, nil)
+		}
 		p.local = true
 	} else if p.route, err = a.routeFor(ctx, job.CredentialID); err != nil {
 		return nil, err

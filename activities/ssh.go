@@ -28,6 +28,10 @@ type SSH struct {
 	Secrets *secret.Keyring
 	// DialTimeout bounds connecting and the handshake; zero means 15 s.
 	DialTimeout time.Duration
+	// LocalTransport lets jobs with the local transport run on this
+	// worker, as its own user (OPSFLOW_LOCAL_TRANSPORT=1); off, such a
+	// job's hosts fail without running anything.
+	LocalTransport bool
 
 	mu     sync.Mutex
 	plans  map[int64]*hostPlan // per job, see jobPlan
@@ -260,16 +264,35 @@ func (r sshRunner) exec(ctx context.Context, script string) (string, error) {
 // of its own (as sshd would), so that killing the session ends it all.
 type localRunner struct{}
 
+// exec runs script and returns its output. When ctx ends first (the
+// activity cancelled, or timed out on a busy worker), the program is hung
+// up on, as sshd does when a connection drops, and not killed: the
+// exactly-once wrapper ignores SIGHUP once it holds its lock, so the
+// script runs to its end and records its status for the retry that
+// collects it. (Killed, it would leave a lock without a status, and the
+// retry would wait for ever.) Aborts and host timeouts kill the session
+// (SSH.kill).
 func (localRunner) exec(ctx context.Context, script string) (string, error) {
-	cmd := exec.CommandContext(ctx, "/bin/sh", "-s")
+	cmd := exec.Command("/bin/sh", "-s")
 	cmd.Stdin = strings.NewReader(script)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	cmd.WaitDelay = time.Second
-	out, err := cmd.Output()
-	if err != nil {
+	var out strings.Builder
+	cmd.Stdout = &out
+	if err := cmd.Start(); err != nil {
 		return "", fmt.Errorf("run commands: %w", err)
 	}
-	return string(out), nil
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }() // reaps the program whenever it ends
+	select {
+	case err := <-done:
+		if err != nil {
+			return "", fmt.Errorf("run commands: %w", err)
+		}
+		return out.String(), nil
+	case <-ctx.Done():
+		_ = cmd.Process.Signal(syscall.SIGHUP)
+		return "", fmt.Errorf("run commands: %w", ctx.Err())
+	}
 }
 
 // parseFacts reads the sections discoveryScript prints.

@@ -160,7 +160,7 @@ func TestGatedBatchJob(t *testing.T) {
 	mark := t.TempDir() + "/ran"
 	sid := e.script(p, `echo `+marker+` "$OPSFLOW_HOST" >> `+mark, nil)
 	job := func() (resp, jobResp) {
-		r := e.do(http.MethodPost, "/api/v1/jobs", "operator", map[string]any{"script_id": sid,
+		r := e.do(http.MethodPost, "/api/v1/jobs", "admin", map[string]any{"script_id": sid,
 			"targets": map[string]any{"hosts": []string{"gw-1", "gw-2"}, "transport": "local"}})
 		var j jobResp
 		r.json(t, &j)
@@ -248,7 +248,7 @@ func TestDelegationAndTargetGate(t *testing.T) {
 	e.mkCI("host", p+"-dev", map[string]any{"address": "dev-" + p}, map[string]string{"env": "dev-" + p})
 	sid := e.script(p, `echo "$OPSFLOW_HOST"`, nil)
 	start := func(selector string) jobResp {
-		r := e.do(http.MethodPost, "/api/v1/jobs", "operator", map[string]any{"script_id": sid,
+		r := e.do(http.MethodPost, "/api/v1/jobs", "admin", map[string]any{"script_id": sid,
 			"targets": map[string]any{"selector": selector, "transport": "local"}})
 		var j jobResp
 		r.json(t, &j)

@@ -170,3 +170,65 @@ func (a *API) startDiscovery(c echo.Context) error {
 	}
 	return c.JSON(http.StatusCreated, map[string]string{"schedule_id": id, "schedule": req.Schedule})
 }
+
+// discoverySchedulePrefix starts the ID of every discovery schedule.
+const discoverySchedulePrefix = workflows.KindDiscovery + ":sched-"
+
+type discoveryScheduleView struct {
+	ID         string      `json:"id"`
+	Cron       []string    `json:"cron"`
+	Paused     bool        `json:"paused"`
+	NextRuns   []time.Time `json:"next_runs,omitempty"`
+	RecentRuns []string    `json:"recent_runs,omitempty"`
+}
+
+// listDiscoverySchedules lists the recurring discoveries. Their
+// Temporal Schedules carry the addresses and a credential's ID, no
+// secret.
+func (a *API) listDiscoverySchedules(c echo.Context) error {
+	it, err := a.temporal.ScheduleClient().List(c.Request().Context(), client.ScheduleListOptions{PageSize: 100})
+	if err != nil {
+		return err
+	}
+	items := []discoveryScheduleView{}
+	for it.HasNext() {
+		e, err := it.Next()
+		if err != nil {
+			return err
+		}
+		if !strings.HasPrefix(e.ID, discoverySchedulePrefix) {
+			continue
+		}
+		v := discoveryScheduleView{ID: e.ID, Paused: e.Paused, NextRuns: e.NextActionTimes}
+		if e.Spec != nil {
+			v.Cron = e.Spec.CronExpressions
+		}
+		for _, r := range e.RecentActions {
+			if r.StartWorkflowResult != nil {
+				v.RecentRuns = append(v.RecentRuns, r.StartWorkflowResult.WorkflowID)
+			}
+		}
+		items = append(items, v)
+	}
+	return c.JSON(http.StatusOK, map[string]any{"items": items})
+}
+
+// deleteDiscoverySchedule stops a recurring discovery; :id is the
+// schedule_id its creation returned (discovery:sched-…) or its part after
+// "discovery:".
+func (a *API) deleteDiscoverySchedule(c echo.Context) error {
+	id := c.Param("id")
+	if !strings.HasPrefix(id, discoverySchedulePrefix) {
+		id = workflows.KindDiscovery + ":" + id
+	}
+	setAudit(c, "schedule.delete", "schedule:"+id)
+	rest := strings.TrimPrefix(id, discoverySchedulePrefix)
+	if len(rest) != 12 || strings.Trim(rest, "0123456789abcdef") != "" {
+		return newError(http.StatusNotFound, CodeNotFound, "no such discovery schedule")
+	}
+	ctx := c.Request().Context()
+	if err := a.temporal.ScheduleClient().GetHandle(ctx, id).Delete(ctx); err != nil {
+		return scheduleErr(err)
+	}
+	return c.NoContent(http.StatusNoContent)
+}

@@ -52,7 +52,20 @@ func TestPayloadsEncryptedInHistory(t *testing.T) {
 		t.Fatalf("input payload not encrypted: %v", input)
 	}
 	body, _ := protojson.Marshal(input)
-	dec := e.do(http.MethodPost, "/codec/decode", "viewer", string(body), "Origin", "http://temporal-ui.test")
+	// Decoding is for operators and admins; encoding for admins only.
+	if r := e.do(http.MethodPost, "/codec/decode", "viewer", string(body), "Origin", "http://temporal-ui.test"); r.Status != 403 {
+		t.Fatalf("a viewer's decode: %d %s", r.Status, r.Body)
+	}
+	plain, _ := protojson.Marshal(&commonpb.Payloads{Payloads: []*commonpb.Payload{{Metadata: map[string][]byte{"encoding": []byte("json/plain")}, Data: []byte(`"x"`)}}})
+	if r := e.do(http.MethodPost, "/codec/encode", "operator", string(plain)); r.Status != 403 {
+		t.Fatalf("an operator's encode: %d %s", r.Status, r.Body)
+	}
+	var encoded commonpb.Payloads
+	if r := e.do(http.MethodPost, "/codec/encode", "admin", string(plain)); r.Status != 200 || protojson.Unmarshal(r.Body, &encoded) != nil ||
+		len(encoded.Payloads) != 1 || string(encoded.Payloads[0].Metadata["encoding"]) != "binary/encrypted" {
+		t.Fatalf("an admin's encode: %d %s", r.Status, r.Body)
+	}
+	dec := e.do(http.MethodPost, "/codec/decode", "operator", string(body), "Origin", "http://temporal-ui.test")
 	if dec.Status != 200 || dec.Header.Get("Access-Control-Allow-Origin") != "http://temporal-ui.test" {
 		t.Fatalf("decode: %d %s %v", dec.Status, dec.Body, dec.Header)
 	}
@@ -67,7 +80,7 @@ func TestPayloadsEncryptedInHistory(t *testing.T) {
 	if anon := e.do(http.MethodPost, "/codec/decode", "", string(body)); anon.Status != 401 {
 		t.Fatalf("anonymous decode: %d", anon.Status)
 	}
-	if other := e.do(http.MethodPost, "/codec/decode", "viewer", string(body), "Origin", "http://evil.test"); other.Header.Get("Access-Control-Allow-Origin") != "" {
+	if other := e.do(http.MethodPost, "/codec/decode", "operator", string(body), "Origin", "http://evil.test"); other.Header.Get("Access-Control-Allow-Origin") != "" {
 		t.Fatal("CORS granted to another origin")
 	}
 }

@@ -62,6 +62,9 @@ type envOptions struct {
 	slack     *SlackHook
 	dingtalk  string
 	notifiers []activities.Notifier
+	// noLocal leaves the local transport off on the workers (it is on,
+	// as OPSFLOW_LOCAL_TRANSPORT=1 sets it, for the tests that use it).
+	noLocal bool
 }
 
 // newEnvWith builds the env; its workers serve every task queue.
@@ -92,7 +95,7 @@ func newEnvWith(t testing.TB, o envOptions) *env {
 		if o.noWorkers {
 			break
 		}
-		w, err := workers.New(c, q, workers.Deps{Store: st, Secrets: keys, Notifiers: o.notifiers}, workers.Options{})
+		w, err := workers.New(c, q, workers.Deps{Store: st, Secrets: keys, Notifiers: o.notifiers, LocalTransport: !o.noLocal}, workers.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}

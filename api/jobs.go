@@ -3,7 +3,7 @@ package api
 import (
 	"context"
 	"encoding/json"
-	"fmt"
+	"errors"
 	"net/http"
 	"slices"
 	"sort"
@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
+	"github.com/opsflow/opsflow/activities"
 	"github.com/opsflow/opsflow/schema"
 	"github.com/opsflow/opsflow/workflows"
 	"go.temporal.io/sdk/client"
@@ -39,44 +40,39 @@ func (a *API) startJob(c echo.Context, req schema.JobRequest, parent *int64) err
 	return c.JSON(status, job)
 }
 
-// launchJob plans, records and starts a job; with an Idempotency-Key a
-// repeat returns the first job (created false).
+// launchJob creates and starts a job (activities.CreateJob); with an
+// Idempotency-Key a repeat returns the first job (created false).
 func (a *API) launchJob(c echo.Context, req schema.JobRequest, parent *int64) (*schema.Job, bool, error) {
 	ctx := c.Request().Context()
 	setAudit(c, "job.create", "script:"+strconv.FormatInt(req.ScriptID, 10))
-	ver, params, hosts, err := a.store.PlanJob(ctx, &req)
-	if err != nil {
-		return nil, false, err
-	}
 	key, err := idempotencyKey(c)
 	if err != nil {
 		return nil, false, err
 	}
-	wid := workflows.RunWorkflowID(workflows.KindJob, userOf(c).ID, key, uuid.NewString())
-	if existing, err := a.store.JobByWorkflowID(ctx, wid); err == nil {
-		return existing, false, nil
-	}
 	if a.secrets == nil {
 		return nil, false, newError(http.StatusServiceUnavailable, CodeUnavailable, "no secret key configured")
 	}
-	job := &schema.Job{WorkflowID: wid, ScriptID: ver.ScriptID, ScriptVersion: ver.Version, Targets: req.Targets,
-		CredentialID: req.CredentialID, Policy: req.Policy, Status: schema.JobQueued, ParentID: parent, CreatedBy: userOf(c).Username}
-	b, _ := json.Marshal(params)
-	job.Params = a.secrets.Seal(b, job.ParamsContext())
-	if err := a.store.CreateJob(ctx, job, hosts); err != nil {
-		return nil, false, err
+	wid := workflows.RunWorkflowID(workflows.KindJob, userOf(c).ID, key, uuid.NewString())
+	job, created, err := activities.CreateJob(ctx, a.store, a.secrets, activities.JobOrder{Request: req, WorkflowID: wid, By: userOf(c), ParentID: parent},
+		func(ctx context.Context, job *schema.Job, target string) error {
+			setAudit(c, "job.create", "job:"+strconv.FormatInt(job.ID, 10))
+			_, _, err := a.startWorkflow(c, workflows.KindJob, wid, target, workflows.BatchJob,
+				workflows.BatchJobInput{JobID: job.ID, Total: job.Total, Policy: job.Policy})
+			return err
+		})
+	return job, created, jobError(err)
+}
+
+// jobError maps the refusals of activities.CreateJob to 403.
+func jobError(err error) error {
+	if errors.Is(err, activities.ErrLocalTransportAdminOnly) {
+		return &Error{Status: http.StatusForbidden, Code: CodeForbidden, Message: err.Error(),
+			Fields: map[string]string{"targets.transport": "local is admin-only"}}
 	}
-	target := req.Targets.Selector
-	if target == "" {
-		target = fmt.Sprintf("%d hosts", len(hosts))
+	if errors.Is(err, activities.ErrMayNotCreateJobs) {
+		return newError(http.StatusForbidden, CodeForbidden, err.Error())
 	}
-	setAudit(c, "job.create", "job:"+strconv.FormatInt(job.ID, 10))
-	if _, _, err := a.startWorkflow(c, workflows.KindJob, wid, target, workflows.BatchJob,
-		workflows.BatchJobInput{JobID: job.ID, Total: len(hosts), Policy: job.Policy}); err != nil {
-		_ = a.store.SetJobStatus(context.WithoutCancel(ctx), job.ID, schema.JobFailed, "could not start: "+err.Error())
-		return nil, false, err
-	}
-	return job, true, nil
+	return err
 }
 
 type jobView struct {

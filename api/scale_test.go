@@ -31,7 +31,7 @@ func TestTenThousandHostJob(t *testing.T) {
 	for i := range hosts {
 		hosts[i] = fmt.Sprintf("node-%05d", i)
 	}
-	res := e.do(http.MethodPost, "/api/v1/jobs", "operator", map[string]any{"script_id": sid,
+	res := e.do(http.MethodPost, "/api/v1/jobs", "admin", map[string]any{"script_id": sid,
 		"targets": map[string]any{"hosts": hosts, "transport": "local"}, "policy": map[string]any{"concurrency": "200"}})
 	var j struct {
 		jobResp

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"regexp"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"github.com/opsflow/opsflow/activities"
 	"github.com/opsflow/opsflow/schema"
 	"github.com/opsflow/opsflow/workflows"
 	"go.temporal.io/api/serviceerror"
@@ -18,7 +20,8 @@ import (
 var scheduleNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
 
 // Job schedules are Temporal Schedules named schedule:<name> that fire a
-// ScheduledJob with a saved job definition.
+// ScheduledJob naming the schedule; its job definition is a
+// schema.JobSchedule row, secret parameters sealed.
 const schedulePrefix = "schedule:"
 
 type scheduleRequest struct {
@@ -55,8 +58,9 @@ func (a *API) createSchedule(c echo.Context) error {
 	if err := bad.err(); err != nil {
 		return err
 	}
+	ctx := c.Request().Context()
 	def := req.Job
-	if _, _, _, err := a.store.PlanJob(c.Request().Context(), &def); err != nil {
+	if _, _, _, err := activities.PlanJobFor(ctx, a.store, userOf(c), &def); err != nil {
 		var ve *schema.ValidationError
 		if errors.As(err, &ve) {
 			fields := map[string]string{}
@@ -65,30 +69,74 @@ func (a *API) createSchedule(c echo.Context) error {
 			}
 			return &Error{Status: http.StatusUnprocessableEntity, Code: CodeValidation, Message: "invalid job definition", Fields: fields}
 		}
+		if errors.Is(err, activities.ErrLocalTransportAdminOnly) {
+			return &Error{Status: http.StatusForbidden, Code: CodeForbidden, Message: err.Error(),
+				Fields: map[string]string{"job.targets.transport": "local is admin-only"}}
+		}
+		return err
+	}
+	if a.secrets == nil {
+		return newError(http.StatusServiceUnavailable, CodeUnavailable, "no secret key configured")
+	}
+	// The definition goes to the database, its parameters sealed; the
+	// Temporal Schedule names it only.
+	row := schema.SealSchedule(a.secrets, req.Name, userOf(c).Username, req.Job)
+	if err := a.saveSchedule(ctx, row); err != nil {
 		return err
 	}
 	id := schedulePrefix + req.Name
-	_, err := a.temporal.ScheduleClient().Create(c.Request().Context(), client.ScheduleOptions{
+	_, err := a.temporal.ScheduleClient().Create(ctx, client.ScheduleOptions{
 		ID:   id,
 		Spec: client.ScheduleSpec{CronExpressions: []string{req.Cron}},
 		Action: &client.ScheduleWorkflowAction{
 			ID: id, Workflow: workflows.ScheduledJob, TaskQueue: workflows.TaskQueueOps,
-			Args: []any{workflows.ScheduledJobInput{Definition: req.Job, CreatedBy: userOf(c).Username}},
+			Args: []any{workflows.ScheduledJobInput{Schedule: req.Name, CreatedBy: userOf(c).Username}},
 			TypedSearchAttributes: temporal.NewSearchAttributes(
 				workflows.SAKind.ValueSet(workflows.KindJob), workflows.SAStartedBy.ValueSet(userOf(c).Username)),
 		},
 		Note: "job schedule " + req.Name + " by " + userOf(c).Username,
 	})
+	if err != nil {
+		_ = a.store.DeleteJobSchedule(context.WithoutCancel(ctx), req.Name)
+	}
 	var exists *serviceerror.AlreadyExists
 	switch {
 	case errors.As(err, &exists) || err != nil && strings.Contains(err.Error(), "already"):
-		return &Error{Status: http.StatusConflict, Code: CodeConflict, Message: "schedule exists", Fields: map[string]string{"name": "already taken"}}
+		return scheduleTaken()
 	case err != nil && strings.Contains(strings.ToLower(err.Error()), "invalid"):
 		return &Error{Status: http.StatusUnprocessableEntity, Code: CodeValidation, Message: "invalid cron", Fields: map[string]string{"cron": "not a valid cron expression"}}
 	case err != nil:
 		return err
 	}
 	return a.describeSchedule(c, req.Name, http.StatusCreated)
+}
+
+func scheduleTaken() error {
+	return &Error{Status: http.StatusConflict, Code: CodeConflict, Message: "schedule exists", Fields: map[string]string{"name": "already taken"}}
+}
+
+// saveSchedule records a schedule's definition. A row left by a schedule
+// whose Temporal Schedule is gone (a crash between the two writes) is
+// replaced.
+func (a *API) saveSchedule(ctx context.Context, row *schema.JobSchedule) error {
+	err := a.store.CreateJobSchedule(ctx, row)
+	if !errors.Is(err, schema.ErrConflict) {
+		return err
+	}
+	_, derr := a.temporal.ScheduleClient().GetHandle(ctx, schedulePrefix+row.Name).Describe(ctx)
+	var nf *serviceerror.NotFound
+	if !errors.As(derr, &nf) {
+		return scheduleTaken()
+	}
+	if err := a.store.DeleteJobSchedule(ctx, row.Name); err != nil {
+		return err
+	}
+	if err := a.store.CreateJobSchedule(ctx, row); errors.Is(err, schema.ErrConflict) {
+		return scheduleTaken()
+	} else if err != nil {
+		return err
+	}
+	return nil
 }
 
 func (a *API) describeSchedule(c echo.Context, name string, status int) error {
@@ -161,9 +209,21 @@ func (a *API) controlSchedule(op string) echo.HandlerFunc {
 		case "resume":
 			err = h.Unpause(ctx, client.ScheduleUnpauseOptions{Note: "resumed by " + userOf(c).Username})
 		case "trigger":
+			// A firing runs as the schedule's creator; one on the local
+			// transport is admin-only for whoever triggers it too.
+			if err := a.mayTriggerSchedule(c, name); err != nil {
+				return err
+			}
 			err = h.Trigger(ctx, client.ScheduleTriggerOptions{})
 		case "delete":
-			if err = h.Delete(ctx); err == nil {
+			err = h.Delete(ctx)
+			var nf *serviceerror.NotFound
+			if err == nil || errors.As(err, &nf) {
+				if derr := a.store.DeleteJobSchedule(ctx, name); derr != nil {
+					return derr
+				}
+			}
+			if err == nil {
 				return c.NoContent(http.StatusNoContent)
 			}
 		}
@@ -172,4 +232,26 @@ func (a *API) controlSchedule(op string) echo.HandlerFunc {
 		}
 		return a.describeSchedule(c, name, http.StatusOK)
 	}
+}
+
+// mayTriggerSchedule refuses a non-admin's trigger of a schedule whose job
+// runs on the local transport.
+func (a *API) mayTriggerSchedule(c echo.Context, name string) error {
+	ctx := c.Request().Context()
+	row, err := a.store.JobScheduleByName(ctx, name)
+	if errors.Is(err, schema.ErrNotFound) {
+		return nil // Temporal answers for it (none, or made before definitions were kept here)
+	} else if err != nil {
+		return err
+	}
+	req := schema.JobRequest{Targets: row.Targets}
+	if row.CredentialID > 0 {
+		if cr, err := a.store.Credential(ctx, row.CredentialID); err == nil && cr.Kind == schema.CredLocal {
+			req.Targets.Transport = schema.TransportLocal
+		}
+	}
+	if err := activities.AuthorizeJob(userOf(c), &req); err != nil {
+		return &Error{Status: http.StatusForbidden, Code: CodeForbidden, Message: err.Error()}
+	}
+	return nil
 }

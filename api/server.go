@@ -109,7 +109,7 @@ func (a *API) routes() []route {
 		{Method: http.MethodGet, Path: "/api/openapi.json", Public: true, handler: a.openAPI},
 		{Method: http.MethodGet, Path: "/api/docs", Public: true, handler: a.docs},
 
-		{Method: http.MethodPost, Path: "/codec/:op", Roles: anyUser, NoCSRF: true, handler: a.codec},
+		{Method: http.MethodPost, Path: "/codec/:op", Roles: operators, NoCSRF: true, handler: a.codec},
 		{Method: http.MethodOptions, Path: "/codec/:op", Public: true, handler: a.codec},
 
 		{Method: http.MethodGet, Path: "/api/v1/me", Roles: anyUser, handler: a.me},
@@ -193,6 +193,8 @@ func (a *API) routes() []route {
 		{Method: http.MethodDelete, Path: "/api/v1/cmdb/relations/:id", Roles: operators, handler: a.deleteRelation},
 		{Method: http.MethodPost, Path: "/api/v1/cmdb/import", Roles: operators, handler: a.importCIs},
 		{Method: http.MethodPost, Path: "/api/v1/cmdb/discoveries", Roles: operators, handler: a.startDiscovery},
+		{Method: http.MethodGet, Path: "/api/v1/cmdb/discoveries/schedules", Roles: anyUser, handler: a.listDiscoverySchedules},
+		{Method: http.MethodDelete, Path: "/api/v1/cmdb/discoveries/schedules/:id", Roles: operators, handler: a.deleteDiscoverySchedule},
 		{Method: http.MethodGet, Path: "/api/v1/cmdb/export", Roles: anyUser, handler: a.exportCIs},
 		{Method: http.MethodGet, Path: "/api/v1/cmdb/events", Roles: anyUser, handler: a.cmdbEvents},
 		{Method: http.MethodGet, Path: "/api/v1/cmdb/relation-types", Roles: anyUser, handler: a.listRelationTypes},

@@ -119,7 +119,7 @@ func TestLocalTransport(t *testing.T) {
 	e := newEnv(t)
 	p := fmt.Sprintf("l%d", time.Now().UnixNano())
 	sid := e.script(p+"-probe", `echo "probe $OPSFLOW_HOST $(id -un)"; [ "$OPSFLOW_HOST" != "sw-2" ]`, nil)
-	res := e.do(http.MethodPost, "/api/v1/jobs", "operator", map[string]any{"script_id": sid,
+	res := e.do(http.MethodPost, "/api/v1/jobs", "admin", map[string]any{"script_id": sid,
 		"targets": map[string]any{"hosts": []string{"sw-1", "sw-2", "sw-3"}, "transport": "local"}})
 	var j jobResp
 	res.json(t, &j)
@@ -152,7 +152,7 @@ func TestLocalTransport(t *testing.T) {
 		{map[string]any{"script_id": sid, "credential_id": local.ID + 100000, "targets": map[string]any{"hosts": []string{"a"}, "transport": "local"}}, "credential_id", false},
 		{map[string]any{"script_id": sid, "targets": map[string]any{"hosts": []string{"a"}, "transport": "telnet"}}, "targets.transport", false},
 	} {
-		r := e.do(http.MethodPost, "/api/v1/jobs", "operator", c.body)
+		r := e.do(http.MethodPost, "/api/v1/jobs", "admin", c.body)
 		if c.ok != (r.Status == 201) || (!c.ok && (r.Status != 422 || r.apiError(t).Fields[c.field] == "")) {
 			t.Errorf("%v: %d %s", c.body, r.Status, r.Body)
 		}
@@ -165,7 +165,7 @@ func TestOutputCap(t *testing.T) {
 	e := newEnv(t)
 	p := fmt.Sprintf("c%d", time.Now().UnixNano())
 	sid := e.script(p+"-loud", `if [ "$OPSFLOW_HOST" = big ]; then head -c 300000 /dev/zero | tr '\0' x; echo; fi; echo END`, nil)
-	res := e.do(http.MethodPost, "/api/v1/jobs", "operator", map[string]any{"script_id": sid,
+	res := e.do(http.MethodPost, "/api/v1/jobs", "admin", map[string]any{"script_id": sid,
 		"targets": map[string]any{"hosts": []string{"big", "small"}, "transport": "local"}})
 	var j jobResp
 	res.json(t, &j)

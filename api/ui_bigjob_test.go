@@ -26,7 +26,7 @@ func TestThousandHostJobPageInBrowser(t *testing.T) {
 	for i := range hosts {
 		hosts[i] = fmt.Sprintf("n%04d.%s", i, p)
 	}
-	r := e.do(http.MethodPost, "/api/v1/jobs", "operator", map[string]any{"script_id": sid,
+	r := e.do(http.MethodPost, "/api/v1/jobs", "admin", map[string]any{"script_id": sid,
 		"targets": map[string]any{"hosts": hosts, "transport": "local"},
 		"policy":  map[string]any{"concurrency": "100", "batch": "100", "pause_after_first_batch": true}})
 	var j jobResp

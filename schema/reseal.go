@@ -23,7 +23,8 @@ type ResealReport struct {
 }
 
 // Reseal re-seals, with the primary key, every stored secret sealed with
-// an older one: credentials' secrets and passphrases and jobs' parameters.
+// an older one: credentials' secrets and passphrases, jobs' and job
+// schedules' parameters.
 // It runs in one transaction; with dryRun it only counts. A value no key
 // opens fails the whole run, naming its row, and nothing is written.
 func (s *Store) Reseal(ctx context.Context, keys Sealer, dryRun bool) (ResealReport, error) {
@@ -80,6 +81,23 @@ func (s *Store) Reseal(ctx context.Context, keys Sealer, dryRun bool) (ResealRep
 				continue
 			}
 			if _, err := tx.NewUpdate().Model((*Job)(nil)).Set("params = ?", p).Where("id = ?", j.ID).Exec(ctx); err != nil {
+				return err
+			}
+		}
+		var scheds []JobSchedule
+		if err := tx.NewSelect().Model(&scheds).Column("name", "params").Where("params <> ''").Order("name").Scan(ctx); err != nil {
+			return err
+		}
+		for _, js := range scheds {
+			before := rep.Resealed
+			p, err := redo("job schedule "+js.Name+" parameters", js.Params, js.ParamsContext())
+			if err != nil {
+				return err
+			}
+			if rep.Resealed == before || dryRun {
+				continue
+			}
+			if _, err := tx.NewUpdate().Model((*JobSchedule)(nil)).Set("params = ?", p).Where("name = ?", js.Name).Exec(ctx); err != nil {
 				return err
 			}
 		}

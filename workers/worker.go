@@ -19,6 +19,9 @@ type Deps struct {
 	Secrets *secret.Keyring
 	// Notifiers send approval tickets to chat and email.
 	Notifiers []activities.Notifier
+	// LocalTransport runs local-transport jobs on this worker
+	// (OPSFLOW_LOCAL_TRANSPORT=1); see activities.SSH.
+	LocalTransport bool
 }
 
 // Options tune a worker; zero values take the SDK defaults.
@@ -57,7 +60,7 @@ func Register(r worker.Registry, queue string, deps Deps) (int, error) {
 		r.RegisterActivity(&activities.Approvals{Store: deps.Store, Notifiers: deps.Notifiers})
 		return 10, nil
 	case workflows.TaskQueueSSH:
-		r.RegisterActivity(&activities.SSH{Store: deps.Store, Secrets: deps.Secrets})
+		r.RegisterActivity(&activities.SSH{Store: deps.Store, Secrets: deps.Secrets, LocalTransport: deps.LocalTransport})
 		return 1, nil
 	}
 	return 0, fmt.Errorf("workers: unknown task queue %q (known: %v)", queue, workflows.TaskQueues)

@@ -341,7 +341,7 @@ func (a *App) StartWorkers(queues []string) (stop func(), err error) {
 		}
 	}
 	for _, q := range queues {
-		w, err := workers.New(a.Temporal, q, workers.Deps{Store: a.Store, Secrets: a.Secrets, Notifiers: a.notifiers()}, workers.Options{})
+		w, err := workers.New(a.Temporal, q, workers.Deps{Store: a.Store, Secrets: a.Secrets, Notifiers: a.notifiers(), LocalTransport: a.Cfg.LocalTransport}, workers.Options{})
 		if err != nil {
 			stop()
 			return nil, err
@@ -355,6 +355,9 @@ func (a *App) StartWorkers(queues []string) (stop func(), err error) {
 			return nil, fmt.Errorf("start worker on %s: %w", q, err)
 		}
 		a.Log.Info("worker started", "queue", q, "namespace", a.Namespace)
+		if q == workflows.TaskQueueSSH && a.Cfg.LocalTransport {
+			a.Log.Warn("the local transport is on (OPSFLOW_LOCAL_TRANSPORT=1): admins' local jobs run here as this process's user")
+		}
 		started = append(started, w)
 	}
 	return stop, nil

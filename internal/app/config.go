@@ -31,6 +31,11 @@ type Config struct {
 	// X-Real-IP and X-Request-Id headers are believed
 	// (OPSFLOW_TRUSTED_PROXIES, comma-separated); none by default.
 	TrustedProxies []string
+	// LocalTransport lets this process's workers run jobs with the local
+	// transport, as the worker's own user (OPSFLOW_LOCAL_TRANSPORT=1). Off
+	// by default: enable it only on a dedicated worker, never on the API's
+	// host, since such a script can read everything opsflow can.
+	LocalTransport bool
 	Chat           ChatConfig
 }
 
@@ -67,6 +72,7 @@ func ConfigFromEnv() Config {
 		EventRetention: durationEnv("OPSFLOW_CMDB_EVENTS_RETENTION", 7*24*time.Hour),
 		BaseURL:        strings.TrimRight(env("OPSFLOW_BASE_URL", "http://"+env("OPSFLOW_HTTP_ADDR", "127.0.0.1:8080")), "/"),
 		TrustedProxies: listEnv("OPSFLOW_TRUSTED_PROXIES"),
+		LocalTransport: os.Getenv("OPSFLOW_LOCAL_TRANSPORT") == "1" || os.Getenv("OPSFLOW_LOCAL_TRANSPORT") == "true",
 		Chat: ChatConfig{
 			SlackBotToken:      os.Getenv("OPSFLOW_SLACK_BOT_TOKEN"),
 			SlackSigningSecret: os.Getenv("OPSFLOW_SLACK_SIGNING_SECRET"),

@@ -1,6 +1,7 @@
 package secret
 
 import (
+	"errors"
 	"fmt"
 
 	commonpb "go.temporal.io/api/common/v1"
@@ -41,14 +42,21 @@ func (c *PayloadCodec) Encode(ps []*commonpb.Payload) ([]*commonpb.Payload, erro
 	return out, nil
 }
 
-// Decode opens sealed payloads and passes others through unchanged (those
-// written before encryption was turned on).
+// ErrUnencryptedPayload refuses a payload the codec did not seal.
+var ErrUnencryptedPayload = errors.New("codec: refused an unencrypted payload: only holders of opsflow's secret key may talk to its workflows")
+
+// Decode opens sealed payloads and refuses any other (strict): whoever
+// can reach the Temporal frontend but does not hold the key cannot start
+// opsflow's workflows or send them updates or signals, since their input
+// never decodes. What Temporal itself creates and passes to workflows
+// (a schedule's start, with the action's arguments as the client encoded
+// them) was sealed by a key holder; search attributes do not pass through
+// the codec. An empty list is fine.
 func (c *PayloadCodec) Decode(ps []*commonpb.Payload) ([]*commonpb.Payload, error) {
 	out := make([]*commonpb.Payload, len(ps))
 	for i, p := range ps {
 		if string(p.GetMetadata()[metaEncoding]) != encodingEncrypted {
-			out[i] = p
-			continue
+			return nil, ErrUnencryptedPayload
 		}
 		b, err := c.Keys.Open(string(p.GetData()), payloadContext)
 		if err != nil {
