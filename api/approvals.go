@@ -230,9 +230,9 @@ func (a *API) decideCore(ctx context.Context, id int64, user *schema.User, req d
 		return out, &Error{Status: http.StatusUnprocessableEntity, Code: CodeValidation, Message: "invalid decision",
 			Fields: map[string]string{"decision": "must be approve or reject"}}
 	}
-	if len(req.Comment) > 4000 {
+	if reason := workflows.CheckComment(req.Comment); reason != "" {
 		return out, &Error{Status: http.StatusUnprocessableEntity, Code: CodeValidation, Message: "invalid decision",
-			Fields: map[string]string{"comment": "at most 4,000 characters"}}
+			Fields: map[string]string{"comment": reason}}
 	}
 	t, err := a.store.Ticket(ctx, id)
 	if err != nil {
