@@ -537,4 +537,7 @@ func (s *Store) seedRiskRules(ctx context.Context) error {
 	return nil
 }
 
-var credNameRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,100}$`)
+// credNameRE names scripts, approval policies and groups: letters and
+// digits of any script, '.', '_' and '-' (combining marks after the
+// first character); never spaces, separators or control characters.
+var credNameRE = regexp.MustCompile(`^[\p{L}\p{N}._-][\p{L}\p{N}\p{M}._-]{0,99}$`)
