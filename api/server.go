@@ -63,6 +63,8 @@ type API struct {
 	slack     *SlackHook
 	baseURL   string
 	dingtalk  string // the enterprise robot's app secret
+	// dingtalkSeen refuses a replayed robot callback signature.
+	dingtalkSeen signatureGuard
 }
 
 // route is one endpoint and who may call it. Keeping every route in one
@@ -259,6 +261,7 @@ func NewAPI(d Deps) (*API, *echo.Echo, error) {
 	e.Use(reqs.middleware)
 	e.Use(a.authenticate)
 	e.Use(a.audit)
+	e.Use(checkPathParams)
 	for _, r := range a.routes() {
 		var mw []echo.MiddlewareFunc
 		if !r.Public {
@@ -297,7 +300,7 @@ func (a *API) logRequests(next echo.HandlerFunc) echo.HandlerFunc {
 			level = slog.LevelDebug
 		}
 		a.log.Log(c.Request().Context(), level, "http request",
-			"method", c.Request().Method, "path", c.Request().URL.Path, "route", c.Path(), "status", status,
+			"method", c.Request().Method, "path", loggedPath(c), "route", c.Path(), "status", status,
 			"duration_ms", time.Since(start).Milliseconds(), "request_id", c.Response().Header().Get(echo.HeaderXRequestID),
 			"remote", c.RealIP())
 		return err
