@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
@@ -96,6 +97,8 @@ func (a *API) createApproval(c echo.Context) error {
 	req.Title = strings.TrimSpace(req.Title)
 	if req.Title == "" || len(req.Title) > 200 {
 		bad.add("title", "required, at most 200 characters")
+	} else if strings.ContainsFunc(req.Title, unicode.IsControl) {
+		bad.add("title", "one line: no tabs, newlines or other control characters")
 	}
 	if len(req.Description) > 20000 {
 		bad.add("description", "at most 20,000 characters")
