@@ -2,11 +2,13 @@ package activities
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 
+	"github.com/opsflow/opsflow/internal/secret"
 	"github.com/opsflow/opsflow/schema"
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
@@ -24,6 +26,9 @@ type Notifier interface {
 type Approvals struct {
 	Store     *schema.Store
 	Notifiers []Notifier
+	// Secrets opens a gated job's parameters, whose non-secret values the
+	// ticket shows its approvers.
+	Secrets *secret.Keyring
 }
 
 // RecordTicketInput is a ticket's new state and the decisions since the
@@ -140,8 +145,10 @@ func (a *Approvals) OpenJobTicket(ctx context.Context, in OpenJobTicketInput) (O
 				targets += fmt.Sprintf(" and %d more", len(job.Targets.Hosts)-5)
 			}
 		}
-		desc := fmt.Sprintf("Batch job %d runs **%s** version %d on %d hosts (%s), concurrency %s.\n\n```%s\n%s\n```",
-			job.ID, sc.Name, ver.Version, job.Total, targets, job.Policy.Concurrency, ver.Interpreter, ver.Content)
+		code := fence(ver.Content)
+		desc := fmt.Sprintf("Batch job %d runs **%s** version %d on %d hosts (%s), concurrency %s.\n\n%s%s\n%s\n%s",
+			job.ID, sc.Name, ver.Version, job.Total, targets, job.Policy.Concurrency, code, ver.Interpreter, ver.Content, code)
+		desc += a.paramsText(job, ver)
 		risk := "medium"
 		if len(ver.RiskMatches) > 0 {
 			risk = "high"
@@ -169,4 +176,59 @@ func (a *Approvals) OpenJobTicket(ctx context.Context, in OpenJobTicketInput) (O
 		return OpenJobTicketResult{}, err
 	}
 	return res, nil
+}
+
+// paramsText lists the job's parameter values for its approvers, in the
+// version's order: a secret-typed one reads "(secret)", never its value.
+func (a *Approvals) paramsText(job *schema.Job, ver *schema.ScriptVersion) string {
+	if len(ver.Parameters) == 0 {
+		return ""
+	}
+	values := map[string]string{}
+	if job.Params != "" {
+		if a.Secrets == nil {
+			return "\n\nParameters: (could not be read on this worker)"
+		}
+		raw, err := a.Secrets.Open(job.Params, job.ParamsContext())
+		if err == nil {
+			err = json.Unmarshal(raw, &values)
+		}
+		if err != nil {
+			return "\n\nParameters: (could not be read on this worker)"
+		}
+	}
+	var lines []string
+	for _, d := range ver.Parameters {
+		v, ok := values[d.Name]
+		switch {
+		case !ok:
+			continue
+		case d.Type == schema.ParamSecret:
+			v = "(secret)"
+		default:
+			v = strconv.Quote(v)
+		}
+		lines = append(lines, d.Name+" = "+v)
+	}
+	if len(lines) == 0 {
+		return ""
+	}
+	body := strings.Join(lines, "\n")
+	f := fence(body)
+	return "\n\nParameters:\n\n" + f + "\n" + body + "\n" + f
+}
+
+// fence is a Markdown code fence longer than any run of backticks in s,
+// so s cannot close it early.
+func fence(s string) string {
+	longest, run := 0, 0
+	for _, r := range s {
+		if r == '`' {
+			run++
+			longest = max(longest, run)
+		} else {
+			run = 0
+		}
+	}
+	return strings.Repeat("`", max(3, longest+1))
 }

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
@@ -96,6 +97,8 @@ func (a *API) createApproval(c echo.Context) error {
 	req.Title = strings.TrimSpace(req.Title)
 	if req.Title == "" || len(req.Title) > 200 {
 		bad.add("title", "required, at most 200 characters")
+	} else if strings.ContainsFunc(req.Title, unicode.IsControl) {
+		bad.add("title", "one line: no tabs, newlines or other control characters")
 	}
 	if len(req.Description) > 20000 {
 		bad.add("description", "at most 20,000 characters")
@@ -230,9 +233,9 @@ func (a *API) decideCore(ctx context.Context, id int64, user *schema.User, req d
 		return out, &Error{Status: http.StatusUnprocessableEntity, Code: CodeValidation, Message: "invalid decision",
 			Fields: map[string]string{"decision": "must be approve or reject"}}
 	}
-	if len(req.Comment) > 4000 {
+	if reason := workflows.CheckComment(req.Comment); reason != "" {
 		return out, &Error{Status: http.StatusUnprocessableEntity, Code: CodeValidation, Message: "invalid decision",
-			Fields: map[string]string{"comment": "at most 4,000 characters"}}
+			Fields: map[string]string{"comment": reason}}
 	}
 	t, err := a.store.Ticket(ctx, id)
 	if err != nil {

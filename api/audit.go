@@ -55,7 +55,7 @@ func (a *API) audit(next echo.HandlerFunc) echo.HandlerFunc {
 		if err != nil {
 			status = toError(err).Status
 		}
-		e := a.auditEntry(c, c.Request().Method+" "+c.Path(), c.Request().URL.Path, status)
+		e := a.auditEntry(c, c.Request().Method+" "+c.Path(), loggedPath(c), status)
 		if s, ok := c.Get(auditActionKey).(string); ok {
 			e.Action = s
 		}

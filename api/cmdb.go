@@ -346,13 +346,7 @@ func (a *API) listRelationTypes(c echo.Context) error {
 
 func (a *API) createRelationType(c echo.Context) error {
 	var t schema.RelationType
-	var req struct {
-		Name        string `json:"name"`
-		Description string `json:"description"`
-		Cardinality string `json:"cardinality"`
-		Acyclic     *bool  `json:"acyclic"`
-		Impact      *bool  `json:"impact"`
-	}
+	var req relationTypeRequest
 	if err := decodeJSON(c, &req); err != nil {
 		return err
 	}
@@ -371,4 +365,12 @@ func (a *API) createRelationType(c echo.Context) error {
 		return err
 	}
 	return c.JSON(http.StatusCreated, t)
+}
+
+type relationTypeRequest struct {
+	Name        string `json:"name"`
+	Description string `json:"description"`
+	Cardinality string `json:"cardinality"`
+	Acyclic     *bool  `json:"acyclic"`
+	Impact      *bool  `json:"impact"`
 }

@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
 	"github.com/opsflow/opsflow/schema"
@@ -151,6 +152,21 @@ func parseImportCSV(t *schema.CIType, body []byte) ([]schema.ImportRow, []schema
 		}
 		if len(rec) != len(header) {
 			errs = append(errs, schema.RowError{Row: line, Reason: fmt.Sprintf("has %d columns, the header %d", len(rec), len(header))})
+			continue
+		}
+		textOK := true
+		for i, cell := range rec {
+			// Invalid UTF-8 would be stored as U+FFFD, a NUL refused by
+			// PostgreSQL mid-import: both are the cell's fault.
+			if reason := badText(cell, utf8.ValidString(cell)); reason != "" || !utf8.ValidString(cell) {
+				if reason == "" {
+					reason = "must be valid UTF-8 text"
+				}
+				errs = append(errs, schema.RowError{Row: line, Column: header[i], Reason: reason})
+				textOK = false
+			}
+		}
+		if !textOK {
 			continue
 		}
 		row := schema.ImportRow{Row: line, Name: rec[nameCol], Attributes: map[string]json.RawMessage{}}

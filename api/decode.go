@@ -8,7 +8,9 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
 )
@@ -41,6 +43,9 @@ func decodeJSON(c echo.Context, v any) error {
 func decodeBody(body []byte, v any) error {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return newError(http.StatusBadRequest, CodeInvalidJSON, "request body is required")
+	}
+	if err := checkText(body); err != nil {
+		return err
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
@@ -97,4 +102,157 @@ func typeName(kind string) string {
 		return "a value"
 	}
 	return "a " + kind
+}
+
+// checkText refuses text no field has a use for, naming the field by its
+// JSON path (members[2], spec.levels[0].users[1]): NUL and other C0
+// control characters except tab, newline and carriage return, invalid
+// UTF-8 and lone UTF-16 surrogates (\ud800). encoding/json would turn the
+// last two into U+FFFD without a word and store the NUL, which PostgreSQL
+// then refuses in the middle of a write. Malformed JSON is left to the
+// decoder, which names the byte.
+func checkText(body []byte) error {
+	clean := utf8.Valid(body) && !hasLoneSurrogate(body)
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	type frame struct {
+		array bool
+		index int
+		key   string
+		isKey bool // the next string in this object is a key
+	}
+	var stack []*frame
+	path := func() string {
+		var b strings.Builder
+		for _, f := range stack {
+			if f.array {
+				b.WriteString("[" + strconv.Itoa(f.index) + "]")
+				continue
+			}
+			if b.Len() > 0 {
+				b.WriteByte('.')
+			}
+			b.WriteString(f.key)
+		}
+		return b.String()
+	}
+	// done moves the innermost container past the value just read.
+	done := func() {
+		if len(stack) == 0 {
+			return
+		}
+		if f := stack[len(stack)-1]; f.array {
+			f.index++
+		} else {
+			f.isKey = true
+		}
+	}
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			break // io.EOF, or malformed JSON the decoder reports
+		}
+		switch t := tok.(type) {
+		case json.Delim:
+			switch t {
+			case '{':
+				stack = append(stack, &frame{isKey: true})
+			case '[':
+				stack = append(stack, &frame{array: true})
+			default:
+				stack = stack[:len(stack)-1]
+				done()
+			}
+			continue
+		case string:
+			top := (*frame)(nil)
+			if len(stack) > 0 {
+				top = stack[len(stack)-1]
+			}
+			if top != nil && !top.array && top.isKey {
+				top.key, top.isKey = t, false
+				if reason := badText(t, clean); reason != "" {
+					name := path()
+					return &Error{Status: http.StatusUnprocessableEntity, Code: CodeValidation, Message: "invalid field name " + strconv.QuoteToASCII(name),
+						Fields: map[string]string{strconv.QuoteToASCII(name): reason}}
+				}
+				continue
+			}
+			if reason := badText(t, clean); reason != "" {
+				name := path()
+				if name == "" {
+					name = "body"
+				}
+				return &Error{Status: http.StatusUnprocessableEntity, Code: CodeValidation, Message: "invalid " + name,
+					Fields: map[string]string{name: reason}}
+			}
+		}
+		done()
+	}
+	if !clean {
+		// Only reachable when the bad bytes sit outside any string.
+		return newError(http.StatusBadRequest, CodeInvalidJSON, "request body is not valid UTF-8")
+	}
+	return nil
+}
+
+// badText says what is wrong with s, or "". In a body that is not clean
+// (invalid UTF-8 or a lone surrogate somewhere) every U+FFFD is taken for
+// what the decoder made of a bad sequence.
+func badText(s string, clean bool) string {
+	for _, r := range s {
+		switch {
+		case r == 0:
+			return "must not contain NUL characters"
+		case r < 0x20 && r != '\t' && r != '\n' && r != '\r':
+			return fmt.Sprintf("must not contain control characters (U+%04X)", r)
+		case r == utf8.RuneError && !clean:
+			return "must be valid UTF-8 text (no invalid bytes or lone surrogates)"
+		}
+	}
+	return ""
+}
+
+// hasLoneSurrogate reports a \uD800-\uDFFF escape inside a JSON string that
+// is not half of a well-formed pair.
+func hasLoneSurrogate(body []byte) bool {
+	in := false
+	for i := 0; i < len(body); i++ {
+		c := body[i]
+		if !in {
+			in = c == '"'
+			continue
+		}
+		switch c {
+		case '"':
+			in = false
+		case '\\':
+			if i+1 < len(body) && body[i+1] == 'u' {
+				r, ok := hex4(body, i+2)
+				switch {
+				case !ok:
+				case r >= 0xD800 && r < 0xDC00:
+					if i+11 < len(body) && body[i+6] == '\\' && body[i+7] == 'u' {
+						if lo, ok := hex4(body, i+8); ok && lo >= 0xDC00 && lo < 0xE000 {
+							i += 11
+							continue
+						}
+					}
+					return true
+				case r >= 0xDC00 && r < 0xE000:
+					return true
+				}
+			}
+			i++ // skip the escaped character
+		}
+	}
+	return false
+}
+
+func hex4(b []byte, at int) (rune, bool) {
+	if at+4 > len(b) {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(string(b[at:at+4]), 16, 16)
+	return rune(n), err == nil
 }

@@ -4,9 +4,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -54,13 +56,22 @@ func TestDingTalkRobotDecisions(t *testing.T) {
 	if st, b := send("staff-"+p, cmd, "m1", time.Now().Add(-2*time.Hour), secret); st != 401 {
 		t.Fatalf("stale: %d %s", st, b)
 	}
-	if st, b := send("staff-unknown", cmd, "m0", time.Now(), secret); st != 200 || !strings.Contains(b, "not linked") {
+	// DingTalk allows an hour at most; opsflow takes 5 minutes.
+	if st, b := send("staff-"+p, cmd, "m1", time.Now().Add(-10*time.Minute), secret); st != 401 {
+		t.Fatalf("10 minutes old: %d %s", st, b)
+	}
+	if st, b := send("staff-unknown", cmd, "m0", time.Now().Add(-time.Second), secret); st != 200 || !strings.Contains(b, "not linked") {
 		t.Fatalf("unlinked: %d %s", st, b)
 	}
-	if st, b := send("staff-"+p, cmd, "m1", time.Now(), secret); st != 200 || !strings.Contains(b, "the ticket is approved") {
+	at := time.Now()
+	if st, b := send("staff-"+p, cmd, "m1", at, secret); st != 200 || !strings.Contains(b, "the ticket is approved") {
 		t.Fatalf("decision: %d %s", st, b)
 	}
-	send("staff-"+p, cmd, "m1", time.Now(), secret) // DingTalk's retry
+	send("staff-"+p, cmd, "m1", at, secret) // DingTalk's retry: same signature, same body
+	// A captured (timestamp, sign) pair does not carry another body.
+	if st, b := send("staff-"+p, fmt.Sprintf("reject %d replayed", tk.ID), "m2", at, secret); st != 401 || !strings.Contains(b, "already used") {
+		t.Fatalf("replayed signature: %d %s", st, b)
+	}
 	var got ticketResp
 	eventually(t, 30*time.Second, "the ticket approved from DingTalk", func() bool {
 		e.do(http.MethodGet, fmt.Sprintf("/api/v1/approvals/%d", tk.ID), "viewer", nil).json(t, &got)
@@ -69,4 +80,44 @@ func TestDingTalkRobotDecisions(t *testing.T) {
 	if len(got.Decisions) != 1 || got.Decisions[0].Channel != "dingtalk" || got.Decisions[0].Comment != "fine by me" {
 		t.Fatalf("decisions: %+v", got.Decisions)
 	}
+}
+
+// TestDecisionLinkTokenNotLogged: a decision link's token is a bearer
+// credential; neither the request log nor an audit target holds it,
+// whether the request is refused before the handler or by it.
+func TestDecisionLinkTokenNotLogged(t *testing.T) {
+	e := newEnvWith(t, envOptions{noWorkers: true, sqlite: true})
+	var logs safeBuffer
+	e.api.log = slog.New(slog.NewTextHandler(&logs, nil))
+	token := "Tok" + strconv.FormatInt(time.Now().UnixNano(), 36) + "secretpart"
+	for _, role := range []string{"", "operator"} {
+		e.do(http.MethodPost, "/approvals/links/"+token, role, "comment=x", "Content-Type", "application/x-www-form-urlencoded")
+	}
+	r := e.do(http.MethodGet, "/api/v1/audit?limit=500", "admin", nil)
+	if r.Status != 200 {
+		t.Fatalf("audit: %d %s", r.Status, r.Body)
+	}
+	if !strings.Contains(logs.String(), "/approvals/links/") {
+		t.Fatalf("the requests were not logged at all:\n%s", logs.String())
+	}
+	if strings.Contains(string(r.Body), token) || strings.Contains(logs.String(), token) {
+		t.Fatalf("token in audit or log:\naudit: %s\nlog: %s", r.Body, logs.String())
+	}
+}
+
+type safeBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *safeBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *safeBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -225,9 +225,9 @@ func (a *API) slackUser(ctx context.Context, slackID string) (*schema.User, erro
 // slackAfterDecision updates the clicked message in place: the ticket as
 // it now stands, and what the click did (or why it did not count).
 func (a *API) slackAfterDecision(ctx context.Context, responseURL string, id int64, who string, out workflows.ApprovalOutcome, err error) {
-	note := fmt.Sprintf("*%s*: %s", who, out.Message)
+	note := fmt.Sprintf("*%s*: %s", notify.EscapeMrkdwn(who), notify.EscapeMrkdwn(out.Message))
 	if err != nil {
-		a.slackReply(ctx, responseURL, nil, "Not counted: "+toError(err).Message)
+		a.slackReply(ctx, responseURL, nil, "Not counted: "+notify.EscapeMrkdwn(toError(err).Message))
 		return
 	}
 	t, terr := a.store.Ticket(ctx, id)

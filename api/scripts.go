@@ -110,11 +110,7 @@ func (a *API) listRiskRules(c echo.Context) error {
 }
 
 func (a *API) createRiskRule(c echo.Context) error {
-	var req struct {
-		Pattern     string `json:"pattern"`
-		Action      string `json:"action"`
-		Description string `json:"description"`
-	}
+	var req riskRuleRequest
 	if err := decodeJSON(c, &req); err != nil {
 		return err
 	}
@@ -139,4 +135,10 @@ func (a *API) deleteRiskRule(c echo.Context) error {
 		return err
 	}
 	return c.NoContent(http.StatusNoContent)
+}
+
+type riskRuleRequest struct {
+	Pattern     string `json:"pattern"`
+	Action      string `json:"action"`
+	Description string `json:"description"`
 }

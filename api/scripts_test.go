@@ -45,11 +45,20 @@ func TestScriptLibraryAPI(t *testing.T) {
 	if v.Risk != "blocked" {
 		t.Fatalf("custom rule not applied: %+v", v)
 	}
+	// Quoting and long options do not hide a blocked command.
+	for _, content := range []string{`rm --recursive --force /`, `rm -rf "/"`, `rm -r -f '/'`} {
+		var q struct{ Risk string }
+		if r := e.do(http.MethodPost, base+"/versions", "operator", map[string]any{"content": content}); r.Status != 201 {
+			t.Fatalf("%s: %d %s", content, r.Status, r.Body)
+		} else if r.json(t, &q); q.Risk != "blocked" {
+			t.Fatalf("%s: risk %q, want blocked", content, q.Risk)
+		}
+	}
 	if r := e.do(http.MethodPost, "/api/v1/risk-rules", "admin", map[string]string{"pattern": "([", "action": "block"}); r.Status != 422 || r.apiError(t).Fields["pattern"] == "" {
 		t.Fatalf("bad rule: %d %s", r.Status, r.Body)
 	}
 	e.do(http.MethodGet, base, "viewer", nil).json(t, &sc)
-	if sc.Latest.Version != 3 {
+	if sc.Latest.Version != 6 {
 		t.Fatalf("latest: %+v", sc)
 	}
 	e.do(http.MethodGet, base+"/versions/1", "viewer", nil).json(t, &v)

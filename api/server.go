@@ -75,6 +75,8 @@ type API struct {
 	loginUser   *limiter        // failed logins per account
 	streams     *streamLimits   // open event streams per user
 	feeds       *feeds          // shared polls behind event streams
+	// dingtalkSeen refuses a replayed robot callback signature.
+	dingtalkSeen signatureGuard
 }
 
 // route is one endpoint and who may call it. Keeping every route in one
@@ -291,6 +293,7 @@ func NewAPI(d Deps) (*API, *echo.Echo, error) {
 	// malformed tokens) as well as what the routes do.
 	e.Use(a.audit)
 	e.Use(a.authenticate)
+	e.Use(checkPathParams)
 	for _, r := range a.routes() {
 		var mw []echo.MiddlewareFunc
 		if !r.Public {
@@ -330,7 +333,7 @@ func (a *API) logRequests(next echo.HandlerFunc) echo.HandlerFunc {
 			level = slog.LevelDebug
 		}
 		a.log.Log(c.Request().Context(), level, "http request",
-			"method", c.Request().Method, "path", c.Request().URL.Path, "route", c.Path(), "status", status,
+			"method", c.Request().Method, "path", loggedPath(c), "route", c.Path(), "status", status,
 			"duration_ms", time.Since(start).Milliseconds(), "request_id", c.Response().Header().Get(echo.HeaderXRequestID),
 			"remote", c.RealIP())
 		return err

@@ -68,7 +68,10 @@ func (e *VersionMismatch) Error() string {
 	return fmt.Sprintf("version mismatch: the CI is at version %d", e.Current)
 }
 
-var ciNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,252}$`)
+// ciNameRE takes letters and digits of any script (订单-api-01), combining
+// marks after the first, and . _ : / @ + -; never spaces, separators or
+// control characters.
+var ciNameRE = regexp.MustCompile(`^[\p{L}\p{N}][\p{L}\p{N}\p{M}._:/@+-]{0,252}$`)
 
 // ValidCIName reports whether s may name a CI.
 func ValidCIName(s string) bool { return ciNameRE.MatchString(s) }
@@ -492,8 +495,14 @@ func (s *Store) CIs(ctx context.Context, q CIQuery) ([]CI, string, error) {
 		}
 		where, args = append(where, conds...), append(args, cargs...)
 	}
-	if q.Q != "" {
+	if len(q.Q) > 256 {
+		bad["q"] = "at most 256 bytes"
+	} else if q.Q != "" {
 		where, args = append(where, "LOWER(ci.name) LIKE ?"), append(args, "%"+escapeLike(strings.ToLower(q.Q))+"%")
+	}
+	if len(q.Attrs) > MaxSelectorRequirements {
+		bad["attr"] = fmt.Sprintf("at most %d attribute filters", MaxSelectorRequirements)
+		q.Attrs = nil
 	}
 	names := make([]string, 0, len(q.Attrs))
 	for k := range q.Attrs {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path"
 	"regexp"
 	"slices"
 	"strconv"
@@ -180,14 +181,24 @@ func (d *ParamDef) Check(raw json.RawMessage) (string, error) {
 }
 
 // AssessRisk matches content against the rules; block beats approval.
+// Each rule sees the script as written and as the shell would read it
+// (ShellWords), so quoting, backslashes and long options do not hide a
+// command: rm -rf "/", rm --recursive --force /, rm -r -f / all match.
 func AssessRisk(content string, rules []RiskRule) (string, []string) {
 	risk, matches := RiskNone, []string{}
+	words := ShellWords(content)
 	for _, r := range rules {
 		re, err := regexp.Compile(r.Pattern)
-		if err != nil || !re.MatchString(content) {
+		if err != nil {
 			continue
 		}
-		matches = append(matches, r.Description+" ("+re.FindString(content)+")")
+		hit := re.FindString(content)
+		if hit == "" {
+			if hit = re.FindString(words); hit == "" && !re.MatchString(content) && !re.MatchString(words) {
+				continue
+			}
+		}
+		matches = append(matches, r.Description+" ("+hit+")")
 		if r.Action == "block" {
 			risk = RiskBlocked
 		} else if risk == RiskNone {
@@ -195,6 +206,121 @@ func AssessRisk(content string, rules []RiskRule) (string, []string) {
 		}
 	}
 	return risk, matches
+}
+
+// rmOptions spells rm's long options and upper-case aliases the way the
+// risk rules expect them.
+var rmOptions = map[string]string{"--recursive": "-r", "-R": "-r", "--force": "-f", "--dir": "-d"}
+
+// ShellWords rewrites a script as the shell would split it, one command
+// per line with its words separated by single spaces: quotes and
+// backslash escapes removed ("/" and \/ read /), comments dropped, a
+// command's path reduced to its name (/bin/rm reads rm), rm's long
+// options spelled short, a bare -- dropped, and path arguments cleaned
+// (// and /. read /). It is for matching risk rules, not for running.
+func ShellWords(script string) string {
+	var out strings.Builder
+	var cmd []string
+	var word strings.Builder
+	inWord := false
+	flushWord := func() {
+		if inWord {
+			cmd = append(cmd, word.String())
+		}
+		word.Reset()
+		inWord = false
+	}
+	flushCmd := func(sep string) {
+		flushWord()
+		for i, w := range cmd {
+			if i == 0 || cmd[i-1] == ";" || cmd[i-1] == "|" || cmd[i-1] == "&" || cmd[i-1] == "(" {
+				if j := strings.LastIndexByte(w, '/'); j >= 0 && j < len(w)-1 && !strings.HasPrefix(w, "$") {
+					w = w[j+1:]
+				}
+				cmd[i] = w
+			}
+		}
+		isRm := false
+		var words []string
+		for i, w := range cmd {
+			switch {
+			case w == ";" || w == "|" || w == "&" || w == "(" || w == ")":
+				isRm = false
+			case isRm && w == "--":
+				continue
+			case isRm:
+				if o, ok := rmOptions[w]; ok {
+					w = o
+				} else if strings.HasPrefix(w, "/") {
+					w = path.Clean(w)
+				} else if w == "~/" {
+					w = "~"
+				}
+			case w == "rm" && (i == 0 || slices.Contains([]string{";", "|", "&", "(", "sudo", "command", "exec", "xargs", "nohup", "env"}, cmd[i-1])):
+				isRm = true
+			}
+			words = append(words, w)
+		}
+		if len(words) > 0 {
+			out.WriteString(strings.Join(words, " "))
+			out.WriteString(sep)
+		}
+		cmd = cmd[:0]
+	}
+	rs := []rune(script)
+	for i := 0; i < len(rs); i++ {
+		c := rs[i]
+		switch {
+		case c == '\\':
+			if i+1 < len(rs) {
+				i++
+				if rs[i] != '\n' { // backslash-newline joins lines
+					word.WriteRune(rs[i])
+					inWord = true
+				}
+			}
+		case c == '\'' || (c == '$' && i+1 < len(rs) && rs[i+1] == '\''):
+			if c == '$' {
+				i++
+			}
+			ansi := c == '$'
+			for i++; i < len(rs) && rs[i] != '\''; i++ {
+				if ansi && rs[i] == '\\' && i+1 < len(rs) {
+					i++
+				}
+				word.WriteRune(rs[i])
+			}
+			inWord = true
+		case c == '"':
+			for i++; i < len(rs) && rs[i] != '"'; i++ {
+				if rs[i] == '\\' && i+1 < len(rs) && strings.ContainsRune("$`\"\\\n", rs[i+1]) {
+					i++
+					if rs[i] == '\n' {
+						continue
+					}
+				}
+				word.WriteRune(rs[i])
+			}
+			inWord = true
+		case c == '#' && !inWord:
+			for i < len(rs) && rs[i] != '\n' {
+				i++
+			}
+			flushCmd("\n")
+		case c == '\n':
+			flushCmd("\n")
+		case c == ' ' || c == '\t' || c == '\r':
+			flushWord()
+		case strings.ContainsRune(";&|()", c):
+			flushWord()
+			cmd = append(cmd, string(c))
+		default:
+			word.WriteRune(c)
+			inWord = true
+		}
+	}
+	flushCmd("\n")
+	return out.String()
 }
 
 // ScriptInput creates a script or a new version of one.
@@ -411,4 +537,7 @@ func (s *Store) seedRiskRules(ctx context.Context) error {
 	return nil
 }
 
-var credNameRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,100}$`)
+// credNameRE names scripts, approval policies and groups: letters and
+// digits of any script, '.', '_' and '-' (combining marks after the
+// first character); never spaces, separators or control characters.
+var credNameRE = regexp.MustCompile(`^[\p{L}\p{N}._-][\p{L}\p{N}\p{M}._-]{0,99}$`)

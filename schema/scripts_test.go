@@ -76,3 +76,44 @@ func TestParamCheck(t *testing.T) {
 		}
 	}
 }
+
+// TestRiskSeesThroughShellSpelling: the builtin rules match a command
+// however the shell lets it be spelled, and not a harmless lookalike.
+func TestRiskSeesThroughShellSpelling(t *testing.T) {
+	for _, c := range []struct {
+		script string
+		want   string
+	}{
+		{`rm -rf /`, schema.RiskBlocked},
+		{`rm -rf "/"`, schema.RiskBlocked},
+		{`rm -rf '/'`, schema.RiskBlocked},
+		{`rm -rf \/`, schema.RiskBlocked},
+		{`rm --recursive --force /`, schema.RiskBlocked},
+		{`rm --force --recursive -- /`, schema.RiskBlocked},
+		{`rm -r -f /`, schema.RiskBlocked},
+		{`rm -R -f /`, schema.RiskBlocked},
+		{`rm -fr /*`, schema.RiskBlocked},
+		{`rm -rf //`, schema.RiskBlocked},
+		{`rm -rf /./`, schema.RiskBlocked},
+		{`/bin/rm -rf /`, schema.RiskBlocked},
+		{`\rm -rf /`, schema.RiskBlocked},
+		{`r\m -r\f /`, schema.RiskBlocked},
+		{`"rm" "-rf" "/"`, schema.RiskBlocked},
+		{`sudo rm -rf "$HOME"`, schema.RiskBlocked},
+		{`rm -rf ~/`, schema.RiskBlocked},
+		{`rm -rf $'/'`, schema.RiskBlocked},
+		{"echo start; rm \\\n  -rf /", schema.RiskBlocked},
+		{`cd /tmp && rm -rf "/" && echo done`, schema.RiskBlocked},
+		{`"/sbin/reboot"`, schema.RiskApproval},
+		{`sudo 'shutdown' -h now`, schema.RiskApproval},
+		{`rm -rf /tmp/build`, schema.RiskNone},
+		{`rm -rf "/var/lib/app/cache"`, schema.RiskNone},
+		{`echo '# not a comment' ; ls /`, schema.RiskNone},
+		{`rm -f /tmp/x.lock`, schema.RiskNone},
+	} {
+		got, matches := schema.AssessRisk(c.script, schema.BuiltinRiskRules)
+		if got != c.want {
+			t.Errorf("%q: risk %s %v, want %s (reads %q)", c.script, got, matches, c.want, schema.ShellWords(c.script))
+		}
+	}
+}

@@ -57,7 +57,7 @@ func Register(r worker.Registry, queue string, deps Deps) (int, error) {
 		r.RegisterActivity(&activities.Demo{})
 		r.RegisterActivity(&activities.CMDB{Store: deps.Store})
 		r.RegisterActivity(&activities.Jobs{Store: deps.Store, Secrets: deps.Secrets})
-		r.RegisterActivity(&activities.Approvals{Store: deps.Store, Notifiers: deps.Notifiers})
+		r.RegisterActivity(&activities.Approvals{Store: deps.Store, Notifiers: deps.Notifiers, Secrets: deps.Secrets})
 		return 10, nil
 	case workflows.TaskQueueSSH:
 		r.RegisterActivity(&activities.SSH{Store: deps.Store, Secrets: deps.Secrets, LocalTransport: deps.LocalTransport})

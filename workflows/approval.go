@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"slices"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/opsflow/opsflow/activities"
 	"github.com/opsflow/opsflow/schema"
@@ -95,18 +97,31 @@ func Approval(ctx workflow.Context, in ApprovalInput) (ApprovalOutcome, error) {
 	// when they changed since the last write. It is a local activity: a
 	// decision's effect is visible without a round trip through the task
 	// queue.
+	//
+	// A decision is counted the moment its update returns; its record
+	// must not be lost when a write fails (the database is down longer
+	// than the local activity's retries): it stays queued for the next
+	// write, and the final write is retried until it lands.
 	var written string
-	flush := func() {
+	var unwritten []schema.ApprovalDecisionRecord // from a failed write
+	flush := func() bool {
 		state := fmt.Sprintf("%s|%d|%v|%s", t.status, t.level, t.approvers, t.reason)
-		if state == written && len(t.log) == 0 {
-			return
+		if state == written && len(t.log) == 0 && len(unwritten) == 0 {
+			return true
 		}
+		pending := append(unwritten, t.log...)
 		rec := activities.RecordTicketInput{TicketID: in.TicketID, Status: t.status, Level: t.level, Approvers: t.approvers,
-			Reason: t.reason, Decisions: t.log}
-		t.log = nil
-		if err := workflow.ExecuteLocalActivity(dbCtx, approvals.RecordTicket, rec).Get(dbCtx, nil); err == nil {
-			written = state
+			Reason: t.reason, Decisions: pending}
+		t.log, unwritten = nil, nil
+		if err := workflow.ExecuteLocalActivity(dbCtx, approvals.RecordTicket, rec).Get(dbCtx, nil); err != nil {
+			// Decisions are inserted by (ticket, seq) and a repeat is
+			// ignored, so writing them again is safe. They wait for the
+			// next write rather than waking the loop.
+			unwritten = pending
+			return false
 		}
+		written = state
+		return true
 	}
 	// Cancelled (the gated job was aborted), the ticket is withdrawn.
 	canceled := func(err error) (ApprovalOutcome, error) {
@@ -199,8 +214,16 @@ func Approval(ctx workflow.Context, in ApprovalInput) (ApprovalOutcome, error) {
 		t.status = schema.TicketApproved
 	}
 	// The final state (and any decision not yet written: one may land
-	// while a level's record was being written).
-	flush()
+	// while a level's record was being written, or an earlier write may
+	// have failed).
+	if !flush() && workflow.GetVersion(ctx, "durable-decision-record", workflow.DefaultVersion, 1) == 1 {
+		for wait := time.Minute; !flush(); wait = min(2*wait, 30*time.Minute) {
+			workflow.GetLogger(ctx).Warn("approval: the ticket's record could not be written; retrying", "ticket", in.TicketID, "in", wait)
+			if err := workflow.Sleep(ctx, wait); err != nil {
+				return canceled(err)
+			}
+		}
+	}
 	// An update being handled finishes before the run closes.
 	_ = workflow.Await(ctx, func() bool { return workflow.AllHandlersFinished(ctx) })
 	out := t.outcome("")
@@ -305,12 +328,20 @@ func (t *ticket) voterFor(d ApprovalDecision) (string, error) {
 	return "", fmt.Errorf("you are not an approver for level %d", t.level+1)
 }
 
+// MaxDecisionComment bounds a vote's comment, in bytes.
+const MaxDecisionComment = 4000
+
 func (t *ticket) validate(d ApprovalDecision) error {
 	if t.status != schema.TicketPending {
 		return errors.New("already decided: " + t.status)
 	}
 	if d.Decision != schema.DecisionApprove && d.Decision != schema.DecisionReject {
 		return errors.New("decision must be approve or reject")
+	}
+	// A comment the read model cannot store is refused before the vote
+	// counts, never after.
+	if reason := CheckComment(d.Comment); reason != "" {
+		return errors.New("comment " + reason)
 	}
 	if t.votes == nil {
 		return errors.New("the ticket is opening; try again in a moment")
@@ -360,4 +391,22 @@ func (t *ticket) outcome(msg string) ApprovalOutcome {
 
 func withoutUser(users []string, user string) []string {
 	return slices.DeleteFunc(slices.Clone(users), func(u string) bool { return u == user })
+}
+
+// CheckComment says why a decision comment cannot be stored, or "": too
+// long, not UTF-8, or holding NUL or other control characters (tab and
+// newline excepted).
+func CheckComment(c string) string {
+	if len(c) > MaxDecisionComment {
+		return fmt.Sprintf("must be at most %d bytes", MaxDecisionComment)
+	}
+	if !utf8.ValidString(c) {
+		return "must be valid UTF-8"
+	}
+	for _, r := range c {
+		if r == 0 || (unicode.IsControl(r) && r != '\n' && r != '\t' && r != '\r') {
+			return "must not contain NUL or control characters"
+		}
+	}
+	return ""
 }

@@ -62,6 +62,7 @@ type vote struct {
 	voter   string
 	for_    []string
 	dec     string
+	comment string
 	wantErr string // the validator's refusal
 	wantMsg string
 }
@@ -98,7 +99,7 @@ func (a *approvalEnv) run(votes ...vote) error {
 						a.t.Errorf("%s's vote: %+v %v, want %q", v.voter, o, err, v.wantMsg)
 					}
 				},
-			}, workflows.ApprovalDecision{Voter: v.voter, OnBehalfOf: v.for_, Decision: v.dec, Channel: "api"})
+			}, workflows.ApprovalDecision{Voter: v.voter, OnBehalfOf: v.for_, Decision: v.dec, Channel: "api", Comment: v.comment})
 		}, v.at)
 	}
 	a.env.ExecuteWorkflow(workflows.Approval, workflows.ApprovalInput{TicketID: a.ticket.ID, Requester: "alice", Policy: a.ticket.Policy})
@@ -264,5 +265,35 @@ func TestApprovalByGroup(t *testing.T) {
 	)
 	if err != nil {
 		t.Fatalf("ticket: %v", err)
+	}
+}
+
+// TestApprovalDecisionSurvivesFailedWrite: a counted vote is never lost
+// when the read model refuses the write (the database is down for half
+// an hour): the record waits and the final write is retried until it
+// lands. A comment the store could not hold is refused before it counts.
+func TestApprovalDecisionSurvivesFailedWrite(t *testing.T) {
+	a := newApprovalEnv(t, schema.ApprovalPolicySpec{Levels: []schema.ApprovalLevel{
+		{ApproverSet: schema.ApproverSet{Users: []string{"bob", "carol"}}, Rule: schema.RuleAll}}})
+	ctx := context.Background()
+	if _, err := a.store.DB.ExecContext(ctx, `CREATE TRIGGER outage BEFORE INSERT ON approval_decisions BEGIN SELECT RAISE(ABORT, 'injected outage'); END`); err != nil {
+		t.Fatal(err)
+	}
+	a.env.RegisterDelayedCallback(func() {
+		if _, err := a.store.DB.ExecContext(ctx, `DROP TRIGGER outage`); err != nil {
+			t.Error(err)
+		}
+	}, 30*time.Minute)
+	err := a.run(
+		vote{at: time.Minute, voter: "bob", dec: schema.DecisionApprove, comment: "a\x00b", wantErr: "comment must not contain NUL"},
+		vote{at: 2 * time.Minute, voter: "bob", dec: schema.DecisionApprove, comment: "looks fine\nto me", wantMsg: "approved, 1 of 2"},
+		vote{at: 3 * time.Minute, voter: "carol", dec: schema.DecisionApprove, comment: "ok", wantMsg: "the ticket is approved"},
+	)
+	if err != nil {
+		t.Fatalf("ticket: %v", err)
+	}
+	tk := a.stored()
+	if tk.Status != schema.TicketApproved || len(tk.Decisions) != 2 || tk.Decisions[0].Comment != "looks fine\nto me" || tk.Decisions[1].Voter != "carol" {
+		t.Fatalf("stored: %+v", tk)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -181,6 +182,12 @@ func (d *DingTalk) post(batch []*dingItem) error {
 	}
 	res, err := hc.Post(u, "application/json", bytes.NewReader(body))
 	if err != nil {
+		// The URL holds the robot's access token and a live signature:
+		// keep it out of the error, which lands in logs and history.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = fmt.Errorf("%s robot: %w", ue.Op, ue.Err)
+		}
 		return fmt.Errorf("dingtalk: %w", err)
 	}
 	defer res.Body.Close()

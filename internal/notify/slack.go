@@ -62,18 +62,37 @@ func (s *Slack) Notify(ctx context.Context, t *schema.Ticket, users []string, es
 }
 
 func fallbackText(t *schema.Ticket) string {
-	return fmt.Sprintf("Approval #%d: %s (requested by %s)", t.ID, t.Title, t.Requester)
+	return fmt.Sprintf("Approval #%d: %s (requested by %s)", t.ID, EscapeMrkdwn(t.Title), t.Requester)
+}
+
+var mrkdwnEscaper = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;")
+
+// EscapeMrkdwn makes user text inert in a Slack mrkdwn field: &, < and >
+// become entities, so "<!channel>", "<@U1>" and "<http://x|y>" show as
+// typed instead of pinging everyone or hiding a link behind other words;
+// a line starting with ">" (Slack quotes "&gt;" too) gets a zero-width
+// space in front so it is not shown as a quote of someone else.
+func EscapeMrkdwn(s string) string {
+	s = mrkdwnEscaper.Replace(s)
+	lines := strings.Split(s, "\n")
+	for i, l := range lines {
+		if strings.HasPrefix(strings.TrimLeft(l, " \t"), "&gt;") {
+			lines[i] = "\u200b" + l
+		}
+	}
+	return strings.Join(lines, "\n")
 }
 
 // ApprovalBlocks renders a ticket as a Slack message: what it gates, who
 // asked, a note (who is waited for, or the latest outcome) and, while
 // pending, the buttons.
 func ApprovalBlocks(t *schema.Ticket, baseURL, note string, buttons bool) []slack.Block {
-	title := fmt.Sprintf("*<%s/approvals/%d|Approval #%d: %s>*", strings.TrimRight(baseURL, "/"), t.ID, t.ID, t.Title)
+	title := fmt.Sprintf("*<%s/approvals/%d|Approval #%d: %s>*", strings.TrimRight(baseURL, "/"), t.ID, t.ID, EscapeMrkdwn(t.Title))
 	desc := t.Description
 	if len(desc) > 2500 {
-		desc = desc[:2500] + "…"
+		desc = strings.ToValidUTF8(desc[:2500], "") + "…"
 	}
+	desc = EscapeMrkdwn(desc)
 	blocks := []slack.Block{
 		slack.NewSectionBlock(slack.NewTextBlockObject(slack.MarkdownType, title, false, false), nil, nil),
 		slack.NewContextBlock("", slack.NewTextBlockObject(slack.MarkdownType,
@@ -109,7 +128,7 @@ func RejectModal(t *schema.Ticket, meta string) slack.ModalViewRequest {
 		Submit:          slack.NewTextBlockObject(slack.PlainTextType, "Reject", false, false),
 		Close:           slack.NewTextBlockObject(slack.PlainTextType, "Cancel", false, false),
 		Blocks: slack.Blocks{BlockSet: []slack.Block{
-			slack.NewSectionBlock(slack.NewTextBlockObject(slack.MarkdownType, fmt.Sprintf("Rejecting *#%d %s*", t.ID, t.Title), false, false), nil, nil),
+			slack.NewSectionBlock(slack.NewTextBlockObject(slack.MarkdownType, fmt.Sprintf("Rejecting *#%d %s*", t.ID, EscapeMrkdwn(t.Title)), false, false), nil, nil),
 			slack.NewInputBlock(SlackReasonBlock, slack.NewTextBlockObject(slack.PlainTextType, "Reason", false, false), nil, input),
 		}},
 	}
