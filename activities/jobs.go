@@ -59,6 +59,18 @@ func (a *SSH) RunHostScript(ctx context.Context, in RunHostScriptInput) (RunHost
 type RunHostScriptsInput struct {
 	JobID int64
 	Idxs  []int
+	// ReportTo and ReportSignal, when set, name the workflow to tell of
+	// each host that ends while others of the group still run (a signal
+	// carrying []HostDone), so it can give the host's slot to another
+	// at once instead of when the group's slowest host ends.
+	ReportTo     string
+	ReportSignal string
+}
+
+// HostDone is one host's outcome, reported before its group ends.
+type HostDone struct {
+	Idx    int
+	Result RunHostScriptResult
 }
 
 // RunHostScripts runs the job's script on each host of the group, side by
@@ -89,6 +101,11 @@ func (a *SSH) RunHostScripts(ctx context.Context, in RunHostScriptsInput) ([]Run
 	if err := a.Store.StartJobHosts(ctx, in.JobID, starting); err != nil {
 		return nil, err
 	}
+	var rep *hostReporter
+	if in.ReportTo != "" && len(in.Idxs) > 1 {
+		rep = a.newHostReporter(ctx, in, len(in.Idxs))
+		defer rep.stop()
+	}
 	var wg sync.WaitGroup
 	for i, idx := range in.Idxs {
 		h := hosts[idx]
@@ -97,7 +114,12 @@ func (a *SSH) RunHostScripts(ctx context.Context, in RunHostScriptsInput) ([]Run
 			continue
 		}
 		key := keys[h.Address]
-		wg.Go(func() { out[i], errs[i] = a.runHost(ctx, in.JobID, idx, &hostPrep{h: h, hostKey: &key}) })
+		wg.Go(func() {
+			out[i], errs[i] = a.runHost(ctx, in.JobID, idx, &hostPrep{h: h, hostKey: &key})
+			if rep != nil && errs[i] == nil {
+				rep.done(HostDone{Idx: idx, Result: out[i]})
+			}
+		})
 	}
 	wg.Wait()
 	// Each host was recorded as it ended without waiting for the disk;
@@ -115,6 +137,78 @@ func (a *SSH) RunHostScripts(ctx context.Context, in RunHostScriptsInput) ([]Run
 		}
 	}
 	return out, nil
+}
+
+// reportDelay is how long a group gathers ended hosts before it reports
+// them: hosts of a group mostly end together, and then the group's own
+// result reports them, with no message at all.
+const reportDelay = 200 * time.Millisecond
+
+// hostReporter tells the job's workflow of the hosts of a group that end
+// while others still run (see RunHostScriptsInput.ReportTo).
+type hostReporter struct {
+	a     *SSH
+	ctx   context.Context
+	in    RunHostScriptsInput
+	wake  chan struct{}
+	quit  chan struct{}
+	ended chan struct{}
+
+	mu      sync.Mutex
+	pending []HostDone
+	left    int // hosts of the group still running
+}
+
+func (a *SSH) newHostReporter(ctx context.Context, in RunHostScriptsInput, n int) *hostReporter {
+	r := &hostReporter{a: a, ctx: ctx, in: in, left: n, wake: make(chan struct{}, 1), quit: make(chan struct{}), ended: make(chan struct{})}
+	go r.loop()
+	return r
+}
+
+func (r *hostReporter) done(h HostDone) {
+	r.mu.Lock()
+	r.pending = append(r.pending, h)
+	r.left--
+	r.mu.Unlock()
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (r *hostReporter) stop() {
+	close(r.quit)
+	<-r.ended
+}
+
+func (r *hostReporter) loop() {
+	defer close(r.ended)
+	for {
+		select {
+		case <-r.quit:
+			return
+		case <-r.wake:
+		}
+		select {
+		case <-r.quit:
+			return
+		case <-time.After(reportDelay):
+		}
+		r.mu.Lock()
+		batch, left := r.pending, r.left
+		r.pending = nil
+		r.mu.Unlock()
+		if left == 0 || len(batch) == 0 {
+			return // the group's result reports them
+		}
+		// What the workflow counts is on disk first.
+		if err := r.a.Store.SyncCommits(r.ctx); err != nil {
+			continue
+		}
+		if err := activity.GetClient(r.ctx).SignalWorkflow(r.ctx, r.in.ReportTo, "", r.in.ReportSignal, batch); err != nil {
+			activity.GetLogger(r.ctx).Warn("hosts not reported before their group ends", "error", err)
+		}
+	}
 }
 
 // runHost runs the job's script on one host exactly once. Temporal runs
@@ -663,6 +757,21 @@ func (a *Jobs) RecordJobStatus(ctx context.Context, in RecordJobStatusInput) (st
 		}
 	}
 	return struct{}{}, a.Store.SetJobStatus(ctx, in.JobID, in.Status, in.Summary)
+}
+
+// FailJobHostsInput names hosts whose activity gave up.
+type FailJobHostsInput struct {
+	JobID  int64
+	Idxs   []int
+	Reason string
+}
+
+// FailJobHosts records hosts failed whose activity failed for good (its
+// retries spent, e.g. while the database refused their outcome), so none
+// stays running in the read model; a host already recorded keeps its
+// outcome.
+func (a *Jobs) FailJobHosts(ctx context.Context, in FailJobHostsInput) (struct{}, error) {
+	return struct{}{}, a.Store.FailJobHosts(ctx, in.JobID, in.Idxs, in.Reason)
 }
 
 // CreateScheduledJobInput is a saved job definition a schedule runs.

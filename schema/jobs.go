@@ -389,6 +389,21 @@ func (s *Store) finishJobHost(ctx context.Context, h *JobHost, async bool, lastP
 	return nil
 }
 
+// FailJobHosts marks the given hosts failed with reason, unless they
+// already ended.
+func (s *Store) FailJobHosts(ctx context.Context, jobID int64, idxs []int, reason string) error {
+	if len(idxs) == 0 {
+		return nil
+	}
+	_, err := s.DB.NewUpdate().Model((*JobHost)(nil)).Set("state = ?", HostFailed).Set("error = ?", reason).
+		Set("ended_at = ?", time.Now().UTC()).Where("job_id = ? AND idx IN (?)", jobID, bun.In(idxs)).
+		Where("state IN (?)", bun.In([]string{HostPending, HostRunning})).Exec(ctx)
+	if err != nil {
+		return fmt.Errorf("store: fail job hosts: %w", err)
+	}
+	return nil
+}
+
 // SkipPendingHosts marks every pending host of a job skipped (error budget
 // spent, or the job aborted).
 func (s *Store) SkipPendingHosts(ctx context.Context, jobID int64, reason string) error {
