@@ -326,7 +326,7 @@ func (a *SSH) runHost(ctx context.Context, jobID int64, idx int, prep *hostPrep)
 			case errors.As(derr, &appErr) && appErr.Type() == ErrTypeHostKeyChanged:
 				return fail(appErr.Error())
 			case fails >= UnreachableAttempts:
-				return fail(fmt.Sprintf("unreachable: %d connection attempts in a row failed: %v", fails, derr))
+				return fail(fmt.Sprintf("unreachable after %d attempts: %v", fails, derr))
 			case ctx.Err() != nil:
 				return RunHostScriptResult{}, ctx.Err()
 			}
