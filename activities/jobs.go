@@ -4,10 +4,12 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	_ "embed"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	mrand "math/rand/v2"
 	"net"
 	"sort"
 	"strconv"
@@ -22,8 +24,9 @@ import (
 	"golang.org/x/crypto/ssh"
 )
 
-// UnreachableAttempts is how many times a host that cannot be connected
-// to is tried before it fails as unreachable.
+// UnreachableAttempts is how many connection attempts in a row (TCP or
+// SSH handshake, with a growing pause between them) a host may fail before
+// it fails as unreachable.
 const UnreachableAttempts = 3
 
 // OutputCap is how much of a host's output is stored; the total size is
@@ -56,6 +59,18 @@ func (a *SSH) RunHostScript(ctx context.Context, in RunHostScriptInput) (RunHost
 type RunHostScriptsInput struct {
 	JobID int64
 	Idxs  []int
+	// ReportTo and ReportSignal, when set, name the workflow to tell of
+	// each host that ends while others of the group still run (a signal
+	// carrying []HostDone), so it can give the host's slot to another
+	// at once instead of when the group's slowest host ends.
+	ReportTo     string
+	ReportSignal string
+}
+
+// HostDone is one host's outcome, reported before its group ends.
+type HostDone struct {
+	Idx    int
+	Result RunHostScriptResult
 }
 
 // RunHostScripts runs the job's script on each host of the group, side by
@@ -90,6 +105,11 @@ func (a *SSH) RunHostScripts(ctx context.Context, in RunHostScriptsInput) ([]Run
 	if err := a.Store.StartJobHosts(ctx, in.JobID, starting); err != nil {
 		return nil, err
 	}
+	var rep *hostReporter
+	if in.ReportTo != "" && len(in.Idxs) > 1 {
+		rep = a.newHostReporter(ctx, in, len(in.Idxs))
+		defer rep.stop()
+	}
 	var wg sync.WaitGroup
 	for i, idx := range in.Idxs {
 		h := hosts[idx]
@@ -102,7 +122,12 @@ func (a *SSH) RunHostScripts(ctx context.Context, in RunHostScriptsInput) ([]Run
 			key := keys[schema.MustCanonicalAddress(h.Address)]
 			prep.hostKey = &key
 		}
-		wg.Go(func() { out[i], errs[i] = a.runHost(ctx, in.JobID, idx, prep) })
+		wg.Go(func() {
+			out[i], errs[i] = a.runHost(ctx, in.JobID, idx, prep)
+			if rep != nil && errs[i] == nil {
+				rep.done(HostDone{Idx: idx, Result: out[i]})
+			}
+		})
 	}
 	wg.Wait()
 	// Each host was recorded as it ended without waiting for the disk;
@@ -120,6 +145,78 @@ func (a *SSH) RunHostScripts(ctx context.Context, in RunHostScriptsInput) ([]Run
 		}
 	}
 	return out, nil
+}
+
+// reportDelay is how long a group gathers ended hosts before it reports
+// them: hosts of a group mostly end together, and then the group's own
+// result reports them, with no message at all.
+const reportDelay = 200 * time.Millisecond
+
+// hostReporter tells the job's workflow of the hosts of a group that end
+// while others still run (see RunHostScriptsInput.ReportTo).
+type hostReporter struct {
+	a     *SSH
+	ctx   context.Context
+	in    RunHostScriptsInput
+	wake  chan struct{}
+	quit  chan struct{}
+	ended chan struct{}
+
+	mu      sync.Mutex
+	pending []HostDone
+	left    int // hosts of the group still running
+}
+
+func (a *SSH) newHostReporter(ctx context.Context, in RunHostScriptsInput, n int) *hostReporter {
+	r := &hostReporter{a: a, ctx: ctx, in: in, left: n, wake: make(chan struct{}, 1), quit: make(chan struct{}), ended: make(chan struct{})}
+	go r.loop()
+	return r
+}
+
+func (r *hostReporter) done(h HostDone) {
+	r.mu.Lock()
+	r.pending = append(r.pending, h)
+	r.left--
+	r.mu.Unlock()
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (r *hostReporter) stop() {
+	close(r.quit)
+	<-r.ended
+}
+
+func (r *hostReporter) loop() {
+	defer close(r.ended)
+	for {
+		select {
+		case <-r.quit:
+			return
+		case <-r.wake:
+		}
+		select {
+		case <-r.quit:
+			return
+		case <-time.After(reportDelay):
+		}
+		r.mu.Lock()
+		batch, left := r.pending, r.left
+		r.pending = nil
+		r.mu.Unlock()
+		if left == 0 || len(batch) == 0 {
+			return // the group's result reports them
+		}
+		// What the workflow counts is on disk first.
+		if err := r.a.Store.SyncCommits(r.ctx); err != nil {
+			continue
+		}
+		if err := activity.GetClient(r.ctx).SignalWorkflow(r.ctx, r.in.ReportTo, "", r.in.ReportSignal, batch); err != nil {
+			activity.GetLogger(r.ctx).Warn("hosts not reported before their group ends", "error", err)
+		}
+	}
 }
 
 // runHost runs the job's script on one host exactly once. Temporal runs
@@ -176,7 +273,7 @@ func (a *SSH) runHost(ctx context.Context, jobID int64, idx int, prep *hostPrep)
 		if out != nil {
 			held = out.takeHeld()
 		}
-		if err := finish(ctx, h, held...); err != nil {
+		if err := a.record(ctx, finish, h, held); err != nil {
 			return RunHostScriptResult{}, err
 		}
 		return hostResult(h), nil
@@ -217,7 +314,11 @@ func (a *SSH) runHost(ctx context.Context, jobID int64, idx int, prep *hostPrep)
 	// workflow ID is unique, job IDs are not across databases.
 	sum := sha256.Sum256([]byte(job.WorkflowID))
 	key := fmt.Sprintf("%s-h%d", hex.EncodeToString(sum[:10]), h.Idx)
-	wrapper := execWrapper(key, ver.Interpreter, ver.Content, env)
+	extra := 0
+	for _, sec := range secrets {
+		extra = max(extra, len(sec))
+	}
+	wrapper := execWrapper(key, ver.Interpreter, ver.Content, env, extra)
 
 	stopBeat := heartbeat(ctx, 2*time.Second)
 	defer stopBeat()
@@ -226,107 +327,168 @@ func (a *SSH) runHost(ctx context.Context, jobID int64, idx int, prep *hostPrep)
 	execCtx, cancelExec := context.WithTimeout(ctx, timeout)
 	defer cancelExec()
 	var r runner = localRunner{}
-	unreachable := false
 	if !plan.local {
-		var client *ssh.Client
-		if client, err = plan.route.dial(execCtx, addr, cfg); err == nil {
-			defer client.Close()
-			r = sshRunner{client}
-		} else {
-			unreachable = true
+		client, fails, derr := dialHost(execCtx, plan.route, addr, cfg)
+		if derr != nil {
+			var appErr *temporal.ApplicationError
+			switch {
+			case errors.As(derr, &appErr) && appErr.Type() == ErrTypeHostKeyChanged:
+				return fail(appErr.Error())
+			case fails >= UnreachableAttempts:
+				return fail(fmt.Sprintf("unreachable after %d attempts: %v", fails, derr))
+			case ctx.Err() != nil:
+				return RunHostScriptResult{}, ctx.Err()
+			}
+			return RunHostScriptResult{}, fmt.Errorf("run on %s: %w", h.Address, derr)
 		}
+		defer client.Close()
+		r = sshRunner{client}
 	}
 	out = newOutputSink(func(data string) {
 		if err := a.Store.AppendJobOutput(ctx, job.ID, h.Idx, data); err != nil {
 			activity.GetLogger(ctx).Warn("live output not stored", "host", h.Address, "error", err)
 		}
 	}, secrets)
-	var rc int
-	var size int64 // of the output on the host
-	truncated := false
-	if err == nil {
-		mb := make([]byte, 12)
-		_, _ = rand.Read(mb)
-		// While the script runs (past its first two seconds), its output
-		// is read from the host every second on the same connection and
-		// stored for live readers; what remains is read at the end.
-		pollCtx, stopPoll := context.WithCancel(execCtx)
-		polled := make(chan struct{})
-		go func() {
-			defer close(polled)
-			// Most scripts end sooner: reading them would only cost a
-			// session on every host of a busy job.
-			t := time.NewTimer(2 * time.Second)
-			defer t.Stop()
-			for {
-				select {
-				case <-pollCtx.Done():
-					return
-				case <-t.C:
-				}
-				if more, err := readOutput(pollCtx, r, key, out.size()); err == nil && more != "" {
-					out.write(more)
-				}
-				t.Reset(time.Second)
+	mb := make([]byte, 12)
+	_, _ = rand.Read(mb)
+	// While the script runs (past its first two seconds), its output is
+	// read from the host every second on the same connection and stored
+	// for live readers; what remains is read at the end.
+	pollCtx, stopPoll := context.WithCancel(execCtx)
+	polled := make(chan struct{})
+	go func() {
+		defer close(polled)
+		// Most scripts end sooner: reading them would only cost a
+		// session on every host of a busy job.
+		t := time.NewTimer(2 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-pollCtx.Done():
+				return
+			case <-t.C:
 			}
-		}()
-		var last string
-		rc, size, last, err = waitExec(execCtx, r, key, wrapper, "##opsflow-"+hex.EncodeToString(mb))
-		stopPoll()
-		<-polled
-		// What is read from here on is stored with the host's outcome, in
-		// its transaction: a quick script costs one write, not two.
-		out.hold()
-		switch {
-		case err != nil:
-		case out.size() == 0:
-			// Nothing was read while it ran (most scripts are quick): the
-			// answer carries the output, or its last OutputCap bytes.
-			out.write(last)
-		case out.size() < size:
-			var rest string
-			if rest, err = readOutput(execCtx, r, key, out.size()); err == nil {
-				out.write(rest)
+			if more, err := readOutput(pollCtx, r, key, out.size()); err == nil && more != "" {
+				out.write(more)
 			}
+			t.Reset(time.Second)
 		}
-		out.finish()
-		truncated = size > OutputCap
-		if err != nil && execCtx.Err() != nil {
+	}()
+	rc, size, last, cut, err := waitExec(execCtx, r, key, wrapper, "##opsflow-"+hex.EncodeToString(mb), extra)
+	stopPoll()
+	<-polled
+	// What is read from here on is stored with the host's outcome, in its
+	// transaction: a quick script costs one write, not two.
+	out.hold()
+	switch {
+	case err != nil:
+	case out.size() == 0:
+		// Nothing was read while it ran (most scripts are quick): the
+		// answer carries the output, or its end.
+		endOutput(out, last, cut, secrets)
+	case out.size() < size:
+		var rest string
+		if rest, err = readOutput(execCtx, r, key, out.size()); err == nil {
+			out.write(rest)
+		}
+	}
+	out.finish()
+	if err != nil {
+		var appErr *temporal.ApplicationError
+		if errors.As(err, &appErr) && appErr.NonRetryable() {
+			return fail(appErr.Message())
+		}
+		if execCtx.Err() != nil {
 			a.kill(ctx, plan, addr, cfg, key)
 			if ctx.Err() == nil {
 				return fail(fmt.Sprintf("timed out after %s; killed", timeout))
 			}
 		}
-	}
-	if err != nil {
-		var appErr *temporal.ApplicationError
-		if errors.As(err, &appErr) && appErr.Type() == ErrTypeHostKeyChanged {
-			return fail(appErr.Error())
-		}
 		if ctx.Err() != nil {
 			return RunHostScriptResult{}, ctx.Err()
 		}
-		// A host that cannot be reached on three attempts in a row is
-		// failed as unreachable, as ssh tools report it, rather than
-		// retried for minutes.
-		if attempt := activity.GetInfo(ctx).Attempt; unreachable && attempt >= UnreachableAttempts {
-			return fail(fmt.Sprintf("unreachable after %d attempts: %v", attempt, err))
-		}
-		// Unreachable or a dropped connection: Temporal retries, and the
-		// retry reattaches to the same execution.
+		// A dropped connection: Temporal retries, and the retry reattaches
+		// to the same execution.
 		return RunHostScriptResult{}, fmt.Errorf("run on %s: %w", h.Address, err)
 	}
-	h.ExitCode, h.Output, h.OutputBytes, h.Truncated = &rc, out.tail(), max(size, out.total), truncated || out.total > OutputCap
+	h.ExitCode, h.Output, h.OutputBytes, h.Truncated = &rc, schema.Bytes(out.tail()), max(size, out.total), size > OutputCap || out.total > OutputCap
 	h.State = schema.HostSucceeded
 	if rc != 0 {
 		h.State = schema.HostFailed
 		h.Error = "exit status " + strconv.Itoa(rc)
 	}
-	if err := finish(ctx, h, out.takeHeld()...); err != nil {
+	if err := a.record(ctx, finish, h, out.takeHeld()); err != nil {
 		return RunHostScriptResult{}, err
+	}
+	if len(secrets) > 0 {
+		if err := scrubOutput(ctx, r, key); err != nil {
+			activity.GetLogger(ctx).Warn("output left on the host until its records expire", "host", h.Address, "error", err)
+		}
 	}
 	activity.GetLogger(ctx).Info("host done", "job", job.ID, "host", h.Address, "exit", rc)
 	return hostResult(h), nil
+}
+
+// dialHost connects to a host, trying again with a growing pause after a
+// failed connection or handshake: only UnreachableAttempts failures in a
+// row make it unreachable (fails says how many there were). Retries of
+// the activity (a worker died, a heartbeat was late on a busy machine)
+// count for nothing here: only the host's own refusals do.
+func dialHost(ctx context.Context, rt *route, addr string, cfg *ssh.ClientConfig) (*ssh.Client, int, error) {
+	pause := time.Second
+	for fails := 1; ; fails++ {
+		client, err := rt.dial(ctx, addr, cfg)
+		if err == nil {
+			return client, 0, nil
+		}
+		var appErr *temporal.ApplicationError
+		if errors.As(err, &appErr) || ctx.Err() != nil || fails >= UnreachableAttempts {
+			return nil, fails, err
+		}
+		t := time.NewTimer(pause + time.Duration(mrand.Int64N(int64(pause/2))))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fails, err
+		case <-t.C:
+		}
+		pause *= 2
+	}
+}
+
+// recordTries bounds how often a host's outcome is written before it is
+// recorded failed without its output: a row the database refuses must
+// not leave the host running forever.
+const recordTries = 3
+
+// record writes a host's outcome. When the database keeps refusing it,
+// the host is recorded failed with the reason and without its output;
+// only when that fails too (the database is down) does the activity fail
+// and Temporal retry it.
+func (a *SSH) record(ctx context.Context, finish func(context.Context, *schema.JobHost, ...string) error, h *schema.JobHost, held []string) error {
+	var err error
+	for try := range recordTries {
+		if try > 0 {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(time.Duration(try) * 200 * time.Millisecond):
+			}
+		}
+		if err = finish(ctx, h, held...); err == nil {
+			return nil
+		}
+	}
+	activity.GetLogger(ctx).Warn("host outcome not stored; recording it failed without output", "host", h.Address, "error", err)
+	h.State, h.Error, h.Output = schema.HostFailed, fmt.Sprintf("%s; its output could not be stored: %v", hostSummary(h), err), ""
+	return finish(ctx, h)
+}
+
+func hostSummary(h *schema.JobHost) string {
+	if h.ExitCode == nil {
+		return "ended"
+	}
+	return "exit status " + strconv.Itoa(*h.ExitCode)
 }
 
 // hostPrep is what a group reads once for all its hosts.
@@ -377,7 +539,7 @@ func (a *SSH) kill(ctx context.Context, plan *hostPlan, addr string, cfg *ssh.Cl
 	defer cancel()
 	// The execution is its own session (setsid); timeout(1) moves the
 	// script into another process group of it, so kill the session.
-	script := `B="${TMPDIR:-/var/tmp}/opsflow-${USER:-$(id -u)}"; P=$(cat "$B/` + key + `.lock" "$B/` + key + `.pid" 2>/dev/null | head -n 1) && [ -n "$P" ] && { pkill -KILL -s "$P" 2>/dev/null || kill -KILL -- "-$P" 2>/dev/null; }; echo killed`
+	script := stateDir(key) + "\n" + checkDir + "\n" + `P=$(cat "$K.lock" "$K.pid" 2>/dev/null | head -n 1) && [ -n "$P" ] && { pkill -KILL -s "$P" 2>/dev/null || kill -KILL -- "-$P" 2>/dev/null; }; echo killed`
 	if plan.local {
 		_, _ = localRunner{}.exec(kctx, script)
 		return
@@ -387,21 +549,52 @@ func (a *SSH) kill(ctx context.Context, plan *hostPlan, addr string, cfg *ssh.Cl
 
 func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
-// execWrapper is the shell program (fed on stdin, so nothing of it shows in
-// the host's process list) that runs the script at most once per key and
-// reports its result. The first caller creates the key's lock file
-// atomically (noclobber), writing its pid there (and, once it ends, the
-// exit status on a second line), and runs the script in the foreground, immune to the connection dropping (HUP and PIPE
-// ignored); any later caller — a retried activity whose worker died —
-// finds the lock and waits for the first run's exit status. The script
-// reaches its interpreter through a here-document on fd 3 and parameters
-// (secrets included) are exported in a subshell only: neither touches a
-// file. Few processes and files are made, since on small hosts they
-// dominate the cost of a short command.
+//go:embed wrapper.sh
+var wrapperSh string
+
+// stateDir is the shell that sets B, the directory of a host's execution
+// records, and K, the record of execution key: per user and fixed, never
+// under TMPDIR (which differs between logins, and on the worker for the
+// local transport), so every attempt finds the records of the first.
+// An execution begun by an older opsflow (its records under TMPDIR) is
+// still found there.
+func stateDir(key string) string {
+	return `if [ "${USER:-$(id -un)}" = root ]; then B=/var/lib/opsflow/exec; else B="${HOME:-/nonexistent}/.opsflow/exec"; fi
+O="${TMPDIR:-/var/tmp}/opsflow-${USER:-$(id -u)}"; [ -f "$O/` + key + `.lock" ] && [ -O "$O" ] && [ ! -L "$O" ] && B=$O
+K="$B/` + key + `"`
+}
+
+// safeDir refuses a state directory someone else could have prepared: a
+// symlink, one not owned by the login user or open to others. Only a
+// directory it creates itself (mode 0700) or such one is used.
+const safeDir = `[ -e "$B" ] || [ -L "$B" ] || mkdir -p -m 0700 "$B" 2>/dev/null
+case $([ -L "$B" ] || [ ! -O "$B" ] || ls -ldn "$B" 2>/dev/null) in drwx------*) ;; *)
+printf '\n%s refused %s\n' "$M" "state directory $B is a symlink, not owned by ${USER:-$(id -un)} or not mode 0700"; exit 0 ;;
+esac`
+
+// checkDir is safeDir for the commands that only read the records.
+const checkDir = `{ [ ! -L "$B" ] && [ -O "$B" ]; } || exit 97`
+
+// execWrapper is the shell program (wrapper.sh, fed on stdin, so nothing
+// of it shows in the host's process list) that runs the script at most
+// once per key and reports its result. The first caller creates the key's
+// lock file atomically (noclobber), writing its pid there (and, once it
+// ends, the exit status on a second line), and runs the script in the
+// foreground, immune to the connection dropping (HUP and PIPE ignored);
+// any later caller — a retried activity whose worker died — finds the lock
+// and waits for the first run's exit status. The script reaches its
+// interpreter through a here-document on fd 3 and parameters (secrets
+// included) are exported in a subshell only: neither touches a file. Few
+// processes and files are made, since on small hosts they dominate the
+// cost of a short command.
+//
+// It sends the output's last tailBytes(extra) bytes: extra more than it
+// keeps, so that a secret cut by the tail's start is still seen whole by
+// the masker (maskTail).
 //
 // The host timeout is the activity's: when it expires (or the job is
 // aborted) the activity is cancelled and kills the execution's session.
-func execWrapper(key, interpreter, script string, env map[string]string) string {
+func execWrapper(key, interpreter, script string, env map[string]string, extra int) string {
 	var exports strings.Builder
 	names := make([]string, 0, len(env))
 	for k := range env {
@@ -411,15 +604,16 @@ func execWrapper(key, interpreter, script string, env map[string]string) string 
 	for _, k := range names {
 		fmt.Fprintf(&exports, "export %s=%s; ", k, shellQuote(env[k]))
 	}
-	// Now and then (one execution in 256), forget executions older than
-	// two days: at most one sweep at a time on a host (a mkdir lock) and
-	// one an hour (a stamp file), since on a host that ran large jobs the
-	// directory holds hundreds of thousands of files.
+	// Now and then (one execution in 256), forget executions that ended
+	// over two days ago — never one still running (no exit status yet on
+	// its lock's second line), however old: its retry must find it. At
+	// most one sweep at a time on a host (a mkdir lock, forgotten after a
+	// day if its sweeper died) and one an hour (a stamp file), since on a
+	// host that ran large jobs the directory holds hundreds of thousands
+	// of files.
 	gc := ""
 	if strings.HasPrefix(key, "00") {
-		gc = `(mkdir "$B/.gc.lock" 2>/dev/null || exit 0; trap 'rmdir "$B/.gc.lock"' EXIT
-[ -n "$(find "$B/.gc" -mmin -60 2>/dev/null)" ] && exit 0
-: > "$B/.gc"; find "$B" -maxdepth 1 -type f -mtime +2 -delete) >/dev/null 2>&1 &` + "\n"
+		gc = sweepSh
 	}
 	db := make([]byte, 12)
 	_, _ = rand.Read(db)
@@ -427,69 +621,126 @@ func execWrapper(key, interpreter, script string, env map[string]string) string 
 	if !strings.HasSuffix(script, "\n") {
 		script += "\n"
 	}
-	return `umask 077
-B="${TMPDIR:-/var/tmp}/opsflow-${USER:-$(id -u)}"
-K="$B/` + key + `"
-[ -d "$B" ] || mkdir -p "$B" || exit 97
-set -C
-if echo $$ 2>/dev/null > "$K.lock"; then
-set +C
-trap '' HUP PIPE
-(` + exports.String() + `exec ` + interpreter + ` /dev/fd/3) 3<<'` + delim + `' < /dev/null > "$K.out" 2>&1
-` + script + delim + `
-echo $? >> "$K.lock"
-else
-set +C
-# A newline each second: once the caller is gone (its worker died), the
-# write fails and this waiter exits instead of lingering.
-i=0
-# (An execution begun by an older opsflow keeps its status in $K.rc.)
-until { read p; read rc; } < "$K.lock" && [ -n "$rc" ] || { [ -s "$K.rc" ] && read rc < "$K.rc"; }; do i=$((i+1)); [ $((i % 5)) -eq 0 ] && echo; sleep 0.2; done
-fi
-[ -n "$rc" ] || { read p; read rc; } < "$K.lock"
-printf '\n%s %s\n' "$M" "$rc"
-tail -c ` + strconv.Itoa(OutputCap+1) + ` "$K.out"
-` + gc
+	// One pass: a placeholder inside a filled-in value stays as it is.
+	return strings.NewReplacer(
+		"@STATEDIR@", stateDir(key),
+		"@SAFEDIR@", safeDir,
+		"@KEY@", key,
+		"@EXPORTS@", exports.String(),
+		"@INTERPRETER@", interpreter,
+		"@DELIM@", delim,
+		"@SCRIPT@", script,
+		"@TAIL@", strconv.Itoa(tailBytes(extra)),
+		"@SWEEP@", gc,
+	).Replace(wrapperSh)
 }
 
+const sweepSh = `(mkdir "$B/.gc.lock" 2>/dev/null || { find "$B/.gc.lock" -maxdepth 0 -mmin +1440 -exec rmdir {} \; ; exit 0; }
+trap 'rmdir "$B/.gc.lock"' EXIT
+[ -n "$(find "$B/.gc" -mmin -60 2>/dev/null)" ] && exit 0
+: > "$B/.gc"
+find "$B" -maxdepth 1 -type f -name '*.lock' -mtime +2 | while IFS= read -r f; do
+p= rc=; { read p; read rc; } < "$f"; [ -n "$rc" ] && rm -f "$f" "${f%.lock}.out" "${f%.lock}.rc" "${f%.lock}.pid"
+done) >/dev/null 2>&1 &`
+
+// tailBytes is how much of the output's end the wrapper sends: the kept
+// OutputCap, extra bytes of context for the masker, and one byte that
+// tells a cut output from a whole one.
+func tailBytes(extra int) int { return OutputCap + extra + 1 }
+
 // waitExec runs the wrapper and returns the script's exit status, the
-// size of its output on the host and the output's last OutputCap bytes,
-// all after the line that starts with marker. The wrapper sends one byte
-// more than it keeps: only when it is there does the size take another
-// command (wc), so a short output costs no extra process.
-func waitExec(ctx context.Context, r runner, key, script, marker string) (rc int, size int64, tail string, err error) {
+// size of its output on the host and the output's end (all of it, or
+// OutputCap+extra bytes, cut reports which), all after the line that
+// starts with marker. Only a cut output takes another command (wc) for
+// its size, so a short output costs no extra process.
+func waitExec(ctx context.Context, r runner, key, script, marker string, extra int) (rc int, size int64, tail string, cut bool, err error) {
 	out, err := r.exec(ctx, "M="+shellQuote(marker)+"\n"+script)
 	if err != nil {
-		return 0, 0, "", err
+		return 0, 0, "", false, err
 	}
 	i := strings.Index(out, marker+" ")
 	if i < 0 {
-		return 0, 0, "", errors.New("the host gave no exit status")
+		return 0, 0, "", false, errors.New("the host gave no exit status")
 	}
 	line, tail, _ := strings.Cut(out[i+len(marker)+1:], "\n")
+	if reason, ok := strings.CutPrefix(line, "refused "); ok {
+		return 0, 0, "", false, temporal.NewNonRetryableApplicationError("not run: "+reason, ErrTypeInvalidInput, nil)
+	}
 	f := strings.Fields(line)
 	if len(f) != 1 {
-		return 0, 0, "", errors.New("the host gave no exit status")
+		return 0, 0, "", false, errors.New("the host gave no exit status")
 	}
 	rc, _ = strconv.Atoi(f[0])
-	if len(tail) <= OutputCap {
-		return rc, int64(len(tail)), tail, nil
+	if len(tail) < tailBytes(extra) {
+		return rc, int64(len(tail)), tail, false, nil
 	}
-	tail = tail[len(tail)-OutputCap:]
-	n, err := r.exec(ctx, `wc -c < "${TMPDIR:-/var/tmp}/opsflow-${USER:-$(id -u)}/`+key+`.out"`)
+	tail = tail[1:]
+	n, err := r.exec(ctx, stateDir(key)+"\n"+checkDir+"\nwc -c < \"$K.out\"")
 	if err != nil {
-		return 0, 0, "", err
+		return 0, 0, "", false, err
 	}
 	size, err = strconv.ParseInt(strings.TrimSpace(n), 10, 64)
 	if err != nil {
-		return 0, 0, "", fmt.Errorf("output size: %q", n)
+		return 0, 0, "", false, fmt.Errorf("output size: %q", n)
 	}
-	return rc, size, tail, nil
+	return rc, size, tail, true, nil
 }
 
 // readOutput reads the execution's output from byte offset on.
 func readOutput(ctx context.Context, r runner, key string, offset int64) (string, error) {
-	return r.exec(ctx, `tail -c +`+strconv.FormatInt(offset+1, 10)+` "${TMPDIR:-/var/tmp}/opsflow-${USER:-$(id -u)}/`+key+`.out"`)
+	return r.exec(ctx, stateDir(key)+"\n"+checkDir+"\ntail -c +"+strconv.FormatInt(offset+1, 10)+` "$K.out"`)
+}
+
+// scrubOutput removes the execution's output from the host once it is
+// recorded, for a job with secret parameters: a script that echoed one
+// leaves it nowhere but masked in the database. The lock (pid and exit
+// status) stays for the retention, so the execution still runs only once.
+func scrubOutput(ctx context.Context, r runner, key string) error {
+	_, err := r.exec(ctx, stateDir(key)+"\n"+checkDir+"\n"+`rm -f "$K.out"`)
+	return err
+}
+
+// endOutput gives out the output's end as the wrapper sent it, masked
+// before it is cut, and returns what the host's record keeps.
+func endOutput(out *outputSink, last string, cut bool, secrets []string) string {
+	if cut {
+		last = maskTail(last, secrets, OutputCap)
+	}
+	out.write(last)
+	out.finish()
+	return out.tail()
+}
+
+// maskTail masks secrets in the end of an output that was cut, then keeps
+// its last keep bytes: buf holds enough bytes before those (the longest
+// secret's length) that a secret crossing the cut is masked whole, and
+// the part of it before the cut shows as *** at the start.
+func maskTail(buf string, secrets []string, keep int) string {
+	from := max(0, len(buf)-keep)
+	covered := make([]bool, len(buf))
+	for _, s := range secrets {
+		for i := 0; ; {
+			j := strings.Index(buf[i:], s)
+			if j < 0 {
+				break
+			}
+			for k := i + j; k < i+j+len(s); k++ {
+				covered[k] = true
+			}
+			i += j + 1
+		}
+	}
+	var b strings.Builder
+	for i := from; i < len(buf); i++ {
+		if !covered[i] {
+			b.WriteByte(buf[i])
+			continue
+		}
+		if i == from || !covered[i-1] {
+			b.WriteString("***")
+		}
+	}
+	return b.String()
 }
 
 // Jobs keeps the jobs read model for the BatchJob workflow.
@@ -515,6 +766,21 @@ func (a *Jobs) RecordJobStatus(ctx context.Context, in RecordJobStatusInput) (st
 		}
 	}
 	return struct{}{}, a.Store.SetJobStatus(ctx, in.JobID, in.Status, in.Summary)
+}
+
+// FailJobHostsInput names hosts whose activity gave up.
+type FailJobHostsInput struct {
+	JobID  int64
+	Idxs   []int
+	Reason string
+}
+
+// FailJobHosts records hosts failed whose activity failed for good (its
+// retries spent, e.g. while the database refused their outcome), so none
+// stays running in the read model; a host already recorded keeps its
+// outcome.
+func (a *Jobs) FailJobHosts(ctx context.Context, in FailJobHostsInput) (struct{}, error) {
+	return struct{}{}, a.Store.FailJobHosts(ctx, in.JobID, in.Idxs, in.Reason)
 }
 
 // CreateScheduledJobInput names the schedule that fired. Its definition

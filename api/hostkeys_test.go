@@ -177,7 +177,7 @@ func TestHostKeyPinnedForUnlistedHost(t *testing.T) {
 	ip, port, _ := net.SplitHostPort(srv.addr)
 
 	j, h := run(srv.addr)
-	if j.Status != schema.JobSucceeded || !ran(j) || strings.TrimSpace(h.Output) != srv.addr {
+	if j.Status != schema.JobSucceeded || !ran(j) || strings.TrimSpace(string(h.Output)) != srv.addr {
 		t.Fatalf("first contact: %+v %+v", j, h)
 	}
 	var keys struct{ Items []schema.HostKey }

@@ -134,10 +134,10 @@ if [ "$OPSFLOW_HOST_INDEX" = "$FAIL_INDEX" ]; then echo failing >&2; exit 3; fi`
 	var h0, h1 schema.JobHost
 	e.do(http.MethodGet, fmt.Sprintf("/api/v1/jobs/%d/hosts/0", j.ID), "viewer", nil).json(t, &h0)
 	e.do(http.MethodGet, fmt.Sprintf("/api/v1/jobs/%d/hosts/1", j.ID), "viewer", nil).json(t, &h1)
-	if !strings.Contains(h0.Output, "greeting=hi there") || !strings.Contains(h0.Output, "token=***") || strings.Contains(h0.Output, "s3cr3t") || *h0.ExitCode != 0 {
+	if !strings.Contains(string(h0.Output), "greeting=hi there") || !strings.Contains(string(h0.Output), "token=***") || strings.Contains(string(h0.Output), "s3cr3t") || *h0.ExitCode != 0 {
 		t.Fatalf("host 0: %+v", h0)
 	}
-	if h1.State != schema.HostFailed || *h1.ExitCode != 3 || !strings.Contains(h1.Output, "failing") {
+	if h1.State != schema.HostFailed || *h1.ExitCode != 3 || !strings.Contains(string(h1.Output), "failing") {
 		t.Fatalf("host 1: %+v", h1)
 	}
 	// Retry only the failed host, as a new job linked to the first.
@@ -233,7 +233,7 @@ func TestJobRefusesChangedHostKey(t *testing.T) {
 		t.Fatalf("with the right key: %+v", done)
 	}
 	e.do(http.MethodGet, fmt.Sprintf("/api/v1/jobs/%d/hosts/0", j.ID), "viewer", nil).json(t, &h)
-	if strings.TrimSpace(h.Output) != "job-edge" {
+	if strings.TrimSpace(string(h.Output)) != "job-edge" {
 		t.Fatalf("output %q", h.Output)
 	}
 }
@@ -289,7 +289,7 @@ func TestJobOutputStreamsLive(t *testing.T) {
 	e.do(http.MethodGet, fmt.Sprintf("/api/v1/jobs/%d/output", j.ID), "viewer", nil).json(t, &page)
 	var all strings.Builder
 	for _, o := range page.Items {
-		all.WriteString(o.Data)
+		all.WriteString(string(o.Data))
 	}
 	if all.String() != "first-***\nsecond\n" {
 		t.Fatalf("stored pieces %q", all.String())

@@ -3,10 +3,13 @@ package api
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
 	"github.com/opsflow/opsflow/activities"
@@ -356,9 +359,37 @@ func (a *API) jobHostPage(c echo.Context) error {
 	}
 	return a.render(c, http.StatusOK, "job_host", struct {
 		*page
-		Host *schema.JobHost
-		Cap  int
-	}{a.newPage(c, "Host output", "jobs"), h, activities.OutputCap})
+		Host   *schema.JobHost
+		Output string
+		Cap    int
+	}{a.newPage(c, "Host output", "jobs"), h, showBytes(h.Output), activities.OutputCap})
+}
+
+// showBytes makes output readable on a page: control characters (escape
+// codes included) and bytes that are not UTF-8 show as escapes (\0,
+// \x1b, \xff) instead of acting on the page; lines and tabs stay. The
+// exact bytes are the API's output_base64.
+func showBytes(b schema.Bytes) string {
+	var sb strings.Builder
+	for s := string(b); s != ""; {
+		r, n := utf8.DecodeRuneInString(s)
+		switch {
+		case r == utf8.RuneError && n == 1:
+			fmt.Fprintf(&sb, `\x%02x`, s[0])
+		case r == 0:
+			sb.WriteString(`\0`)
+		case r == '\n' || r == '\t':
+			sb.WriteRune(r)
+		case r < 0x20 || r == 0x7f:
+			fmt.Fprintf(&sb, `\x%02x`, r)
+		case unicode.IsControl(r) || r == '\u2028' || r == '\u2029' || unicode.In(r, unicode.Bidi_Control):
+			fmt.Fprintf(&sb, `\u%04x`, r)
+		default:
+			sb.WriteString(s[:n])
+		}
+		s = s[n:]
+	}
+	return sb.String()
 }
 
 // jobControlForm applies pause, resume or abort from the job page.

@@ -68,7 +68,7 @@ func TestJobSchedules(t *testing.T) {
 		return false
 	})
 	h, _ := e.store.JobHost(context.Background(), job.ID, 0)
-	if strings.TrimSpace(h.Output) != "scheduled cron" || job.CreatedBy != e.users["operator"].Username {
+	if strings.TrimSpace(string(h.Output)) != "scheduled cron" || job.CreatedBy != e.users["operator"].Username {
 		t.Fatalf("scheduled job: %+v %+v", job, h)
 	}
 	if r, err := e.store.Run(context.Background(), job.WorkflowID); err != nil || r.StartedBy != job.CreatedBy {

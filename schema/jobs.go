@@ -2,8 +2,12 @@ package schema
 
 import (
 	"context"
+	"database/sql/driver"
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"time"
+	"unicode/utf8"
 
 	"github.com/uptrace/bun"
 )
@@ -101,10 +105,53 @@ type JobHost struct {
 	Attempts    int        `bun:"attempts" json:"attempts"`
 	StartedAt   *time.Time `bun:"started_at" json:"started_at"`
 	EndedAt     *time.Time `bun:"ended_at" json:"ended_at"`
-	Output      string     `bun:"output" json:"output,omitempty"`
+	Output      Bytes      `bun:"output" json:"output,omitempty"`
 	OutputBytes int64      `bun:"output_bytes" json:"output_bytes"`
 	Truncated   bool       `bun:"truncated" json:"truncated"`
 	Error       string     `bun:"error" json:"error,omitempty"`
+}
+
+// MarshalJSON adds output_base64, the exact bytes, when output is not.
+func (h JobHost) MarshalJSON() ([]byte, error) {
+	type plain JobHost
+	return json.Marshal(struct {
+		plain
+		OutputBase64 string `json:"output_base64,omitempty"`
+	}{plain(h), h.Output.base64IfLossy()})
+}
+
+// Bytes is text made of any bytes: script output, with NUL, escape codes
+// and invalid UTF-8 as the script wrote them. It is stored as bytes
+// (bytea on Postgres, a BLOB on SQLite), which take any value, and read
+// back the same. In JSON it is a string, exact for valid UTF-8 (NUL and
+// escape codes come out as \u0000 and \u001b); a byte that is not UTF-8
+// comes out as U+FFFD, so records that hold one also carry the exact bytes
+// in base64 beside it (output_base64, data_base64).
+type Bytes string
+
+// Value stores b as bytes.
+func (b Bytes) Value() (driver.Value, error) { return []byte(b), nil }
+
+// Scan reads bytes, or text stored before output was bytes.
+func (b *Bytes) Scan(v any) error {
+	switch v := v.(type) {
+	case nil:
+		*b = ""
+	case []byte:
+		*b = Bytes(v)
+	case string:
+		*b = Bytes(v)
+	default:
+		return fmt.Errorf("bytes: cannot scan %T", v)
+	}
+	return nil
+}
+
+func (b Bytes) base64IfLossy() string {
+	if utf8.ValidString(string(b)) {
+		return ""
+	}
+	return base64.StdEncoding.EncodeToString([]byte(b))
 }
 
 // Done reports whether the host reached a final state.
@@ -294,21 +341,41 @@ func (s *Store) finishJobHost(ctx context.Context, h *JobHost, async bool, lastP
 				return err
 			}
 		}
-		if len(lastPieces) > 0 {
-			os := make([]JobOutput, len(lastPieces))
-			for i, d := range lastPieces {
-				os[i] = JobOutput{JobID: h.JobID, Idx: h.Idx, At: now, Data: d}
-			}
-			if _, err := tx.NewInsert().Model(&os).Exec(ctx); err != nil {
-				return err
-			}
+		// The first outcome recorded stands: an attempt that ran beside
+		// it (a retry started while a slow one still ran) only saw the
+		// same execution, perhaps after its output was scrubbed.
+		res, err := tx.NewUpdate().Model(h).Column("state", "exit_code", "ended_at", "output", "output_bytes", "truncated", "error").
+			WherePK().Where("state NOT IN (?)", bun.In([]string{HostSucceeded, HostFailed})).Exec(ctx)
+		if err != nil {
+			return err
 		}
-		_, err := tx.NewUpdate().Model(h).Column("state", "exit_code", "ended_at", "output", "output_bytes", "truncated", "error").
-			WherePK().Exec(ctx)
+		if n, err := res.RowsAffected(); err != nil || n == 0 || len(lastPieces) == 0 {
+			return err
+		}
+		os := make([]JobOutput, len(lastPieces))
+		for i, d := range lastPieces {
+			os[i] = JobOutput{JobID: h.JobID, Idx: h.Idx, At: now, Data: Bytes(d)}
+		}
+		_, err = tx.NewInsert().Model(&os).Exec(ctx)
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("store: finish job host: %w", err)
+	}
+	return nil
+}
+
+// FailJobHosts marks the given hosts failed with reason, unless they
+// already ended.
+func (s *Store) FailJobHosts(ctx context.Context, jobID int64, idxs []int, reason string) error {
+	if len(idxs) == 0 {
+		return nil
+	}
+	_, err := s.DB.NewUpdate().Model((*JobHost)(nil)).Set("state = ?", HostFailed).Set("error = ?", reason).
+		Set("ended_at = ?", time.Now().UTC()).Where("job_id = ? AND idx IN (?)", jobID, bun.In(idxs)).
+		Where("state IN (?)", bun.In([]string{HostPending, HostRunning})).Exec(ctx)
+	if err != nil {
+		return fmt.Errorf("store: fail job hosts: %w", err)
 	}
 	return nil
 }
@@ -341,12 +408,21 @@ type JobOutput struct {
 	JobID int64     `bun:"job_id" json:"job_id"`
 	Idx   int       `bun:"idx" json:"idx"`
 	At    time.Time `bun:"at" json:"at"`
-	Data  string    `bun:"data" json:"data"`
+	Data  Bytes     `bun:"data" json:"data"`
+}
+
+// MarshalJSON adds data_base64, the exact bytes, when data is not.
+func (o JobOutput) MarshalJSON() ([]byte, error) {
+	type plain JobOutput
+	return json.Marshal(struct {
+		plain
+		DataBase64 string `json:"data_base64,omitempty"`
+	}{plain(o), o.Data.base64IfLossy()})
 }
 
 // AppendJobOutput stores a piece of a running host's output.
 func (s *Store) AppendJobOutput(ctx context.Context, jobID int64, idx int, data string) error {
-	o := &JobOutput{JobID: jobID, Idx: idx, At: time.Now().UTC(), Data: data}
+	o := &JobOutput{JobID: jobID, Idx: idx, At: time.Now().UTC(), Data: Bytes(data)}
 	if _, err := s.DB.NewInsert().Model(o).Exec(ctx); err != nil {
 		return fmt.Errorf("store: append job output: %w", err)
 	}

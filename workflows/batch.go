@@ -238,6 +238,29 @@ func (r *batchRun) run(ctx workflow.Context) (BatchProgress, error) {
 	startedThisRun := 0
 	wasPaused := !r.st.Paused
 	grouped := workflow.GetVersion(ctx, "host-groups", workflow.DefaultVersion, 1) == 1
+	// Version 1 of host-window: a group reports each host that ends before
+	// the others (SignalHostsDone) and its slot goes to the next host at
+	// once; a group that fails for good records its hosts failed.
+	windowed := grouped && workflow.GetVersion(ctx, "host-window", workflow.DefaultVersion, 1) == 1
+	inFlight := map[int]bool{} // hosts started by this run and not yet counted (windowed)
+	if windowed {
+		reports := workflow.GetSignalChannel(ctx, SignalHostsDone)
+		workflow.Go(ctx, func(gctx workflow.Context) {
+			for {
+				var done []activities.HostDone
+				if !reports.Receive(gctx, &done) {
+					return
+				}
+				for _, d := range done {
+					if inFlight[d.Idx] {
+						delete(inFlight, d.Idx)
+						r.running--
+						r.tally(nil, []activities.RunHostScriptResult{d.Result}, 1)
+					}
+				}
+			}
+		})
+	}
 	for {
 		if r.st.Paused != wasPaused {
 			wasPaused = r.st.Paused
@@ -259,7 +282,13 @@ func (r *batchRun) run(ctx workflow.Context) (BatchProgress, error) {
 		for !stop && !r.st.Paused && r.running < r.concurrency() && r.st.Next < r.st.BatchEnd && startedThisRun < perRun {
 			n := 1
 			if grouped {
-				n = min(hostGroupSize(r.concurrency()), r.concurrency()-r.running, r.st.BatchEnd-r.st.Next, perRun-startedThisRun)
+				want := min(hostGroupSize(r.concurrency()), r.st.BatchEnd-r.st.Next, perRun-startedThisRun)
+				n = min(want, r.concurrency()-r.running)
+				if windowed && n < want {
+					// Hosts end one by one: wait for a whole group's room
+					// rather than start groups of one.
+					break
+				}
 			}
 			first := r.st.Next
 			r.st.Next += n
@@ -278,6 +307,15 @@ func (r *batchRun) run(ctx workflow.Context) (BatchProgress, error) {
 			idxs := make([]int, n)
 			for k := range idxs {
 				idxs[k] = first + k
+			}
+			if windowed {
+				for _, idx := range idxs {
+					inFlight[idx] = true
+				}
+				f := workflow.ExecuteActivity(hostCtx, ssh.RunHostScripts, activities.RunHostScriptsInput{JobID: r.in.JobID, Idxs: idxs,
+					ReportTo: workflow.GetInfo(ctx).WorkflowExecution.ID, ReportSignal: SignalHostsDone})
+				workflow.Go(ctx, func(gctx workflow.Context) { r.endGroup(gctx, dbCtx, f, idxs, inFlight) })
+				continue
 			}
 			f := workflow.ExecuteActivity(hostCtx, ssh.RunHostScripts, activities.RunHostScriptsInput{JobID: r.in.JobID, Idxs: idxs})
 			workflow.Go(ctx, func(gctx workflow.Context) {
@@ -335,6 +373,40 @@ func (r *batchRun) tally(err error, res []activities.RunHostScriptResult, n int)
 			}
 		}
 	}
+}
+
+// endGroup counts the hosts of a group that were not reported one by one
+// when it ends. A group that failed for good (retries spent) records
+// those hosts failed before their slots are given back, so none is left
+// running in the read model.
+func (r *batchRun) endGroup(ctx, dbCtx workflow.Context, f workflow.Future, idxs []int, inFlight map[int]bool) {
+	var jobs *activities.Jobs
+	var res []activities.RunHostScriptResult
+	err := f.Get(ctx, &res)
+	var left []int
+	for k, idx := range idxs {
+		if !inFlight[idx] {
+			continue
+		}
+		delete(inFlight, idx)
+		left = append(left, idx)
+		if err == nil && len(res) == len(idxs) {
+			r.tally(nil, res[k:k+1], 1)
+		}
+	}
+	if err == nil && len(res) == len(idxs) {
+		r.running -= len(left)
+		return
+	}
+	if !temporal.IsCanceledError(err) && len(left) > 0 {
+		reason := "the host's activity failed"
+		if err != nil {
+			reason += ": " + err.Error()
+		}
+		_ = workflow.ExecuteActivity(dbCtx, jobs.FailJobHosts, activities.FailJobHostsInput{JobID: r.in.JobID, Idxs: left, Reason: reason}).Get(ctx, nil)
+	}
+	r.running -= len(left)
+	r.tally(err, nil, len(left))
 }
 
 // hostGroupSize is how many hosts one activity runs side by side at a

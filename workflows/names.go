@@ -43,6 +43,9 @@ const (
 	QueryTicket          = "ticket"
 	UpdateDecide         = "decide"
 	UpdateWithdraw       = "withdraw"
+	// SignalHostsDone carries []activities.HostDone from a host group to
+	// its job's workflow.
+	SignalHostsDone = "hosts_done"
 )
 
 // Search attributes opsflow sets on its workflows. The dev stack registers

@@ -236,6 +236,44 @@ func TestRealBatchJob(t *testing.T) {
 	}
 	replayAndRecord(t, c, job3.WorkflowID, run3.GetRunID(), "batchjob_v2_groups.json")
 
+	// host-window: in a group whose first host is slow, the others are
+	// reported as they end (a signal), and the job's counts stay exact.
+	sc4, ver4, err := st.CreateScript(ctx, schema.ScriptInput{Name: "replay-window", Content: `[ "$OPSFLOW_HOST_INDEX" = 0 ] && sleep 2; echo $OPSFLOW_HOST_INDEX; [ "$OPSFLOW_HOST_INDEX" != 1 ]`}, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	job4 := &schema.Job{WorkflowID: job.WorkflowID + "-window", ScriptID: sc4.ID, ScriptVersion: ver4.Version, CredentialID: cred.ID,
+		Policy: schema.JobPolicy{Concurrency: "32", MaxFailures: "5"}, Status: schema.JobQueued, CreatedBy: "test"}
+	jh4 := make([]schema.JobHost, len(jh))
+	for i := range jh {
+		jh4[i] = schema.JobHost{Address: jh[i].Address}
+	}
+	if err := st.CreateJob(ctx, job4, jh4); err != nil {
+		t.Fatal(err)
+	}
+	run4, err := c.ExecuteWorkflow(ctx, startOptions(job4.WorkflowID), workflows.BatchJob, workflows.BatchJobInput{JobID: job4.ID, Total: len(jh4), Policy: job4.Policy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := run4.Get(ctx, nil); err == nil || !strings.Contains(err.Error(), "2/3 succeeded, 1 failed") {
+		t.Fatalf("windowed job result: %v", err)
+	}
+	hist4 := c.GetWorkflowHistory(ctx, job4.WorkflowID, run4.GetRunID(), false, 0)
+	reports := 0
+	for hist4.HasNext() {
+		ev, err := hist4.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a := ev.GetWorkflowExecutionSignaledEventAttributes(); a != nil && a.GetSignalName() == workflows.SignalHostsDone {
+			reports++
+		}
+	}
+	if reports != 1 {
+		t.Fatalf("%d host reports, want 1 (host 1, before slow host 0)", reports)
+	}
+	replayAndRecord(t, c, job4.WorkflowID, run4.GetRunID(), "batchjob_v4_window.json")
+
 	// Continue-as-new: two hosts per run makes a chain of runs that still
 	// reaches every host once, carrying the counts across.
 	job2 := &schema.Job{WorkflowID: job.WorkflowID + "-can", ScriptID: sc.ID, ScriptVersion: ver.Version, CredentialID: cred.ID,

@@ -91,6 +91,9 @@ func TestWorkerKilledMidJobRunsEachHostOnce(t *testing.T) {
 		n, _ := st.DB.NewSelect().Table("job_hosts").Where("job_id = ? AND state = ?", job.ID, state).Count(ctx)
 		return int(n)
 	}
+	// Hosts whose script had started and not ended when a kill landed:
+	// the proof needs at least one of them retried (and run once).
+	inFlight := map[int]bool{}
 	for kill := 1; kill <= 3; kill++ {
 		before := count(schema.HostSucceeded)
 		w := startWorker()
@@ -110,6 +113,13 @@ func TestWorkerKilledMidJobRunsEachHostOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 		_ = w.Wait()
+		var running []int
+		_ = st.DB.NewSelect().Table("job_hosts").Column("idx").Where("job_id = ? AND state = ?", job.ID, schema.HostRunning).Scan(ctx, &running)
+		for _, i := range running {
+			if _, err := os.Stat(filepath.Join(marks, fmt.Sprint(i))); err == nil {
+				inFlight[i] = true
+			}
+		}
 		t.Logf("kill %d: SIGKILL with %d hosts running, %d done", kill, count(schema.HostRunning), count(schema.HostSucceeded))
 	}
 	startWorker()
@@ -136,7 +146,18 @@ func TestWorkerKilledMidJobRunsEachHostOnce(t *testing.T) {
 	if counts[schema.HostSucceeded] != hosts {
 		t.Fatalf("read model counts %v", counts)
 	}
-	var retried int
-	_ = st.DB.NewSelect().Table("job_hosts").ColumnExpr("COUNT(*)").Where("job_id = ? AND attempts > 1", job.ID).Scan(ctx, &retried)
-	t.Logf("hosts whose activity was retried (and reattached): %d", retried)
+	var retried []int
+	if err := st.DB.NewSelect().Table("job_hosts").Column("idx").Where("job_id = ? AND attempts > 1", job.ID).Scan(ctx, &retried); err != nil {
+		t.Fatal(err)
+	}
+	reattached := 0
+	for _, i := range retried {
+		if inFlight[i] {
+			reattached++
+		}
+	}
+	t.Logf("hosts in flight at a kill: %d; retried: %d; both (reattached to their one run): %d", len(inFlight), len(retried), reattached)
+	if reattached == 0 {
+		t.Fatalf("no host was in flight at a kill and retried: the test proved nothing (in flight %d, retried %d)", len(inFlight), len(retried))
+	}
 }
