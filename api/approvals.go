@@ -237,6 +237,14 @@ func (a *API) decideCore(ctx context.Context, id int64, user *schema.User, req d
 		return out, &Error{Status: http.StatusUnprocessableEntity, Code: CodeValidation, Message: "invalid decision",
 			Fields: map[string]string{"comment": reason}}
 	}
+	// The ticket fixed its approvers when the level opened; who may vote
+	// now is decided now: a user demoted to viewer or disabled since then
+	// is refused, whichever channel the vote came through.
+	if fresh, err := a.store.User(ctx, user.ID); err != nil {
+		return out, err
+	} else if fresh.Disabled || fresh.Role == schema.RoleViewer {
+		return out, newError(http.StatusForbidden, CodeForbidden, "not an approver: "+fresh.Username+" may no longer decide tickets")
+	}
 	t, err := a.store.Ticket(ctx, id)
 	if err != nil {
 		return out, err

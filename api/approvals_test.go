@@ -399,3 +399,58 @@ func TestPolicyShapesAndGatedRun(t *testing.T) {
 		t.Fatalf("the ticket lost its policy: %+v", after.Policy)
 	}
 }
+
+// TestDemotedApproverNoLongerCounts: an approver demoted to viewer after
+// the ticket's level opened is refused whatever credential they still
+// hold (a new login, a chat identity), and a delegation from them lapses.
+func TestDemotedApproverNoLongerCounts(t *testing.T) {
+	e := newEnv(t)
+	p := fmt.Sprintf("demoted%d", time.Now().UnixNano())
+	dora := e.createUser(schema.RoleApprover, "dora-password-123")
+	fred := e.createUser(schema.RoleApprover, "fred-password-123")
+	greta := e.createUser(schema.RoleOperator, "greta-password-123")
+	e.tokens["fred"] = e.createToken(fred, nil)
+	e.tokens["greta"] = e.createToken(greta, nil)
+	if r := e.do(http.MethodPost, "/api/v1/delegations", "fred", map[string]any{"to": greta.Username, "ends_at": time.Now().Add(time.Hour)}); r.Status != 201 {
+		t.Fatalf("delegation: %d %s", r.Status, r.Body)
+	}
+	if r := e.do(http.MethodPost, "/api/v1/approval-policies", "admin", map[string]any{"name": p, "spec": map[string]any{
+		"levels": []map[string]any{{"users": []string{dora.Username, fred.Username}, "rule": "any"}}}}); r.Status != 201 {
+		t.Fatalf("policy: %d %s", r.Status, r.Body)
+	}
+	var tk ticketResp
+	if r := e.do(http.MethodPost, "/api/v1/approvals", "operator", map[string]any{"title": "demoted " + p, "policy": p}); r.Status != 201 {
+		t.Fatalf("open: %d %s", r.Status, r.Body)
+	} else {
+		r.json(t, &tk)
+	}
+	path := fmt.Sprintf("/api/v1/approvals/%d", tk.ID)
+	for _, u := range []*schema.User{dora, fred} {
+		if r := e.do(http.MethodPatch, fmt.Sprintf("/api/v1/users/%d", u.ID), "admin", map[string]any{"role": schema.RoleViewer}); r.Status != 200 {
+			t.Fatalf("demote %s: %d %s", u.Username, r.Status, r.Body)
+		}
+	}
+	// A credential made after the demotion, as a new login or a chat
+	// channel would present.
+	e.tokens["dora"] = e.createToken(dora, nil)
+	vote := func(who string) resp {
+		t.Helper()
+		var r resp
+		eventually(t, 30*time.Second, "the ticket's level to open", func() bool {
+			r = e.do(http.MethodPost, path+"/decision", who, map[string]any{"decision": "approve"})
+			return r.Status != 409 || !strings.Contains(string(r.Body), "opening")
+		})
+		return r
+	}
+	if r := vote("dora"); r.Status != 403 || !strings.Contains(r.apiError(t).Message, "no longer decide") {
+		t.Fatalf("demoted dora's vote: %d %s", r.Status, r.Body)
+	}
+	if r := vote("greta"); r.Status != 403 || !strings.Contains(r.apiError(t).Message, "not an approver") {
+		t.Fatalf("greta's vote for demoted fred: %d %s", r.Status, r.Body)
+	}
+	var got ticketResp
+	e.do(http.MethodGet, path, "admin", nil).json(t, &got)
+	if got.Status != schema.TicketPending || len(got.Decisions) != 0 {
+		t.Fatalf("a demoted approver's vote counted: %+v", got.Ticket)
+	}
+}

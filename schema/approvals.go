@@ -412,7 +412,10 @@ func (s *Store) CreateDelegation(ctx context.Context, d *Delegation) error {
 func (s *Store) DelegatorsOf(ctx context.Context, user string, t time.Time) ([]string, error) {
 	var from []string
 	err := s.DB.NewSelect().Model((*Delegation)(nil)).Column("from_user").Distinct().
-		Where("to_user = ? AND starts_at <= ? AND ends_at > ?", user, t, t).Order("from_user").Scan(ctx, &from)
+		Where("to_user = ? AND starts_at <= ? AND ends_at > ?", user, t, t).
+		// A delegation lapses with its giver's right to decide.
+		Where("from_user IN (SELECT username FROM users WHERE NOT disabled AND role <> ?)", RoleViewer).
+		Order("from_user").Scan(ctx, &from)
 	if err != nil {
 		return nil, fmt.Errorf("store: delegations to %s: %w", user, err)
 	}
