@@ -95,6 +95,8 @@ func (a *Approvals) NotifyApprovers(ctx context.Context, in NotifyApproversInput
 // OpenJobTicketInput names a gated job.
 type OpenJobTicketInput struct {
 	JobID int64
+	// WorkflowID is the ticket's Approval workflow (workflows.JobTicketWorkflowID).
+	WorkflowID string
 }
 
 // OpenJobTicketResult is the ticket a gated job waits on, and the input
@@ -121,7 +123,10 @@ func (a *Approvals) OpenJobTicket(ctx context.Context, in OpenJobTicketInput) (O
 	if err != nil {
 		return OpenJobTicketResult{}, err
 	}
-	wid := "approval:" + job.WorkflowID
+	wid := in.WorkflowID
+	if wid == "" { // scheduled by a workflow from before the field
+		wid = "approval:" + job.WorkflowID
+	}
 	t, err := a.Store.TicketByWorkflowID(ctx, wid)
 	if errors.Is(err, schema.ErrNotFound) {
 		p, err := a.Store.ApprovalPolicyByName(ctx, job.Policy.Approval)

@@ -792,6 +792,9 @@ type CreateScheduledJobInput struct {
 	CreatedBy  string
 	// Schedule is the schedule's name.
 	Schedule string
+	// JobWorkflowID is the created job's BatchJob
+	// (workflows.ScheduledJobWorkflowID of the firing).
+	JobWorkflowID string
 }
 
 // CreateScheduledJobResult names the job created for this firing.
@@ -810,7 +813,10 @@ type CreateScheduledJobResult struct {
 func (a *Jobs) CreateScheduledJob(ctx context.Context, in CreateScheduledJobInput) (CreateScheduledJobResult, error) {
 	info := activity.GetInfo(ctx)
 	// One job per firing, also when this activity is retried.
-	wid := "job:" + info.WorkflowExecution.ID
+	wid := in.JobWorkflowID
+	if wid == "" { // scheduled by a workflow from before the field
+		wid = "job:" + info.WorkflowExecution.ID
+	}
 	fail := func(typ, msg string) (CreateScheduledJobResult, error) {
 		return CreateScheduledJobResult{}, temporal.NewNonRetryableApplicationError(msg, typ, nil)
 	}

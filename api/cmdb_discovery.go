@@ -144,7 +144,7 @@ func (a *API) startDiscovery(c echo.Context) error {
 		return c.JSON(status, v)
 	}
 	sum := sha256.Sum256([]byte(fmt.Sprintf("%s|%v|%s|%d|%d", req.Schedule, in.Addresses, in.CIDR, in.Port, in.CredentialID)))
-	id := workflows.KindDiscovery + ":sched-" + hex.EncodeToString(sum[:6])
+	id := workflows.DiscoveryScheduleID(hex.EncodeToString(sum[:6]))
 	setAudit(c, "schedule.create", "schedule:"+id)
 	_, err = a.temporal.ScheduleClient().Create(c.Request().Context(), client.ScheduleOptions{
 		ID:   id,
@@ -171,9 +171,6 @@ func (a *API) startDiscovery(c echo.Context) error {
 	return c.JSON(http.StatusCreated, map[string]string{"schedule_id": id, "schedule": req.Schedule})
 }
 
-// discoverySchedulePrefix starts the ID of every discovery schedule.
-const discoverySchedulePrefix = workflows.KindDiscovery + ":sched-"
-
 type discoveryScheduleView struct {
 	ID         string      `json:"id"`
 	Cron       []string    `json:"cron"`
@@ -196,7 +193,7 @@ func (a *API) listDiscoverySchedules(c echo.Context) error {
 		if err != nil {
 			return err
 		}
-		if !strings.HasPrefix(e.ID, discoverySchedulePrefix) {
+		if !strings.HasPrefix(e.ID, workflows.DiscoverySchedulePrefix) {
 			continue
 		}
 		v := discoveryScheduleView{ID: e.ID, Paused: e.Paused, NextRuns: e.NextActionTimes}
@@ -218,11 +215,11 @@ func (a *API) listDiscoverySchedules(c echo.Context) error {
 // "discovery:".
 func (a *API) deleteDiscoverySchedule(c echo.Context) error {
 	id := c.Param("id")
-	if !strings.HasPrefix(id, discoverySchedulePrefix) {
+	if !strings.HasPrefix(id, workflows.DiscoverySchedulePrefix) {
 		id = workflows.KindDiscovery + ":" + id
 	}
 	setAudit(c, "schedule.delete", "schedule:"+id)
-	rest := strings.TrimPrefix(id, discoverySchedulePrefix)
+	rest := strings.TrimPrefix(id, workflows.DiscoverySchedulePrefix)
 	if len(rest) != 12 || strings.Trim(rest, "0123456789abcdef") != "" {
 		return newError(http.StatusNotFound, CodeNotFound, "no such discovery schedule")
 	}

@@ -177,7 +177,7 @@ func TestScheduleHoldsNoSecretInTemporal(t *testing.T) {
 				t.Fatalf("row: %+v %v", row, err)
 			}
 			// In Temporal: the name, the creator, nothing else.
-			sch := rawSchedule(t, e.temporal, schedulePrefix+name)
+			sch := rawSchedule(t, e.temporal, workflows.JobScheduleID(name))
 			ps := payloadsIn(sch, "schedule")
 			checkPayloads(t, e.keys, ps, tok)
 			args := sch.GetSchedule().GetAction().GetStartWorkflow().GetInput().GetPayloads()
@@ -194,7 +194,7 @@ func TestScheduleHoldsNoSecretInTemporal(t *testing.T) {
 			}
 			var fired string
 			eventually(t, 60*time.Second, "the firing", func() bool {
-				d, err := e.temporal.ScheduleClient().GetHandle(ctx, schedulePrefix+name).Describe(ctx)
+				d, err := e.temporal.ScheduleClient().GetHandle(ctx, workflows.JobScheduleID(name)).Describe(ctx)
 				if err != nil || len(d.Info.RecentActions) == 0 || d.Info.RecentActions[0].StartWorkflowResult == nil {
 					return false
 				}
@@ -372,7 +372,7 @@ func TestCodecRawPayloadsNeverHoldSecret(t *testing.T) {
 		}
 		checkPayloads(t, e.keys, ps, tok, password)
 	}
-	for _, id := range []string{schedulePrefix + name, ds.ScheduleID} {
+	for _, id := range []string{workflows.JobScheduleID(name), ds.ScheduleID} {
 		ps := payloadsIn(rawSchedule(t, e.temporal, id), id)
 		if len(ps) == 0 {
 			t.Fatalf("schedule %s: no payload found", id)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/opsflow/opsflow/schema"
+	"github.com/opsflow/opsflow/workflows"
 	"go.temporal.io/api/serviceerror"
 )
 
@@ -70,7 +71,7 @@ func TestLocalTransportAdminOnly(t *testing.T) {
 			t.Errorf("a refused schedule left its row: %v", err)
 		}
 		var nf *serviceerror.NotFound
-		if _, err := e.temporal.ScheduleClient().GetHandle(ctx, schedulePrefix+name).Describe(ctx); !errors.As(err, &nf) {
+		if _, err := e.temporal.ScheduleClient().GetHandle(ctx, workflows.JobScheduleID(name)).Describe(ctx); !errors.As(err, &nf) {
 			t.Errorf("a refused schedule exists in Temporal: %v", err)
 		}
 	}
@@ -112,7 +113,7 @@ func TestLocalTransportAdminOnly(t *testing.T) {
 	}
 	firing := func(n int) string {
 		t.Helper()
-		h := e.temporal.ScheduleClient().GetHandle(ctx, schedulePrefix+name)
+		h := e.temporal.ScheduleClient().GetHandle(ctx, workflows.JobScheduleID(name))
 		var id string
 		eventually(t, 60*time.Second, fmt.Sprintf("firing %d of %s", n, name), func() bool {
 			d, err := h.Describe(ctx)

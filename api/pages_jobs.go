@@ -329,7 +329,7 @@ func (a *API) jobPage(c echo.Context) error {
 	ops := []string{"pause", "resume", "abort"}
 	var ticket *schema.Ticket
 	if j.Policy.Approval != "" {
-		ticket, _ = a.store.TicketByWorkflowID(ctx, "approval:"+j.WorkflowID)
+		ticket, _ = a.store.TicketByWorkflowID(ctx, workflows.JobTicketWorkflowID(j.WorkflowID))
 	}
 	return a.render(c, http.StatusOK, "job", struct {
 		*page

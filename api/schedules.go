@@ -22,7 +22,6 @@ var scheduleNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
 // Job schedules are Temporal Schedules named schedule:<name> that fire a
 // ScheduledJob naming the schedule; its job definition is a
 // schema.JobSchedule row, secret parameters sealed.
-const schedulePrefix = "schedule:"
 
 type scheduleRequest struct {
 	Name string            `json:"name"`
@@ -47,7 +46,7 @@ func (a *API) createSchedule(c echo.Context) error {
 	if err := decodeJSON(c, &req); err != nil {
 		return err
 	}
-	setAudit(c, "schedule.create", schedulePrefix+req.Name)
+	setAudit(c, "schedule.create", workflows.JobScheduleID(req.Name))
 	bad := fieldErrors{}
 	if !scheduleNameRE.MatchString(req.Name) {
 		bad.add("name", "must be 1-63 lowercase letters, digits or '-'")
@@ -84,7 +83,7 @@ func (a *API) createSchedule(c echo.Context) error {
 	if err := a.saveSchedule(ctx, row); err != nil {
 		return err
 	}
-	id := schedulePrefix + req.Name
+	id := workflows.JobScheduleID(req.Name)
 	_, err := a.temporal.ScheduleClient().Create(ctx, client.ScheduleOptions{
 		ID:   id,
 		Spec: client.ScheduleSpec{CronExpressions: []string{req.Cron}},
@@ -123,7 +122,7 @@ func (a *API) saveSchedule(ctx context.Context, row *schema.JobSchedule) error {
 	if !errors.Is(err, schema.ErrConflict) {
 		return err
 	}
-	_, derr := a.temporal.ScheduleClient().GetHandle(ctx, schedulePrefix+row.Name).Describe(ctx)
+	_, derr := a.temporal.ScheduleClient().GetHandle(ctx, workflows.JobScheduleID(row.Name)).Describe(ctx)
 	var nf *serviceerror.NotFound
 	if !errors.As(derr, &nf) {
 		return scheduleTaken()
@@ -140,7 +139,7 @@ func (a *API) saveSchedule(ctx context.Context, row *schema.JobSchedule) error {
 }
 
 func (a *API) describeSchedule(c echo.Context, name string, status int) error {
-	d, err := a.temporal.ScheduleClient().GetHandle(c.Request().Context(), schedulePrefix+name).Describe(c.Request().Context())
+	d, err := a.temporal.ScheduleClient().GetHandle(c.Request().Context(), workflows.JobScheduleID(name)).Describe(c.Request().Context())
 	if err != nil {
 		return scheduleErr(err)
 	}
@@ -182,7 +181,7 @@ func (a *API) listSchedules(c echo.Context) error {
 		if err != nil {
 			return err
 		}
-		name, ok := strings.CutPrefix(e.ID, schedulePrefix)
+		name, ok := workflows.JobScheduleName(e.ID)
 		if !ok {
 			continue // discovery schedules and others
 		}
@@ -199,9 +198,9 @@ func (a *API) listSchedules(c echo.Context) error {
 func (a *API) controlSchedule(op string) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		name := c.Param("name")
-		setAudit(c, "schedule."+op, schedulePrefix+name)
+		setAudit(c, "schedule."+op, workflows.JobScheduleID(name))
 		ctx := c.Request().Context()
-		h := a.temporal.ScheduleClient().GetHandle(ctx, schedulePrefix+name)
+		h := a.temporal.ScheduleClient().GetHandle(ctx, workflows.JobScheduleID(name))
 		var err error
 		switch op {
 		case "pause":

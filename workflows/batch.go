@@ -423,7 +423,7 @@ func hostGroupSize(concurrency int) int {
 func (r *batchRun) awaitApproval(ctx, dbCtx workflow.Context) error {
 	var approvals *activities.Approvals
 	var open activities.OpenJobTicketResult
-	if err := workflow.ExecuteActivity(dbCtx, approvals.OpenJobTicket, activities.OpenJobTicketInput{JobID: r.in.JobID}).Get(ctx, &open); err != nil {
+	if err := workflow.ExecuteActivity(dbCtx, approvals.OpenJobTicket, activities.OpenJobTicketInput{JobID: r.in.JobID, WorkflowID: JobTicketWorkflowID(workflow.GetInfo(ctx).WorkflowExecution.ID)}).Get(ctx, &open); err != nil {
 		r.refused = "no approval ticket: " + err.Error()
 		return err
 	}

@@ -82,3 +82,28 @@ func KindOf(workflowID string) string {
 	kind, _, _ := strings.Cut(workflowID, ":")
 	return kind
 }
+
+// JobScheduleID is the Temporal schedule of job schedule name; its firings'
+// workflow IDs start with it too.
+func JobScheduleID(name string) string { return jobSchedulePrefix + name }
+
+// JobScheduleName is the name of the job schedule with Temporal schedule
+// ID id, and whether id is one.
+func JobScheduleName(id string) (string, bool) { return strings.CutPrefix(id, jobSchedulePrefix) }
+
+const jobSchedulePrefix = "schedule:"
+
+// DiscoveryScheduleID is the Temporal schedule of a recurring discovery,
+// from a digest of its definition (12 hex digits).
+func DiscoveryScheduleID(digest string) string { return DiscoverySchedulePrefix + digest }
+
+// DiscoverySchedulePrefix starts the ID of every discovery schedule.
+const DiscoverySchedulePrefix = KindDiscovery + ":sched-"
+
+// JobTicketWorkflowID is the Approval workflow that gates the job whose
+// BatchJob runs as jobWorkflowID.
+func JobTicketWorkflowID(jobWorkflowID string) string { return KindApproval + ":" + jobWorkflowID }
+
+// ScheduledJobWorkflowID is the BatchJob of the job a schedule's firing
+// (workflow firingWorkflowID) creates: one per firing, also on retries.
+func ScheduledJobWorkflowID(firingWorkflowID string) string { return KindJob + ":" + firingWorkflowID }

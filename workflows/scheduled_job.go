@@ -25,7 +25,8 @@ func ScheduledJob(ctx workflow.Context, in ScheduledJobInput) (BatchProgress, er
 	var jobs *activities.Jobs
 	var created activities.CreateScheduledJobResult
 	err := workflow.ExecuteActivity(workflow.WithActivityOptions(ctx, dbActivity), jobs.CreateScheduledJob,
-		activities.CreateScheduledJobInput{Schedule: in.Schedule, CreatedBy: in.CreatedBy}).Get(ctx, &created)
+		activities.CreateScheduledJobInput{Schedule: in.Schedule, CreatedBy: in.CreatedBy,
+			JobWorkflowID: ScheduledJobWorkflowID(workflow.GetInfo(ctx).WorkflowExecution.ID)}).Get(ctx, &created)
 	if err != nil {
 		return BatchProgress{}, err
 	}

@@ -451,7 +451,7 @@ func TestRealDiscoveryAndGatedJob(t *testing.T) {
 	// vote once that workflow exists, not on luck.
 	var outcome workflows.ApprovalOutcome
 	for {
-		h, err := c.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{WorkflowID: "approval:" + job.WorkflowID, UpdateName: workflows.UpdateDecide,
+		h, err := c.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{WorkflowID: workflows.JobTicketWorkflowID(job.WorkflowID), UpdateName: workflows.UpdateDecide,
 			WaitForStage: client.WorkflowUpdateStageCompleted, Args: []any{workflows.ApprovalDecision{Voter: "bob", Decision: schema.DecisionApprove, Channel: "api"}}})
 		if err == nil {
 			err = h.Get(ctx, &outcome)
