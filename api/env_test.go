@@ -95,7 +95,7 @@ func newEnvWith(t testing.TB, o envOptions) *env {
 		if o.noWorkers {
 			break
 		}
-		w, err := workers.New(c, q, workers.Deps{Store: st, Secrets: keys, Notifiers: o.notifiers, LocalTransport: !o.noLocal}, workers.Options{})
+		w, err := workers.New(c, q, workers.Deps{Store: st, Secrets: keys, Notifiers: o.notifiers, LocalTransport: !o.noLocal})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -242,14 +242,8 @@ func (a *API) routes() []route {
 	}
 }
 
-// New builds the HTTP server's handler.
-func New(d Deps) (*echo.Echo, error) {
-	_, e, err := NewAPI(d)
-	return e, err
-}
-
-// NewAPI is New, also returning the API for what runs beside the HTTP
-// server (Slack's Socket Mode).
+// NewAPI builds the HTTP server's handler, and returns the API too for what
+// runs beside the HTTP server (Slack's Socket Mode).
 func NewAPI(d Deps) (*API, *echo.Echo, error) {
 	if d.Logger == nil {
 		d.Logger = slog.Default()

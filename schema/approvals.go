@@ -279,12 +279,6 @@ func (s *Store) CreateTicket(ctx context.Context, t *Ticket) error {
 	return nil
 }
 
-// SetTicketWorkflowID names the workflow deciding ticket id.
-func (s *Store) SetTicketWorkflowID(ctx context.Context, id int64, wid string) error {
-	_, err := s.DB.NewUpdate().Model((*Ticket)(nil)).Set("workflow_id = ?", wid).Where("id = ?", id).Exec(ctx)
-	return err
-}
-
 // RecordTicket writes a ticket's state, the approvers of its current level
 // and new decisions, in one transaction; a repeated call (a retried
 // activity) writes nothing twice.
@@ -450,10 +444,6 @@ func (s *Store) ResolveApprovers(ctx context.Context, set ApproverSet) ([]string
 	return out, nil
 }
 
-// ErrNoApprover means a level of a policy has nobody to decide it but the
-// requester.
-var ErrNoApprover = errors.New("no approver other than the requester")
-
 // ResolveLevels resolves every level's approvers of spec for a ticket of
 // requester. A level with nobody but the requester is ErrNoApprover,
 // naming the level: such a ticket could never be decided.
@@ -526,77 +516,6 @@ func (s *Store) GatingPolicy(ctx context.Context, ver *ScriptVersion, hosts []Jo
 	return nil, nil
 }
 
-// ChatIdentity links an account on a chat platform to an opsflow user.
-type ChatIdentity struct {
-	bun.BaseModel `bun:"table:chat_identities"`
-
-	Provider   string    `bun:"provider,pk" json:"provider"`
-	ExternalID string    `bun:"external_id,pk" json:"external_id"`
-	Username   string    `bun:"username" json:"username"`
-	CreatedAt  time.Time `bun:"created_at" json:"created_at"`
-}
-
-// LinkChatIdentity links (or relinks) a chat account to a user.
-func (s *Store) LinkChatIdentity(ctx context.Context, ci *ChatIdentity) error {
-	if _, err := s.UserByUsername(ctx, ci.Username); errors.Is(err, ErrNotFound) {
-		return &ValidationError{Fields: map[string]string{"username": "no such user"}}
-	} else if err != nil {
-		return err
-	}
-	ci.CreatedAt = time.Now().UTC()
-	_, err := s.DB.NewInsert().Model(ci).On("CONFLICT (provider, external_id) DO UPDATE").Set("username = EXCLUDED.username").Exec(ctx)
-	return err
-}
-
-// ChatUser returns the enabled user linked to a chat account, or
-// ErrNotFound.
-func (s *Store) ChatUser(ctx context.Context, provider, externalID string) (*User, error) {
-	var ci ChatIdentity
-	if err := s.DB.NewSelect().Model(&ci).Where("provider = ? AND external_id = ?", provider, externalID).Scan(ctx); err != nil {
-		return nil, fmt.Errorf("store: chat identity %s/%s: %w", provider, externalID, notFound(err))
-	}
-	return s.enabledUser(ctx, ci.Username)
-}
-
-// ChatIDs returns the chat accounts of users on provider, by username.
-func (s *Store) ChatIDs(ctx context.Context, provider string, users []string) (map[string]string, error) {
-	out := map[string]string{}
-	if len(users) == 0 {
-		return out, nil
-	}
-	var cis []ChatIdentity
-	if err := s.DB.NewSelect().Model(&cis).Where("provider = ? AND username IN (?)", provider, bun.In(users)).Scan(ctx); err != nil {
-		return nil, err
-	}
-	for _, c := range cis {
-		out[c.Username] = c.ExternalID
-	}
-	return out, nil
-}
-
-// UserByEmail returns the enabled user with that email (case-insensitive).
-func (s *Store) UserByEmail(ctx context.Context, email string) (*User, error) {
-	u := new(User)
-	if email == "" {
-		return nil, fmt.Errorf("store: user by email: %w", ErrNotFound)
-	}
-	if err := s.DB.NewSelect().Model(u).Where("LOWER(email) = LOWER(?)", email).Where("NOT disabled").Limit(1).Scan(ctx); err != nil {
-		return nil, fmt.Errorf("store: user by email: %w", notFound(err))
-	}
-	return u, nil
-}
-
-func (s *Store) enabledUser(ctx context.Context, username string) (*User, error) {
-	u, err := s.UserByUsername(ctx, username)
-	if err != nil {
-		return nil, err
-	}
-	if u.Disabled {
-		return nil, fmt.Errorf("store: user %s is disabled: %w", username, ErrNotFound)
-	}
-	return u, nil
-}
-
 // ApprovalLink is a single-use decision link.
 type ApprovalLink struct {
 	bun.BaseModel `bun:"table:approval_links"`
@@ -643,62 +562,4 @@ func (s *Store) UseApprovalLink(ctx context.Context, hash, user string, now time
 	}
 	n, _ := res.RowsAffected()
 	return n == 1, nil
-}
-
-// UserGroup is one member of a group.
-type UserGroup struct {
-	bun.BaseModel `bun:"table:user_groups"`
-
-	Name      string    `bun:"name,pk" json:"name"`
-	Username  string    `bun:"username,pk" json:"username"`
-	CreatedAt time.Time `bun:"created_at" json:"created_at"`
-}
-
-var groupNameRE = credNameRE
-
-// SetGroupMembers replaces a group's members (an empty list removes the
-// group). Every member must be a user.
-func (s *Store) SetGroupMembers(ctx context.Context, name string, members []string) error {
-	bad := fieldBag{}
-	if !groupNameRE.MatchString(name) {
-		bad.add("name", "must be 1-100 letters, digits, '.', '_' or '-'")
-	}
-	for i, m := range members {
-		if _, err := s.UserByUsername(ctx, m); errors.Is(err, ErrNotFound) {
-			bad.add(fmt.Sprintf("members[%d]", i), "no such user")
-		} else if err != nil {
-			return err
-		}
-	}
-	if len(bad) > 0 {
-		return &ValidationError{Fields: bad}
-	}
-	return s.DB.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		if _, err := tx.NewDelete().Model((*UserGroup)(nil)).Where("name = ?", name).Exec(ctx); err != nil {
-			return err
-		}
-		if len(members) == 0 {
-			return nil
-		}
-		rows := make([]UserGroup, 0, len(members))
-		now := time.Now().UTC()
-		for _, m := range slices.Compact(slices.Sorted(slices.Values(members))) {
-			rows = append(rows, UserGroup{Name: name, Username: m, CreatedAt: now})
-		}
-		_, err := tx.NewInsert().Model(&rows).Exec(ctx)
-		return err
-	})
-}
-
-// Groups returns every group's members, by group name.
-func (s *Store) Groups(ctx context.Context) (map[string][]string, error) {
-	var rows []UserGroup
-	if err := s.DB.NewSelect().Model(&rows).Order("name", "username").Scan(ctx); err != nil {
-		return nil, fmt.Errorf("store: groups: %w", err)
-	}
-	out := map[string][]string{}
-	for _, r := range rows {
-		out[r.Name] = append(out[r.Name], r.Username)
-	}
-	return out, nil
 }

@@ -10,7 +10,6 @@ import (
 	"net/netip"
 	"regexp"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -68,31 +67,6 @@ func (t *CIType) Attr(name string) (*AttributeDef, bool) {
 		}
 	}
 	return nil, false
-}
-
-// ValidationError says which fields of an input are wrong and why. The API
-// answers it with 422.
-type ValidationError struct {
-	Message string
-	Fields  map[string]string
-}
-
-func (e *ValidationError) Error() string {
-	keys := make([]string, 0, len(e.Fields))
-	for k := range e.Fields {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	var b strings.Builder
-	b.WriteString(e.Message)
-	for _, k := range keys {
-		fmt.Fprintf(&b, "; %s: %s", k, e.Fields[k])
-	}
-	return b.String()
-}
-
-func invalid(msg string, fields map[string]string) error {
-	return &ValidationError{Message: msg, Fields: fields}
 }
 
 var (

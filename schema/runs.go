@@ -163,9 +163,6 @@ type RunFilter struct {
 	Limit     int
 }
 
-// ErrBadCursor is returned for a cursor this store did not issue.
-var ErrBadCursor = errors.New("malformed cursor")
-
 // Runs lists runs newest first and returns the cursor of the next page, or
 // "" on the last page.
 func (s *Store) Runs(ctx context.Context, f RunFilter) ([]Run, string, error) {

@@ -18,13 +18,6 @@ import (
 	_ "modernc.org/sqlite" // registers the pure-Go "sqlite" driver
 )
 
-var (
-	// ErrNotFound is returned when a row does not exist.
-	ErrNotFound = errors.New("not found")
-	// ErrConflict is returned when a unique key is already taken.
-	ErrConflict = errors.New("conflict")
-)
-
 // Engine names the SQL engine behind a Store.
 type Engine string
 

@@ -24,18 +24,11 @@ type Deps struct {
 	LocalTransport bool
 }
 
-// Options tune a worker; zero values take the SDK defaults.
-type Options struct {
-	MaxConcurrentActivities int
-}
-
 // New builds a worker for queue with every workflow and activity that queue
 // serves registered on it. It returns nil when the queue has nothing to
 // serve yet.
-func New(c client.Client, queue string, deps Deps, opts Options) (worker.Worker, error) {
-	w := worker.New(c, queue, worker.Options{
-		MaxConcurrentActivityExecutionSize: opts.MaxConcurrentActivities,
-	})
+func New(c client.Client, queue string, deps Deps) (worker.Worker, error) {
+	w := worker.New(c, queue, worker.Options{})
 	n, err := Register(w, queue, deps)
 	if err != nil || n == 0 {
 		return nil, err

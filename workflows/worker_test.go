@@ -177,7 +177,7 @@ func TestRealBatchJob(t *testing.T) {
 	}
 	c := testenv.TemporalClient(t, client.Options{})
 	for _, q := range workflows.TaskQueues {
-		w, err := workers.New(c, q, workers.Deps{Store: st, Secrets: keys}, workers.Options{})
+		w, err := workers.New(c, q, workers.Deps{Store: st, Secrets: keys})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -378,7 +378,7 @@ func realEnv(t *testing.T) (*schema.Store, client.Client, *secret.Keyring) {
 	keys, _ := secret.NewKeyring(key)
 	c := testenv.TemporalClient(t, client.Options{})
 	for _, q := range workflows.TaskQueues {
-		w, err := workers.New(c, q, workers.Deps{Store: st, Secrets: keys}, workers.Options{})
+		w, err := workers.New(c, q, workers.Deps{Store: st, Secrets: keys})
 		if err != nil {
 			t.Fatal(err)
 		}
