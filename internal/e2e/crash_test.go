@@ -128,6 +128,11 @@ func TestWorkerKilledMidJobRunsEachHostOnce(t *testing.T) {
 	var progress workflows.BatchProgress
 	if err := wr.Get(wctx, &progress); err != nil {
 		log, _ := os.ReadFile(logs)
+		var failed []schema.JobHost
+		_ = st.DB.NewSelect().Model(&failed).Where("job_id = ? AND state = ?", job.ID, schema.HostFailed).Scan(ctx)
+		for _, h := range failed {
+			t.Logf("host %d (%s) failed after %d attempts: %s", h.Idx, h.Address, h.Attempts, h.Error)
+		}
 		t.Fatalf("job: %v\nworker log:\n%s", err, log)
 	}
 	if progress.Succeeded != hosts || progress.Failed != 0 {
