@@ -398,7 +398,12 @@ func (a *SSH) runHost(ctx context.Context, jobID int64, idx int, prep *hostPrep)
 		if errors.As(err, &appErr) && appErr.NonRetryable() {
 			return fail(appErr.Message())
 		}
-		if execCtx.Err() != nil {
+		// Kill only what opsflow meant to end: the host's own timeout, or a
+		// cancellation the workflow asked for (abort). An activity that
+		// lost its heartbeat (a slow or dying worker) is no longer ours to
+		// end: its retry reattaches to the same execution, which must live.
+		var requested *temporal.CanceledError
+		if execCtx.Err() != nil && (ctx.Err() == nil || errors.As(context.Cause(ctx), &requested)) {
 			a.kill(ctx, plan, addr, cfg, key)
 			if ctx.Err() == nil {
 				return fail(fmt.Sprintf("timed out after %s; killed", timeout))
