@@ -177,6 +177,14 @@ func Approval(ctx workflow.Context, in ApprovalInput) (ApprovalOutcome, error) {
 				cancelTimer()
 				return canceled(err)
 			}
+			// On a real server a timer whose context is cancelled is
+			// ready at once, and Await checks its condition before the
+			// context: a cancelled ticket must not be taken for one
+			// whose level timed out.
+			if ctx.Err() != nil && workflow.GetVersion(ctx, "cancel-is-not-timeout", workflow.DefaultVersion, 1) == 1 {
+				cancelTimer()
+				return canceled(temporal.NewCanceledError())
+			}
 			if timer != nil && timer.IsReady() && t.status == schema.TicketPending && !t.levelApproved() {
 				timer = nil
 				now := workflow.Now(ctx)

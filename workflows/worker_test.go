@@ -21,6 +21,7 @@ import (
 	historypb "go.temporal.io/api/history/v1"
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/worker"
 	"google.golang.org/protobuf/encoding/protojson"
 )
@@ -359,6 +360,59 @@ func TestRealApproval(t *testing.T) {
 		t.Fatalf("read model: %+v %v", got, err)
 	}
 	replayAndRecord(t, c, tk.WorkflowID, run.GetRunID(), "approval_v1.json")
+}
+
+// TestRealApprovalCancelledWhileWaiting: the gated job is aborted while a
+// level waits on its one-hour timer. On a real server a cancelled timer is
+// ready the moment its context is, so the ticket must not take the
+// cancellation for the timeout (expired, rejected or approved "no decision
+// within 1h"): it is withdrawn, and the read model says so although the
+// ticket's own context is cancelled, so no inbox lists it any more.
+func TestRealApprovalCancelledWhileWaiting(t *testing.T) {
+	ctx := context.Background()
+	st, c, _ := realEnv(t)
+	for _, u := range []string{"alice", "bob"} {
+		if err := st.CreateUser(ctx, &schema.User{Username: u, Role: schema.RoleApprover}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, onTimeout := range []string{"", schema.OnTimeoutReject, schema.OnTimeoutApprove} {
+		spec := schema.ApprovalPolicySpec{Levels: []schema.ApprovalLevel{{ApproverSet: schema.ApproverSet{Users: []string{"bob"}},
+			Rule: schema.RuleAny, Timeout: "1h", OnTimeout: onTimeout}}}
+		tk := &schema.Ticket{WorkflowID: fmt.Sprintf("approval:cancel-%s-%d", onTimeout, time.Now().UnixNano()), Title: "cancel", Requester: "alice", PolicyName: "p", Policy: spec}
+		if err := st.CreateTicket(ctx, tk); err != nil {
+			t.Fatal(err)
+		}
+		run, err := c.ExecuteWorkflow(ctx, startOptions(tk.WorkflowID), workflows.Approval,
+			workflows.ApprovalInput{TicketID: tk.ID, Requester: "alice", Policy: spec})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The level is open (its approvers are written) before the job is aborted.
+		testenv.Eventually(t, time.Minute, "the level to open", func() bool {
+			got, err := st.Ticket(ctx, tk.ID)
+			return err == nil && len(got.Approvers) > 0
+		})
+		if err := c.CancelWorkflow(ctx, tk.WorkflowID, ""); err != nil {
+			t.Fatal(err)
+		}
+		var canceled *temporal.CanceledError
+		if err := run.Get(ctx, nil); !errors.As(err, &canceled) {
+			t.Errorf("on timeout %q: ticket ended with %v, want cancelled", onTimeout, err)
+		}
+		got, err := st.Ticket(ctx, tk.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Status != schema.TicketWithdrawn || !strings.Contains(got.Reason, "cancelled") {
+			t.Errorf("on timeout %q: read model %q %q, want withdrawn (cancelled)", onTimeout, got.Status, got.Reason)
+		}
+		for _, d := range got.Decisions {
+			if d.Channel == "timer" {
+				t.Errorf("on timeout %q: the cancellation was taken for the timeout: %+v", onTimeout, d)
+			}
+		}
+	}
 }
 
 // realEnv is a SQLite store and real workers on both queues, for
