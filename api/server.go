@@ -105,6 +105,15 @@ var (
 )
 
 func (a *API) routes() []route {
+	rs := a.coreRoutes()
+	// Each area of the web console keeps its routes beside its handlers.
+	for _, area := range [][]route{a.accountRoutes(), a.adminRoutes(), a.jobPageRoutes(), a.listRoutes(), a.cmdbPageRoutes(), a.consoleRoutes()} {
+		rs = append(rs, area...)
+	}
+	return rs
+}
+
+func (a *API) coreRoutes() []route {
 	return []route{
 		{Method: http.MethodGet, Path: "/healthz", Public: true, handler: a.healthz},
 		{Method: http.MethodGet, Path: "/metrics", Public: true, handler: a.metrics},
