@@ -213,7 +213,7 @@ func TestSessionLoginAndCSRF(t *testing.T) {
 		t.Fatal(err)
 	}
 	res.Body.Close()
-	if res.StatusCode != http.StatusSeeOther || res.Header.Get("Location") != "/runs" {
+	if res.StatusCode != http.StatusSeeOther || res.Header.Get("Location") != "/" {
 		t.Fatalf("login: %d to %q", res.StatusCode, res.Header.Get("Location"))
 	}
 	var ck *http.Cookie

@@ -26,26 +26,14 @@ type pages struct {
 }
 
 func loadPages() (*pages, error) {
-	funcs := template.FuncMap{
-		"fmtTime": func(v any) string {
-			switch t := v.(type) {
-			case time.Time:
-				return t.UTC().Format("2006-01-02 15:04:05Z")
-			case *time.Time:
-				if t != nil {
-					return t.UTC().Format("2006-01-02 15:04:05Z")
-				}
-			}
-			return ""
-		},
-	}
+	funcs := template.FuncMap{"fmtTime": fmtTime}
 	funcs["deref"] = func(f *float64) float64 { return *f }
 	funcs["join"] = strings.Join
 	funcs["deref_int"] = func(i *int) int { return *i }
 	funcs["inc"] = func(i int) int { return i + 1 }
 	p := &pages{byName: map[string]*template.Template{}}
 	for _, name := range []string{"login", "runs", "run", "error", "docs", "cmdb", "cmdb_types", "cmdb_ci", "cmdb_import", "cmdb_discover",
-		"scripts", "script", "script_edit", "jobs", "job_new", "job", "job_host", "approvals", "approval", "approval_link"} {
+		"scripts", "script", "script_edit", "jobs", "job_new", "job", "job_host", "approvals", "approval", "approval_link", "home"} {
 		t, err := template.New(name).Funcs(funcs).ParseFS(ui.Templates, "templates/layout.html", "templates/"+name+".html")
 		if err != nil {
 			return nil, fmt.Errorf("ui: parse %s: %w", name, err)
@@ -60,25 +48,89 @@ func loadPages() (*pages, error) {
 	return p, nil
 }
 
+// fmtTime writes a time for the page: UTC in the text (what the server
+// knows), the instant in datetime for ui/static/time.js to show in the
+// viewer's zone, with UTC kept on hover.
+func fmtTime(v any) template.HTML {
+	var t time.Time
+	switch x := v.(type) {
+	case time.Time:
+		t = x
+	case *time.Time:
+		if x == nil {
+			return ""
+		}
+		t = *x
+	default:
+		return ""
+	}
+	if t.IsZero() {
+		return ""
+	}
+	utc := t.UTC()
+	return template.HTML(`<time datetime="` + utc.Format(time.RFC3339) + `" title="` + utc.Format("2006-01-02 15:04:05") + ` UTC">` +
+		utc.Format("2006-01-02 15:04:05Z") + `</time>`)
+}
+
 // page is the data every template sees.
 type page struct {
 	Title      string
-	Nav        string
+	Nav        string // the navigation section the page is in
 	User       *schema.User
 	CSRF       string
 	Flash      string
 	TemporalUI string
 	Error      string
 	Next       string
+	Waiting    int // pending tickets the user may decide: the Approvals badge
 	Data       map[string]any
 }
 
+// IsAdmin and CanOperate tell templates which controls the user may use;
+// the routes check the same roles.
+func (p *page) IsAdmin() bool    { return p.User != nil && p.User.Role == schema.RoleAdmin }
+func (p *page) CanOperate() bool { return p.User != nil && canOperate(p.User) }
+
+// navSections are the navigation's sections by path prefix; a page is in
+// the section whose prefix is the longest that matches its path.
+var navSections = []struct{ prefix, nav string }{
+	{"/jobs", "jobs"}, {"/scripts", "scripts"}, {"/schedules", "schedules"}, {"/approvals", "approvals"},
+	{"/cmdb", "cmdb"}, {"/runs", "runs"}, {"/audit", "admin"}, {"/users", "admin"}, {"/credentials", "admin"},
+	{"/host-keys", "admin"}, {"/groups", "admin"}, {"/policies", "admin"}, {"/risk-rules", "admin"},
+	{"/chat-identities", "admin"}, {"/account", "account"}, {"/api/docs", "api"},
+}
+
+func navOf(path string) string {
+	if path == "/" {
+		return "home"
+	}
+	for _, s := range navSections {
+		if path == s.prefix || strings.HasPrefix(path, s.prefix+"/") {
+			return s.nav
+		}
+	}
+	return ""
+}
+
+// newPage starts a page's data. Its navigation section comes from the
+// request's path, so the active item is right on every page; nav is kept
+// for pages whose path says nothing (errors).
 func (a *API) newPage(c echo.Context, title, nav string) *page {
+	if n := navOf(c.Request().URL.Path); n != "" {
+		nav = n
+	}
 	p := &page{Title: title, Nav: nav, TemporalUI: a.uiURL, Flash: c.QueryParam("flash")}
 	if pr := principalOf(c); pr != nil {
 		p.User = pr.User
 		if pr.Session != nil {
 			p.CSRF = pr.Session.CSRFToken
+		}
+		// The badge is best effort: a page still renders without it.
+		ctx := c.Request().Context()
+		if ds, err := a.deciders(ctx, p.User.Username); err == nil {
+			if n, err := a.store.WaitingCount(ctx, ds); err == nil {
+				p.Waiting = n
+			}
 		}
 	}
 	return p
@@ -118,7 +170,7 @@ func (a *API) loginPage(c echo.Context) error {
 // anything with control characters, spaces or backslashes (browsers drop
 // tabs and newlines, so "/\t/evil.example" would become "//evil.example").
 func safeNext(next string) string {
-	const fallback = "/runs"
+	const fallback = "/"
 	if next == "" || len(next) > 2048 || next[0] != '/' || strings.HasPrefix(next, "//") {
 		return fallback
 	}
@@ -179,7 +231,27 @@ func (a *API) logout(c echo.Context) error {
 	return c.Redirect(http.StatusSeeOther, "/login")
 }
 
-func (a *API) home(c echo.Context) error { return c.Redirect(http.StatusSeeOther, "/runs") }
+// home is the landing page: what is running, what waits for me, what
+// failed in the last day.
+func (a *API) home(c echo.Context) error {
+	ctx := c.Request().Context()
+	p := a.newPage(c, "Home", "home")
+	ds, err := a.deciders(ctx, p.User.Username)
+	if err != nil {
+		return err
+	}
+	o, err := a.store.Overview(ctx, ds, time.Now().Add(-24*time.Hour), homeItems)
+	if err != nil {
+		return err
+	}
+	return a.render(c, http.StatusOK, "home", struct {
+		*page
+		*schema.Overview
+	}{p, o})
+}
+
+// homeItems is how many jobs or tickets of each kind the home page lists.
+const homeItems = 8
 
 func canOperate(u *schema.User) bool {
 	return u.Role == schema.RoleOperator || u.Role == schema.RoleAdmin

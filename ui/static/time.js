@@ -1,0 +1,20 @@
+// Shows every <time datetime> in the viewer's time zone; the UTC time the
+// server wrote stays in the title (on hover).
+(function () {
+  function local() {
+    var fmt;
+    try {
+      fmt = new Intl.DateTimeFormat(undefined, {year: "numeric", month: "2-digit", day: "2-digit",
+        hour: "2-digit", minute: "2-digit", second: "2-digit", timeZoneName: "short"});
+    } catch (e) { return; }
+    document.querySelectorAll("time[datetime]").forEach(function (t) {
+      if (t.dataset.local) return;
+      var d = new Date(t.getAttribute("datetime"));
+      if (isNaN(d)) return;
+      t.textContent = fmt.format(d);
+      t.dataset.local = "1";
+    });
+  }
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", local); else local();
+  window.opsflowLocalTimes = local;
+})();
