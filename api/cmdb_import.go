@@ -114,7 +114,8 @@ func importFailed(rep *schema.ImportReport) error {
 }
 
 // csvImport reads a header of name, labels and attribute names, then one
-// CI per row. Empty cells are unset attributes; labels read k=v,k2=v2.
+// CI per row. Empty cells are unset attributes; labels read k=v,k2=v2; a
+// cell escaped by the export against formulas is unescaped.
 type csvImport struct {
 	r                  *csv.Reader
 	t                  *schema.CIType
@@ -213,6 +214,7 @@ func (ci *csvImport) row(rec []string) (*schema.ImportRow, []schema.RowError) {
 			}
 			errs = append(errs, schema.RowError{Row: line, Column: ci.header[i], Reason: reason})
 		}
+		rec[i] = unescapeCSVCell(cell)
 	}
 	if len(errs) > 0 {
 		return &schema.ImportRow{Row: line}, errs

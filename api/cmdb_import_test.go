@@ -227,6 +227,25 @@ func TestCMDBImportChunks(t *testing.T) {
 	}
 }
 
+func TestCSVCellEscapeRoundTrip(t *testing.T) {
+	for _, v := range []string{"", "plain", "=1+2", "+cmd", "-x", "@SUM(A1)", "\tx", "\rx", "-5", "+1.5", "'", "'quoted", "'=1", "''@x", "'-5", "it's"} {
+		esc := escapeCSVCell(v)
+		if got := unescapeCSVCell(esc); got != v {
+			t.Errorf("%q escaped %q unescaped %q", v, esc, got)
+		}
+		if e := strings.TrimLeft(esc, "'"); e != "" && strings.ContainsRune("=+-@\t\r", rune(e[0])) && esc[0] != '\'' {
+			if _, err := strconv.ParseFloat(esc, 64); err != nil {
+				t.Errorf("%q exported as a formula: %q", v, esc)
+			}
+		}
+	}
+	// A quote typed before a formula character in a spreadsheet is the
+	// same escape and is removed too.
+	if got := unescapeCSVCell("'=A1"); got != "=A1" {
+		t.Errorf("'=A1 imported as %q", got)
+	}
+}
+
 func TestCMDBEventFeed(t *testing.T) {
 	for _, engine := range []string{"postgres", "sqlite"} {
 		t.Run(engine, func(t *testing.T) { testCMDBEventFeed(t, newEnvWith(t, envOptions{sqlite: engine == "sqlite"})) })
