@@ -126,6 +126,124 @@ func testCMDBImportExport(t *testing.T, e *env) {
 	if res := e.do(http.MethodPost, "/api/v1/cmdb/import?type=nope", "operator", "name\n", "Content-Type", "text/csv"); res.Status != 422 {
 		t.Fatalf("unknown type: %d", res.Status)
 	}
+
+	// A JSON body that is no array, or breaks off after good rows, is a
+	// 400 and writes nothing.
+	for _, body := range []string{`{"name":"x"}`, "", `[{"name":"` + p + `j1"},{"name":`, `[{"name":"` + p + `j1"}] []`} {
+		if res := e.do(http.MethodPost, "/api/v1/cmdb/import?type=host", "operator", body, "Content-Type", "application/json"); res.Status != 400 {
+			t.Fatalf("json %q: %d %s", body, res.Status, res.Body)
+		}
+	}
+	if _, err := e.store.CIByName(context.Background(), "host", p+"j1"); err == nil {
+		t.Fatal("a malformed JSON import wrote its good rows")
+	}
+
+	// Many bad rows: the report lists the first ones and counts them all;
+	// the good rows before and after are not written.
+	var sb strings.Builder
+	sb.WriteString("name,cpu_count\n" + p + "m0,1\n")
+	for i := range 250 {
+		fmt.Fprintf(&sb, "%sm%d,lots\n", p, i+1)
+	}
+	sb.WriteString(p + "m9999,2\n")
+	res = e.importCSV("host", sb.String(), false)
+	var failed struct {
+		Error struct {
+			Message string
+			Details struct {
+				Rows       int
+				ErrorCount int `json:"error_count"`
+				Written    bool
+				Errors     []schema.RowError
+			}
+		}
+	}
+	res.json(t, &failed)
+	d := failed.Error.Details
+	if res.Status != 422 || d.Rows != 252 || d.ErrorCount != 250 || len(d.Errors) != schema.MaxReportErrors || d.Written ||
+		d.Errors[0].Row != 3 || d.Errors[99].Row != 102 || !strings.HasPrefix(failed.Error.Message, "250 row error(s)") {
+		t.Fatalf("many bad rows: %d %.600s", res.Status, res.Body)
+	}
+	for _, n := range []string{"m0", "m9999"} {
+		if _, err := e.store.CIByName(context.Background(), "host", p+n); err == nil {
+			t.Fatalf("a failed import wrote %s", n)
+		}
+	}
+}
+
+// TestCMDBImportChunks imports more rows than one chunk holds, so checks
+// across chunks (duplicate names, unique values) and chunked writes run.
+func TestCMDBImportChunks(t *testing.T) {
+	for _, engine := range []string{"postgres", "sqlite"} {
+		t.Run(engine, func(t *testing.T) {
+			e := newEnvWith(t, envOptions{noWorkers: true, sqlite: engine == "sqlite"})
+			now := time.Now().UnixNano()
+			p := fmt.Sprintf("chunk%d-", now)
+			// CIDRs of this run only: the Postgres database outlives it.
+			cidr := func(i int) string { return fmt.Sprintf("fd%02x:%x:%x::/64", 0x10+now%0xe0, 1+now/7%0xfffe, i+1) }
+			rows := func(n int, extra string) string {
+				var sb strings.Builder
+				sb.WriteString("name,labels,cidr\n")
+				for i := range n {
+					fmt.Fprintf(&sb, "%s%d,env=prod,%s\n", p, i, cidr(i))
+				}
+				return sb.String() + extra
+			}
+			// A name and a unique value repeated two chunks apart.
+			res := e.importCSV("network_zone", rows(2500, p+"7,,"+cidr(9000)+"\n"+p+"z,,"+cidr(3)+"\n"), false)
+			body := string(res.Body)
+			if res.Status != 422 || !strings.Contains(body, `"row":2502,"column":"name","reason":"duplicate of row 9"`) ||
+				!strings.Contains(body, `"row":2503,"column":"cidr","reason":"must be unique: \"`+cidr(3)+`\" is also in row 5"`) {
+				t.Fatalf("repeats across chunks: %d %.800s", res.Status, body)
+			}
+			if _, err := e.store.CIByName(context.Background(), "network_zone", p+"0"); err == nil {
+				t.Fatal("a failed import wrote its first chunk")
+			}
+			var rep struct {
+				Rows, Created, Updated, Unchanged int
+				Written                           bool
+			}
+			res = e.importCSV("network_zone", rows(2500, ""), false)
+			res.json(t, &rep)
+			if res.Status != 200 || rep.Rows != 2500 || rep.Created != 2500 || !rep.Written {
+				t.Fatalf("import: %d %.500s", res.Status, res.Body)
+			}
+			if n, _ := e.store.DB.NewSelect().Table("cmdb_events").Where("ci_type = ? AND op = 'create'", "network_zone").
+				Where("object_id IN (SELECT id FROM cis WHERE name LIKE ?)", p+"%").Count(context.Background()); n != 2500 {
+				t.Fatalf("%d create events, want 2500", n)
+			}
+			// Re-import: all unchanged. A new CI taking a value another
+			// CI holds is refused, even in a later chunk.
+			res = e.importCSV("network_zone", rows(2500, ""), true)
+			res.json(t, &rep)
+			if res.Status != 200 || rep.Unchanged != 2500 {
+				t.Fatalf("re-import: %d %.500s", res.Status, res.Body)
+			}
+			res = e.importCSV("network_zone", rows(2500, p+"new,,"+cidr(1200)+"\n"), false)
+			if res.Status != 422 || !strings.Contains(string(res.Body), `"row":2502,"column":"cidr"`) {
+				t.Fatalf("unique value held in the database: %d %.500s", res.Status, res.Body)
+			}
+		})
+	}
+}
+
+func TestCSVCellEscapeRoundTrip(t *testing.T) {
+	for _, v := range []string{"", "plain", "=1+2", "+cmd", "-x", "@SUM(A1)", "\tx", "\rx", "-5", "+1.5", "'", "'quoted", "'=1", "''@x", "'-5", "it's"} {
+		esc := escapeCSVCell(v)
+		if got := unescapeCSVCell(esc); got != v {
+			t.Errorf("%q escaped %q unescaped %q", v, esc, got)
+		}
+		if e := strings.TrimLeft(esc, "'"); e != "" && strings.ContainsRune("=+-@\t\r", rune(e[0])) && esc[0] != '\'' {
+			if _, err := strconv.ParseFloat(esc, 64); err != nil {
+				t.Errorf("%q exported as a formula: %q", v, esc)
+			}
+		}
+	}
+	// A quote typed before a formula character in a spreadsheet is the
+	// same escape and is removed too.
+	if got := unescapeCSVCell("'=A1"); got != "=A1" {
+		t.Errorf("'=A1 imported as %q", got)
+	}
 }
 
 func TestCMDBEventFeed(t *testing.T) {

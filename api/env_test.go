@@ -172,8 +172,8 @@ func (r resp) apiError(t testing.TB) Error {
 	return *env.Error
 }
 
-// do sends a request as role ("" = anonymous). body may be a string (sent
-// as is) or a value (JSON-encoded).
+// do sends a request as role ("" = anonymous). body may be a string or an
+// io.Reader (sent as is) or a value (JSON-encoded).
 func (e *env) do(method, path, role string, body any, hdr ...string) resp {
 	e.t.Helper()
 	var rd io.Reader
@@ -181,6 +181,8 @@ func (e *env) do(method, path, role string, body any, hdr ...string) resp {
 	case nil:
 	case string:
 		rd = strings.NewReader(b)
+	case io.Reader:
+		rd = b
 	default:
 		buf, _ := json.Marshal(b)
 		rd = bytes.NewReader(buf)

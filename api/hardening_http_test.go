@@ -594,7 +594,9 @@ func TestCSVExportEscapesFormulas(t *testing.T) {
 	e := newEnvWith(t, envOptions{noWorkers: true})
 	p := fmt.Sprintf("csv%d", time.Now().UnixNano())
 	bad := []string{"=HYPERLINK(\"http://evil.example\",\"x\")", "+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)", "\tx", "\rx"}
-	for i, v := range bad {
+	// Cells that already start with a quote round-trip too.
+	quoted := []string{"'=1", "'plain", "-5"}
+	for i, v := range append(bad, quoted...) {
 		e.mkCI("host", p+"-"+strconv.Itoa(i), map[string]any{"os": v}, map[string]string{"batch": p})
 	}
 	res := e.do(http.MethodGet, "/api/v1/cmdb/export?type=host&format=csv&selector="+url.QueryEscape("batch="+p), "viewer", nil)
@@ -611,6 +613,13 @@ func TestCSVExportEscapesFormulas(t *testing.T) {
 		if escapeCSVCell(v) != v {
 			t.Errorf("number %q escaped", v)
 		}
+	}
+	// The export re-imports unchanged: the import strips the escape.
+	res = e.do(http.MethodPost, "/api/v1/cmdb/import?type=host&dry_run=true", "operator", string(res.Body), "Content-Type", "text/csv")
+	var rep struct{ Rows, Created, Updated, Unchanged int }
+	res.json(t, &rep)
+	if res.Status != 200 || rep.Rows != len(bad)+len(quoted) || rep.Unchanged != rep.Rows {
+		t.Fatalf("re-import of the escaped export: %d %s", res.Status, res.Body)
 	}
 }
 

@@ -270,22 +270,18 @@ func (a *API) cmdbImportSubmit(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	rows, rowErrs := parseImportCSV(t, []byte(pg.CSV))
-	if len(rowErrs) > 0 {
-		pg.Report = &schema.ImportReport{Type: pg.Type, DryRun: pg.DryRun, Rows: len(rows), Errors: rowErrs}
-		return a.render(c, http.StatusUnprocessableEntity, "cmdb_import", pg)
-	}
-	rep, err := a.store.Import(ctx, pg.Type, rows, pg.DryRun, change(c))
+	open := func() (schema.ImportReader, error) { return newCSVImport(t, strings.NewReader(pg.CSV)), nil }
+	rep, err := a.store.Import(ctx, pg.Type, open, pg.DryRun, change(c))
 	if err != nil {
 		var ve *schema.ValidationError
 		if !errors.As(err, &ve) {
 			return err
 		}
-		rep = &schema.ImportReport{Type: pg.Type, Errors: []schema.RowError{{Reason: ve.Error()}}}
+		rep = &schema.ImportReport{Type: pg.Type, ErrorCount: 1, Errors: []schema.RowError{{Reason: ve.Error()}}}
 	}
 	pg.Report = rep
 	status := http.StatusOK
-	if len(rep.Errors) > 0 {
+	if rep.ErrorCount > 0 {
 		status = http.StatusUnprocessableEntity
 	}
 	return a.render(c, status, "cmdb_import", pg)
