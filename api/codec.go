@@ -2,6 +2,7 @@ package api
 
 import (
 	"net/http"
+	"strings"
 
 	"github.com/labstack/echo/v4"
 	"github.com/opsflow/opsflow/internal/secret"
@@ -41,12 +42,26 @@ func (a *API) codec(c echo.Context) error {
 	return nil
 }
 
+// codecCORS answers CORS for the Temporal UI on the codec's paths before
+// authentication decides, so its refusals reach the UI readable.
+func (a *API) codecCORS(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if strings.HasPrefix(c.Request().URL.Path, "/codec/") {
+			a.corsForTemporalUI(c)
+		}
+		return next(c)
+	}
+}
+
 func (a *API) corsForTemporalUI(c echo.Context) {
 	origin := c.Request().Header.Get(echo.HeaderOrigin)
 	if origin == "" || origin != a.uiURL {
 		return
 	}
 	h := c.Response().Header()
+	if h.Get(echo.HeaderAccessControlAllowOrigin) != "" {
+		return
+	}
 	h.Set(echo.HeaderAccessControlAllowOrigin, origin)
 	h.Set(echo.HeaderAccessControlAllowCredentials, "true")
 	h.Set(echo.HeaderAccessControlAllowMethods, "POST, OPTIONS")

@@ -295,6 +295,10 @@ func NewAPI(d Deps) (*API, *echo.Echo, error) {
 	// The audit log sees what authentication refuses (bad, revoked or
 	// malformed tokens) as well as what the routes do.
 	e.Use(a.audit)
+	// The codec's refusals (no session, not an operator) carry CORS
+	// headers too: the Temporal UI then sees the 401 and shows its "log in
+	// to opsflow" message instead of a CORS error.
+	e.Use(a.codecCORS)
 	e.Use(a.authenticate)
 	e.Use(checkPathParams)
 	for _, r := range a.routes() {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	uiserver "github.com/temporalio/ui-server/v2/server"
@@ -61,7 +62,7 @@ func startTemporal(o temporalOptions) (*temporalServer, error) {
 			Port:                o.UIPort,
 			TemporalGRPCAddress: net.JoinHostPort(o.IP, strconv.Itoa(o.Port)),
 			EnableUI:            true,
-			Codec:               uiconfig.Codec{Endpoint: o.UICodecEndpoint, IncludeCredentials: o.UICodecEndpoint != ""},
+			Codec:               uiCodec(o.UICodecEndpoint),
 			CORS:                uiconfig.CORS{CookieInsecure: true},
 			HideLogs:            true,
 		}))
@@ -236,4 +237,16 @@ func (s slogLogger) emit(level slog.Level, msg string, tags []tag.Tag) {
 		attrs[i] = slog.Any(t.Key(), t.Value())
 	}
 	s.log.LogAttrs(context.Background(), level, "temporal: "+msg, attrs...)
+}
+
+// uiCodec points the Temporal UI at opsflow's codec with the browser's
+// opsflow session; without one the codec answers 401 and the UI says to
+// log in to opsflow, with a link to its login page.
+func uiCodec(endpoint string) uiconfig.Codec {
+	if endpoint == "" {
+		return uiconfig.Codec{}
+	}
+	return uiconfig.Codec{Endpoint: endpoint, IncludeCredentials: true,
+		DefaultErrorMessage: "Log in to opsflow to see decoded workflow inputs and results (the codec needs an opsflow session).",
+		DefaultErrorLink:    strings.TrimSuffix(endpoint, "/codec") + "/login"}
 }
