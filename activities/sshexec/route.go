@@ -74,10 +74,15 @@ const UnreachableAttempts = 3
 // row make it unreachable (fails says how many there were). Retries of
 // the activity (a worker died, a heartbeat was late on a busy machine)
 // count for nothing here: only the host's own refusals do.
+//
+// A Temporal application error that a host key callback returns (a
+// changed key), the host's or a jump host's, ends the attempts at once and
+// is returned unwrapped, so that the activity fails with it as it is.
+// The Runner that Runner returns passes it on the same way.
 func (r *Route) DialHost(ctx context.Context, addr string, cfg *ssh.ClientConfig) (client *ssh.Client, fails int, err error) {
 	pause := time.Second
 	for fails := 1; ; fails++ {
-		client, err := r.Dial(ctx, addr, cfg)
+		client, err := r.dial(ctx, addr, cfg)
 		if err == nil {
 			return client, 0, nil
 		}
@@ -109,7 +114,7 @@ type dialing struct {
 }
 
 func (d dialing) Exec(ctx context.Context, script string) (string, error) {
-	client, err := d.r.Dial(ctx, d.addr, d.cfg)
+	client, err := d.r.dial(ctx, d.addr, d.cfg)
 	if err != nil {
 		return "", err
 	}
@@ -117,11 +122,9 @@ func (d dialing) Exec(ctx context.Context, script string) (string, error) {
 	return Remote{client}.Exec(ctx, script)
 }
 
-// Dial connects to addr with cfg, through the route's jump hosts when it
-// has any; ctx ending closes the connection. A Temporal application error
-// from a host key callback (a changed key) is returned unwrapped, so the
-// activity fails with it as it is.
-func (r *Route) Dial(ctx context.Context, addr string, cfg *ssh.ClientConfig) (*ssh.Client, error) {
+// dial connects to addr with cfg, through the route's jump hosts when it
+// has any; ctx ending closes the connection.
+func (r *Route) dial(ctx context.Context, addr string, cfg *ssh.ClientConfig) (*ssh.Client, error) {
 	if len(r.hops) == 0 {
 		d := net.Dialer{Timeout: cfg.Timeout}
 		conn, err := d.DialContext(ctx, "tcp", addr)
