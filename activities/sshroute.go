@@ -19,7 +19,8 @@ import (
 // route opens credential id and the jump hosts it goes through. Their
 // secrets stay in this process: never in an error, a log line or workflow
 // history. Each jump host's key is checked against the one recorded on its
-// credential (jumpHostKey); the hosts' keys are checked by who dials them.
+// credential (jumpHostKey); the hosts' own keys are pinned by the
+// activity that dials them (pinHostKey).
 func (a *SSH) route(ctx context.Context, id int64) (*sshexec.Route, error) {
 	cr, err := a.Store.Credential(ctx, id)
 	if errors.Is(err, schema.ErrNotFound) {
@@ -31,7 +32,6 @@ func (a *SSH) route(ctx context.Context, id int64) (*sshexec.Route, error) {
 	if err != nil {
 		return nil, err
 	}
-	var hops []sshexec.Hop
 	chain, err := a.Store.JumpChain(ctx, cr)
 	if err != nil {
 		if errors.Is(err, schema.ErrNotFound) {
@@ -39,6 +39,7 @@ func (a *SSH) route(ctx context.Context, id int64) (*sshexec.Route, error) {
 		}
 		return nil, temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeInvalidInput, nil)
 	}
+	var hops []sshexec.Hop
 	for _, j := range chain {
 		jcfg, err := a.login(j)
 		if err != nil {
