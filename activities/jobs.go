@@ -9,29 +9,18 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	mrand "math/rand/v2"
 	"net"
-	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
+	"github.com/opsflow/opsflow/activities/sshexec"
 	"github.com/opsflow/opsflow/internal/secret"
 	"github.com/opsflow/opsflow/schema"
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
 	"golang.org/x/crypto/ssh"
 )
-
-// UnreachableAttempts is how many connection attempts in a row (TCP or
-// SSH handshake, with a growing pause between them) a host may fail before
-// it fails as unreachable.
-const UnreachableAttempts = 3
-
-// OutputCap is how much of a host's output is stored; the total size is
-// recorded and the cut reported.
-const OutputCap = 256 << 10
 
 // RunHostScriptInput names one host of a job. Everything else — script,
 // parameters (some secret), credential — is read from the database, so it
@@ -98,7 +87,7 @@ func (a *SSH) RunHostScripts(ctx context.Context, in RunHostScriptsInput) ([]Run
 	// (nil), each host reads its own.
 	var keys map[string]string
 	if plan, err := a.jobPlan(ctx, in.JobID); err == nil && !plan.local {
-		if keys, err = a.Store.RecordedHostKeys(ctx, targets, plan.route.lastHop); err != nil {
+		if keys, err = a.Store.RecordedHostKeys(ctx, targets, plan.route.LastHop()); err != nil {
 			return nil, err
 		}
 	}
@@ -224,7 +213,7 @@ func (r *hostReporter) loop() {
 // attempt takes the execution key's lock file atomically and runs the
 // script immune to the connection dropping; a retried attempt (its worker
 // killed mid-command) finds the lock, and waits for and collects the first
-// run's result instead of starting another. See execWrapper.
+// run's result instead of starting another. See sshexec.ExecWrapper.
 //
 // A host of a group comes prepared (prep: its row, read and marked started
 // with the others, and its recorded host key); it records its outcome
@@ -266,12 +255,12 @@ func (a *SSH) runHost(ctx context.Context, jobID int64, idx int, prep *hostPrep)
 		}
 	}
 
-	var out *outputSink
+	var out *sshexec.OutputSink
 	fail := func(reason string) (RunHostScriptResult, error) {
 		h.State, h.Error = schema.HostFailed, reason
 		var held []string
 		if out != nil {
-			held = out.takeHeld()
+			held = out.TakeHeld()
 		}
 		if err := a.record(ctx, finish, h, held); err != nil {
 			return RunHostScriptResult{}, err
@@ -293,14 +282,12 @@ func (a *SSH) runHost(ctx context.Context, jobID int64, idx int, prep *hostPrep)
 		if prep != nil && prep.hostKey != nil {
 			known, err = parseHostKey(canon, *prep.hostKey)
 		} else {
-			known, err = a.knownHostKey(ctx, schema.HostTarget{Address: canon, CIID: h.CIID}, plan.route.lastHop)
+			known, err = a.knownHostKey(ctx, schema.HostTarget{Address: canon, CIID: h.CIID}, plan.route.LastHop())
 		}
 		if err != nil {
 			return RunHostScriptResult{}, err
 		}
-		cfgCopy := *plan.route.cfg
-		cfg = &cfgCopy
-		cfg.HostKeyCallback = a.pinHostKey(ctx, canon, plan.route.lastHop, known, nil)
+		cfg = plan.route.Login(a.pinHostKey(ctx, canon, plan.route.LastHop(), known, nil))
 	}
 	timeout := 30 * time.Minute
 	if d, err := time.ParseDuration(job.Policy.HostTimeout); err == nil && d > 0 {
@@ -318,7 +305,7 @@ func (a *SSH) runHost(ctx context.Context, jobID int64, idx int, prep *hostPrep)
 	for _, sec := range secrets {
 		extra = max(extra, len(sec))
 	}
-	wrapper := execWrapper(key, ver.Interpreter, ver.Content, env, extra)
+	wrapper := sshexec.ExecWrapper(key, ver.Interpreter, ver.Content, env, extra)
 
 	stopBeat := heartbeat(ctx, 2*time.Second)
 	defer stopBeat()
@@ -326,15 +313,15 @@ func (a *SSH) runHost(ctx context.Context, jobID int64, idx int, prep *hostPrep)
 	// timeout leaves room to record the outcome.
 	execCtx, cancelExec := context.WithTimeout(ctx, timeout)
 	defer cancelExec()
-	var r runner = localRunner{}
+	var r sshexec.Runner = sshexec.Local{}
 	if !plan.local {
-		client, fails, derr := dialHost(execCtx, plan.route, addr, cfg)
+		client, fails, derr := plan.route.DialHost(execCtx, addr, cfg)
 		if derr != nil {
 			var appErr *temporal.ApplicationError
 			switch {
 			case errors.As(derr, &appErr) && appErr.Type() == ErrTypeHostKeyChanged:
 				return fail(appErr.Error())
-			case fails >= UnreachableAttempts:
+			case fails >= sshexec.UnreachableAttempts:
 				return fail(fmt.Sprintf("unreachable after %d attempts: %v", fails, derr))
 			case ctx.Err() != nil:
 				return RunHostScriptResult{}, ctx.Err()
@@ -342,9 +329,9 @@ func (a *SSH) runHost(ctx context.Context, jobID int64, idx int, prep *hostPrep)
 			return RunHostScriptResult{}, fmt.Errorf("run on %s: %w", h.Address, derr)
 		}
 		defer client.Close()
-		r = sshRunner{client}
+		r = sshexec.Remote{Client: client}
 	}
-	out = newOutputSink(func(data string) {
+	out = sshexec.NewOutputSink(func(data string) {
 		if err := a.Store.AppendJobOutput(ctx, job.ID, h.Idx, data); err != nil {
 			activity.GetLogger(ctx).Warn("live output not stored", "host", h.Address, "error", err)
 		}
@@ -368,35 +355,35 @@ func (a *SSH) runHost(ctx context.Context, jobID int64, idx int, prep *hostPrep)
 				return
 			case <-t.C:
 			}
-			if more, err := readOutput(pollCtx, r, key, out.size()); err == nil && more != "" {
-				out.write(more)
+			if more, err := sshexec.ReadOutput(pollCtx, r, key, out.Size()); err == nil && more != "" {
+				out.Write(more)
 			}
 			t.Reset(time.Second)
 		}
 	}()
-	rc, size, last, cut, err := waitExec(execCtx, r, key, wrapper, "##opsflow-"+hex.EncodeToString(mb), extra)
+	rc, size, last, cut, err := sshexec.WaitExec(execCtx, r, key, wrapper, "##opsflow-"+hex.EncodeToString(mb), extra)
 	stopPoll()
 	<-polled
 	// What is read from here on is stored with the host's outcome, in its
 	// transaction: a quick script costs one write, not two.
-	out.hold()
+	out.Hold()
 	switch {
 	case err != nil:
-	case out.size() == 0:
+	case out.Size() == 0:
 		// Nothing was read while it ran (most scripts are quick): the
 		// answer carries the output, or its end.
-		endOutput(out, last, cut, secrets)
-	case out.size() < size:
+		sshexec.EndOutput(out, last, cut, secrets)
+	case out.Size() < size:
 		var rest string
-		if rest, err = readOutput(execCtx, r, key, out.size()); err == nil {
-			out.write(rest)
+		if rest, err = sshexec.ReadOutput(execCtx, r, key, out.Size()); err == nil {
+			out.Write(rest)
 		}
 	}
-	out.finish()
+	out.Finish()
 	if err != nil {
-		var appErr *temporal.ApplicationError
-		if errors.As(err, &appErr) && appErr.NonRetryable() {
-			return fail(appErr.Message())
+		var refused *sshexec.RefusedError
+		if errors.As(err, &refused) {
+			return fail(refused.Error())
 		}
 		// Kill only what opsflow meant to end: the host's own timeout, or a
 		// cancellation the workflow asked for (abort). An activity that
@@ -416,49 +403,22 @@ func (a *SSH) runHost(ctx context.Context, jobID int64, idx int, prep *hostPrep)
 		// to the same execution.
 		return RunHostScriptResult{}, fmt.Errorf("run on %s: %w", h.Address, err)
 	}
-	h.ExitCode, h.Output, h.OutputBytes, h.Truncated = &rc, schema.Bytes(out.tail()), max(size, out.total), size > OutputCap || out.total > OutputCap
+	h.ExitCode, h.Output, h.OutputBytes, h.Truncated = &rc, schema.Bytes(out.Tail()), max(size, out.Total()), size > sshexec.OutputCap || out.Total() > sshexec.OutputCap
 	h.State = schema.HostSucceeded
 	if rc != 0 {
 		h.State = schema.HostFailed
 		h.Error = "exit status " + strconv.Itoa(rc)
 	}
-	if err := a.record(ctx, finish, h, out.takeHeld()); err != nil {
+	if err := a.record(ctx, finish, h, out.TakeHeld()); err != nil {
 		return RunHostScriptResult{}, err
 	}
 	if len(secrets) > 0 {
-		if err := scrubOutput(ctx, r, key); err != nil {
+		if err := sshexec.ScrubOutput(ctx, r, key); err != nil {
 			activity.GetLogger(ctx).Warn("output left on the host until its records expire", "host", h.Address, "error", err)
 		}
 	}
 	activity.GetLogger(ctx).Info("host done", "job", job.ID, "host", h.Address, "exit", rc)
 	return hostResult(h), nil
-}
-
-// dialHost connects to a host, trying again with a growing pause after a
-// failed connection or handshake: only UnreachableAttempts failures in a
-// row make it unreachable (fails says how many there were). Retries of
-// the activity (a worker died, a heartbeat was late on a busy machine)
-// count for nothing here: only the host's own refusals do.
-func dialHost(ctx context.Context, rt *route, addr string, cfg *ssh.ClientConfig) (*ssh.Client, int, error) {
-	pause := time.Second
-	for fails := 1; ; fails++ {
-		client, err := rt.dial(ctx, addr, cfg)
-		if err == nil {
-			return client, 0, nil
-		}
-		var appErr *temporal.ApplicationError
-		if errors.As(err, &appErr) || ctx.Err() != nil || fails >= UnreachableAttempts {
-			return nil, fails, err
-		}
-		t := time.NewTimer(pause + time.Duration(mrand.Int64N(int64(pause/2))))
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil, fails, err
-		case <-t.C:
-		}
-		pause *= 2
-	}
 }
 
 // recordTries bounds how often a host's outcome is written before it is
@@ -542,210 +502,11 @@ func heartbeat(ctx context.Context, every time.Duration) func() {
 func (a *SSH) kill(ctx context.Context, plan *hostPlan, addr string, cfg *ssh.ClientConfig, key string) {
 	kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
 	defer cancel()
-	// The execution is its own session (setsid); timeout(1) moves the
-	// script into another process group of it, so kill the session.
-	script := stateDir(key) + "\n" + checkDir + "\n" + `P=$(cat "$K.lock" "$K.pid" 2>/dev/null | head -n 1) && [ -n "$P" ] && { pkill -KILL -s "$P" 2>/dev/null || kill -KILL -- "-$P" 2>/dev/null; }; echo killed`
-	if plan.local {
-		_, _ = localRunner{}.exec(kctx, script)
-		return
+	var r sshexec.Runner = sshexec.Local{}
+	if !plan.local {
+		r = plan.route.Runner(addr, cfg)
 	}
-	_, _ = a.run(kctx, plan.route, addr, cfg, script)
-}
-
-func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
-
-//go:embed wrapper.sh
-var wrapperSh string
-
-// stateDir is the shell that sets B, the directory of a host's execution
-// records, and K, the record of execution key: per user and fixed, never
-// under TMPDIR (which differs between logins, and on the worker for the
-// local transport), so every attempt finds the records of the first.
-// An execution begun by an older opsflow (its records under TMPDIR) is
-// still found there.
-func stateDir(key string) string {
-	return `if [ "${USER:-$(id -un)}" = root ]; then B=/var/lib/opsflow/exec; else B="${HOME:-/nonexistent}/.opsflow/exec"; fi
-O="${TMPDIR:-/var/tmp}/opsflow-${USER:-$(id -u)}"; [ -f "$O/` + key + `.lock" ] && [ -O "$O" ] && [ ! -L "$O" ] && B=$O
-K="$B/` + key + `"`
-}
-
-// safeDir refuses a state directory someone else could have prepared: a
-// symlink, one not owned by the login user or open to others. Only a
-// directory it creates itself (mode 0700) or such one is used.
-const safeDir = `[ -e "$B" ] || [ -L "$B" ] || mkdir -p -m 0700 "$B" 2>/dev/null
-case $([ -L "$B" ] || [ ! -O "$B" ] || ls -ldn "$B" 2>/dev/null) in drwx------*) ;; *)
-printf '\n%s refused %s\n' "$M" "state directory $B is a symlink, not owned by ${USER:-$(id -un)} or not mode 0700"; exit 0 ;;
-esac`
-
-// checkDir is safeDir for the commands that only read the records.
-const checkDir = `{ [ ! -L "$B" ] && [ -O "$B" ]; } || exit 97`
-
-// execWrapper is the shell program (wrapper.sh, fed on stdin, so nothing
-// of it shows in the host's process list) that runs the script at most
-// once per key and reports its result. The first caller creates the key's
-// lock file atomically (noclobber), writing its pid there (and, once it
-// ends, the exit status on a second line), and runs the script in the
-// foreground, immune to the connection dropping (HUP and PIPE ignored);
-// any later caller — a retried activity whose worker died — finds the lock
-// and waits for the first run's exit status. The script reaches its
-// interpreter through a here-document on fd 3 and parameters (secrets
-// included) are exported in a subshell only: neither touches a file. Few
-// processes and files are made, since on small hosts they dominate the
-// cost of a short command.
-//
-// It sends the output's last tailBytes(extra) bytes: extra more than it
-// keeps, so that a secret cut by the tail's start is still seen whole by
-// the masker (maskTail).
-//
-// The host timeout is the activity's: when it expires (or the job is
-// aborted) the activity is cancelled and kills the execution's session.
-func execWrapper(key, interpreter, script string, env map[string]string, extra int) string {
-	var exports strings.Builder
-	names := make([]string, 0, len(env))
-	for k := range env {
-		names = append(names, k)
-	}
-	sort.Strings(names)
-	for _, k := range names {
-		fmt.Fprintf(&exports, "export %s=%s; ", k, shellQuote(env[k]))
-	}
-	// Now and then (one execution in 256), forget executions that ended
-	// over two days ago — never one still running (no exit status yet on
-	// its lock's second line), however old: its retry must find it. At
-	// most one sweep at a time on a host (a mkdir lock, forgotten after a
-	// day if its sweeper died) and one an hour (a stamp file), since on a
-	// host that ran large jobs the directory holds hundreds of thousands
-	// of files.
-	gc := ""
-	if strings.HasPrefix(key, "00") {
-		gc = sweepSh
-	}
-	db := make([]byte, 12)
-	_, _ = rand.Read(db)
-	delim := "OPSFLOW_SCRIPT_" + hex.EncodeToString(db)
-	if !strings.HasSuffix(script, "\n") {
-		script += "\n"
-	}
-	// One pass: a placeholder inside a filled-in value stays as it is.
-	return strings.NewReplacer(
-		"@STATEDIR@", stateDir(key),
-		"@SAFEDIR@", safeDir,
-		"@KEY@", key,
-		"@EXPORTS@", exports.String(),
-		"@INTERPRETER@", interpreter,
-		"@DELIM@", delim,
-		"@SCRIPT@", script,
-		"@TAIL@", strconv.Itoa(tailBytes(extra)),
-		"@SWEEP@", gc,
-	).Replace(wrapperSh)
-}
-
-const sweepSh = `(mkdir "$B/.gc.lock" 2>/dev/null || { find "$B/.gc.lock" -maxdepth 0 -mmin +1440 -exec rmdir {} \; ; exit 0; }
-trap 'rmdir "$B/.gc.lock"' EXIT
-[ -n "$(find "$B/.gc" -mmin -60 2>/dev/null)" ] && exit 0
-: > "$B/.gc"
-find "$B" -maxdepth 1 -type f -name '*.lock' -mtime +2 | while IFS= read -r f; do
-p= rc=; { read p; read rc; } < "$f"; [ -n "$rc" ] && rm -f "$f" "${f%.lock}.out" "${f%.lock}.rc" "${f%.lock}.pid"
-done) >/dev/null 2>&1 &`
-
-// tailBytes is how much of the output's end the wrapper sends: the kept
-// OutputCap, extra bytes of context for the masker, and one byte that
-// tells a cut output from a whole one.
-func tailBytes(extra int) int { return OutputCap + extra + 1 }
-
-// waitExec runs the wrapper and returns the script's exit status, the
-// size of its output on the host and the output's end (all of it, or
-// OutputCap+extra bytes, cut reports which), all after the line that
-// starts with marker. Only a cut output takes another command (wc) for
-// its size, so a short output costs no extra process.
-func waitExec(ctx context.Context, r runner, key, script, marker string, extra int) (rc int, size int64, tail string, cut bool, err error) {
-	out, err := r.exec(ctx, "M="+shellQuote(marker)+"\n"+script)
-	if err != nil {
-		return 0, 0, "", false, err
-	}
-	i := strings.Index(out, marker+" ")
-	if i < 0 {
-		return 0, 0, "", false, errors.New("the host gave no exit status")
-	}
-	line, tail, _ := strings.Cut(out[i+len(marker)+1:], "\n")
-	if reason, ok := strings.CutPrefix(line, "refused "); ok {
-		return 0, 0, "", false, temporal.NewNonRetryableApplicationError("not run: "+reason, ErrTypeInvalidInput, nil)
-	}
-	f := strings.Fields(line)
-	if len(f) != 1 {
-		return 0, 0, "", false, errors.New("the host gave no exit status")
-	}
-	rc, _ = strconv.Atoi(f[0])
-	if len(tail) < tailBytes(extra) {
-		return rc, int64(len(tail)), tail, false, nil
-	}
-	tail = tail[1:]
-	n, err := r.exec(ctx, stateDir(key)+"\n"+checkDir+"\nwc -c < \"$K.out\"")
-	if err != nil {
-		return 0, 0, "", false, err
-	}
-	size, err = strconv.ParseInt(strings.TrimSpace(n), 10, 64)
-	if err != nil {
-		return 0, 0, "", false, fmt.Errorf("output size: %q", n)
-	}
-	return rc, size, tail, true, nil
-}
-
-// readOutput reads the execution's output from byte offset on.
-func readOutput(ctx context.Context, r runner, key string, offset int64) (string, error) {
-	return r.exec(ctx, stateDir(key)+"\n"+checkDir+"\ntail -c +"+strconv.FormatInt(offset+1, 10)+` "$K.out"`)
-}
-
-// scrubOutput removes the execution's output from the host once it is
-// recorded, for a job with secret parameters: a script that echoed one
-// leaves it nowhere but masked in the database. The lock (pid and exit
-// status) stays for the retention, so the execution still runs only once.
-func scrubOutput(ctx context.Context, r runner, key string) error {
-	_, err := r.exec(ctx, stateDir(key)+"\n"+checkDir+"\n"+`rm -f "$K.out"`)
-	return err
-}
-
-// endOutput gives out the output's end as the wrapper sent it, masked
-// before it is cut, and returns what the host's record keeps.
-func endOutput(out *outputSink, last string, cut bool, secrets []string) string {
-	if cut {
-		last = maskTail(last, secrets, OutputCap)
-	}
-	out.write(last)
-	out.finish()
-	return out.tail()
-}
-
-// maskTail masks secrets in the end of an output that was cut, then keeps
-// its last keep bytes: buf holds enough bytes before those (the longest
-// secret's length) that a secret crossing the cut is masked whole, and
-// the part of it before the cut shows as *** at the start.
-func maskTail(buf string, secrets []string, keep int) string {
-	from := max(0, len(buf)-keep)
-	covered := make([]bool, len(buf))
-	for _, s := range secrets {
-		for i := 0; ; {
-			j := strings.Index(buf[i:], s)
-			if j < 0 {
-				break
-			}
-			for k := i + j; k < i+j+len(s); k++ {
-				covered[k] = true
-			}
-			i += j + 1
-		}
-	}
-	var b strings.Builder
-	for i := from; i < len(buf); i++ {
-		if !covered[i] {
-			b.WriteByte(buf[i])
-			continue
-		}
-		if i == from || !covered[i-1] {
-			b.WriteString("***")
-		}
-	}
-	return b.String()
+	_ = sshexec.Kill(kctx, r, key)
 }
 
 // Jobs keeps the jobs read model for the BatchJob workflow.
@@ -874,103 +635,6 @@ func (a *Jobs) CreateScheduledJob(ctx context.Context, in CreateScheduledJobInpu
 	return record(job)
 }
 
-// outputSink collects a host's output as it is read: it stores it for live
-// readers (each read's complete lines, scrubbed of secret values line by
-// line) up to OutputCap, and keeps the last OutputCap bytes for the host's
-// record.
-type outputSink struct {
-	store   func(string)
-	secrets []string
-
-	mu      sync.Mutex
-	read    int64  // bytes read from the host
-	partial string // an incomplete last line, held until it completes
-	holding bool   // store nothing now: keep pieces for takeHeld
-	held    []string
-	kept    []byte
-	total   int64
-	stored  int64
-}
-
-func newOutputSink(store func(string), secrets []string) *outputSink {
-	return &outputSink{store: store, secrets: secrets}
-}
-
-func (o *outputSink) size() int64 {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.read
-}
-
-// write takes the next bytes of the output.
-func (o *outputSink) write(data string) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.read += int64(len(data))
-	data = o.partial + data
-	i := strings.LastIndexByte(data, '\n')
-	o.partial = data[i+1:]
-	o.add(data[:i+1])
-}
-
-// finish takes the incomplete last line, at the end of the output.
-func (o *outputSink) finish() {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.add(o.partial)
-	o.partial = ""
-}
-
-func (o *outputSink) add(lines string) {
-	if lines == "" {
-		return
-	}
-	for _, s := range o.secrets {
-		lines = strings.ReplaceAll(lines, s, "***")
-	}
-	o.total += int64(len(lines))
-	o.kept = append(o.kept, lines...)
-	if len(o.kept) > 2*OutputCap {
-		o.kept = append(o.kept[:0], o.kept[len(o.kept)-OutputCap:]...)
-	}
-	if o.stored < OutputCap {
-		if room := OutputCap - o.stored; int64(len(lines)) > room {
-			lines = lines[:room]
-		}
-		o.stored += int64(len(lines))
-		if o.holding {
-			o.held = append(o.held, lines)
-		} else {
-			o.store(lines)
-		}
-	}
-}
-
-// hold keeps the pieces from now on for takeHeld instead of storing them.
-func (o *outputSink) hold() {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.holding = true
-}
-
-// takeHeld returns the pieces kept since hold, once.
-func (o *outputSink) takeHeld() []string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	h := o.held
-	o.held = nil
-	return h
-}
-
-func (o *outputSink) tail() string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if len(o.kept) > OutputCap {
-		return string(o.kept[len(o.kept)-OutputCap:])
-	}
-	return string(o.kept)
-}
-
 // hostPlan is what every host of a job shares; it is read once per job
 // and worker instead of once per host.
 type hostPlan struct {
@@ -978,8 +642,8 @@ type hostPlan struct {
 	ver     *schema.ScriptVersion
 	params  map[string]string
 	secrets []string
-	route   *route // its login has no host key check; copy it before use
-	local   bool   // the local transport: run on this worker
+	route   *sshexec.Route
+	local   bool // the local transport: run on this worker
 	at      time.Time
 }
 

@@ -9,43 +9,19 @@ import (
 	"sync"
 	"time"
 
+	"github.com/opsflow/opsflow/activities/sshexec"
 	"github.com/opsflow/opsflow/schema"
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
 	"golang.org/x/crypto/ssh"
 )
 
-// route is how hosts are reached with one credential: its login, and the
-// jump hosts (bastions) on the way, if any. Every host of a route shares
-// one connection to the last jump host, opened on first use and closed
-// once no host has used it for jumpIdle.
-type route struct {
-	cfg  *ssh.ClientConfig // the hosts' login, without a host key check
-	hops []hop             // the jump hosts, the first to connect to first
-	// lastHop is the credential of the jump host the hosts are reached
-	// through (0: directly): host keys are pinned per address and hop.
-	lastHop int64
-
-	mu    sync.Mutex
-	via   []*ssh.Client // connected hops; the last carries the hosts' connections
-	users int
-	idle  *time.Timer
-}
-
-// hop is one jump host.
-type hop struct {
-	name string // the credential's
-	addr string
-	cfg  *ssh.ClientConfig // with its host key check
-}
-
-// jumpIdle is how long an unused connection to a jump host stays open.
-const jumpIdle = 30 * time.Second
-
 // route opens credential id and the jump hosts it goes through. Their
 // secrets stay in this process: never in an error, a log line or workflow
-// history.
-func (a *SSH) route(ctx context.Context, id int64) (*route, error) {
+// history. Each jump host's key is checked against the one recorded on its
+// credential (jumpHostKey); the hosts' own keys are pinned by the
+// activity that dials them (pinHostKey).
+func (a *SSH) route(ctx context.Context, id int64) (*sshexec.Route, error) {
 	cr, err := a.Store.Credential(ctx, id)
 	if errors.Is(err, schema.ErrNotFound) {
 		return nil, temporal.NewNonRetryableApplicationError(fmt.Sprintf("credential %d does not exist", id), ErrTypeInvalidInput, nil)
@@ -56,7 +32,6 @@ func (a *SSH) route(ctx context.Context, id int64) (*route, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &route{cfg: cfg}
 	chain, err := a.Store.JumpChain(ctx, cr)
 	if err != nil {
 		if errors.Is(err, schema.ErrNotFound) {
@@ -64,16 +39,16 @@ func (a *SSH) route(ctx context.Context, id int64) (*route, error) {
 		}
 		return nil, temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeInvalidInput, nil)
 	}
+	var hops []sshexec.Hop
 	for _, j := range chain {
-		r.lastHop = j.ID
 		jcfg, err := a.login(j)
 		if err != nil {
 			return nil, err
 		}
 		jcfg.HostKeyCallback = a.jumpHostKey(ctx, j)
-		r.hops = append(r.hops, hop{name: j.Name, addr: j.Address, cfg: jcfg})
+		hops = append(hops, sshexec.Hop{ID: j.ID, Name: j.Name, Addr: j.Address, Config: jcfg})
 	}
-	return r, nil
+	return sshexec.NewRoute(cfg, hops), nil
 }
 
 // jumpHostKey checks a jump host's key against the one recorded on its
@@ -143,144 +118,4 @@ func (a *SSH) login(cr *schema.Credential) (*ssh.ClientConfig, error) {
 		return nil, temporal.NewNonRetryableApplicationError(fmt.Sprintf("credential %s: unknown login %q", cr.Name, cr.Auth), ErrTypeInvalidInput, nil)
 	}
 	return cfg, nil
-}
-
-// dial connects to addr with cfg, through the route's jump hosts when it
-// has any; ctx ending closes the connection.
-func (r *route) dial(ctx context.Context, addr string, cfg *ssh.ClientConfig) (*ssh.Client, error) {
-	if len(r.hops) == 0 {
-		d := net.Dialer{Timeout: cfg.Timeout}
-		conn, err := d.DialContext(ctx, "tcp", addr)
-		if err != nil {
-			return nil, err
-		}
-		return handshake(ctx, conn, addr, cfg, nil)
-	}
-	via, err := r.acquire(ctx)
-	if err != nil {
-		return nil, err
-	}
-	dctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
-	defer cancel()
-	conn, err := via.DialContext(dctx, "tcp", addr)
-	if err != nil {
-		r.release()
-		return nil, fmt.Errorf("through jump host %s: %w", r.hops[len(r.hops)-1].name, err)
-	}
-	return handshake(ctx, conn, addr, cfg, r.release)
-}
-
-// handshake runs the SSH handshake on conn within cfg.Timeout. done, if
-// set, runs once the client is closed.
-func handshake(ctx context.Context, conn net.Conn, addr string, cfg *ssh.ClientConfig, done func()) (*ssh.Client, error) {
-	// A connection through a jump host has no deadlines: closing it is
-	// what bounds the handshake.
-	hctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
-	stopClose := context.AfterFunc(hctx, func() { conn.Close() })
-	c, chans, reqs, err := ssh.NewClientConn(conn, addr, cfg)
-	stopped := stopClose()
-	cancel()
-	if err == nil && !stopped {
-		err = fmt.Errorf("ssh handshake with %s: %w", addr, context.DeadlineExceeded)
-	}
-	if err != nil {
-		conn.Close()
-		if done != nil {
-			done()
-		}
-		var appErr *temporal.ApplicationError
-		if errors.As(err, &appErr) {
-			return nil, appErr
-		}
-		return nil, err
-	}
-	client := ssh.NewClient(c, chans, reqs)
-	stop := context.AfterFunc(ctx, func() { client.Close() })
-	go func() {
-		_ = client.Wait()
-		stop()
-		if done != nil {
-			done()
-		}
-	}()
-	return client, nil
-}
-
-// acquire returns the connection to the last jump host, opening the chain
-// if it is not open (or has died). Each acquire is paired with a release.
-func (r *route) acquire(ctx context.Context) (*ssh.Client, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.idle != nil {
-		r.idle.Stop()
-		r.idle = nil
-	}
-	if n := len(r.via); n > 0 {
-		// A cheap liveness check: a dead connection fails at once.
-		if _, _, err := r.via[n-1].SendRequest("keepalive@openssh.com", true, nil); err == nil {
-			r.users++
-			return r.via[n-1], nil
-		}
-		r.closeLocked()
-	}
-	var prev *ssh.Client
-	for _, h := range r.hops {
-		var conn net.Conn
-		var err error
-		if prev == nil {
-			d := net.Dialer{Timeout: h.cfg.Timeout}
-			conn, err = d.DialContext(ctx, "tcp", h.addr)
-		} else {
-			dctx, cancel := context.WithTimeout(ctx, h.cfg.Timeout)
-			conn, err = prev.DialContext(dctx, "tcp", h.addr)
-			cancel()
-		}
-		if err != nil {
-			r.closeLocked()
-			return nil, fmt.Errorf("jump host %s (%s): %w", h.name, h.addr, err)
-		}
-		// The chain outlives the activity that opened it.
-		c, err := handshake(context.WithoutCancel(ctx), conn, h.addr, h.cfg, nil)
-		if err != nil {
-			r.closeLocked()
-			var appErr *temporal.ApplicationError
-			if errors.As(err, &appErr) {
-				return nil, appErr
-			}
-			return nil, fmt.Errorf("jump host %s (%s): %w", h.name, h.addr, err)
-		}
-		r.via = append(r.via, c)
-		prev = c
-	}
-	r.users++
-	return prev, nil
-}
-
-func (r *route) release() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.users--
-	if r.users == 0 && len(r.via) > 0 {
-		r.idle = time.AfterFunc(jumpIdle, func() {
-			r.mu.Lock()
-			defer r.mu.Unlock()
-			if r.users == 0 {
-				r.closeLocked()
-			}
-		})
-	}
-}
-
-// close drops the connections to the jump hosts.
-func (r *route) close() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.closeLocked()
-}
-
-func (r *route) closeLocked() {
-	for i := len(r.via) - 1; i >= 0; i-- {
-		r.via[i].Close()
-	}
-	r.via = nil
 }

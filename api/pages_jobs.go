@@ -12,7 +12,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
-	"github.com/opsflow/opsflow/activities"
+	"github.com/opsflow/opsflow/activities/sshexec"
 	"github.com/opsflow/opsflow/schema"
 	"github.com/opsflow/opsflow/workflows"
 )
@@ -362,7 +362,7 @@ func (a *API) jobHostPage(c echo.Context) error {
 		Host   *schema.JobHost
 		Output string
 		Cap    int
-	}{a.newPage(c, "Host output", "jobs"), h, showBytes(h.Output), activities.OutputCap})
+	}{a.newPage(c, "Host output", "jobs"), h, showBytes(h.Output), sshexec.OutputCap})
 }
 
 // showBytes makes output readable on a page: control characters (escape

@@ -1,5 +1,5 @@
-# opsflow's exactly-once wrapper (see execWrapper in jobs.go), fed on stdin
-# to /bin/sh -s. @NAME@ placeholders are filled in by execWrapper.
+# opsflow's exactly-once wrapper (see ExecWrapper in wrapper.go), fed on stdin
+# to /bin/sh -s. @NAME@ placeholders are filled in by ExecWrapper.
 umask 077
 @STATEDIR@
 K="$B/@KEY@"

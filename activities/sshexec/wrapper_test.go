@@ -1,4 +1,4 @@
-package activities
+package sshexec
 
 import (
 	"context"
@@ -10,15 +10,13 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"go.temporal.io/sdk/temporal"
 )
 
 // envRunner runs programs with sh on this machine in a given environment:
 // the wrapper's own tests, without SSH.
 type envRunner struct{ env []string }
 
-func (r envRunner) exec(ctx context.Context, script string) (string, error) {
+func (r envRunner) Exec(ctx context.Context, script string) (string, error) {
 	cmd := exec.CommandContext(ctx, "/bin/sh", "-s")
 	cmd.Stdin = strings.NewReader(script)
 	cmd.Env = r.env
@@ -31,11 +29,11 @@ func login(home string, extra ...string) envRunner {
 	return envRunner{env: append([]string{"PATH=/usr/bin:/bin:/usr/sbin:/sbin", "USER=opsflow-test", "HOME=" + home}, extra...)}
 }
 
-func runWrapper(t *testing.T, r runner, key, script string, env map[string]string) (int, string, error) {
+func runWrapper(t *testing.T, r Runner, key, script string, env map[string]string) (int, string, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	rc, _, out, _, err := waitExec(ctx, r, key, execWrapper(key, "sh", script, env, 0), "##opsflow-test", 0)
+	rc, _, out, _, err := WaitExec(ctx, r, key, ExecWrapper(key, "sh", script, env, 0), "##opsflow-test", 0)
 	return rc, out, err
 }
 
@@ -89,8 +87,8 @@ func TestWrapperRefusesUnsafeStateDir(t *testing.T) {
 				t.Fatal(err)
 			}
 			_, _, err := runWrapper(t, login(home), "k1", `echo ran > "$MARKS"`, map[string]string{"MARKS": marks})
-			var appErr *temporal.ApplicationError
-			if !errors.As(err, &appErr) || !appErr.NonRetryable() || !strings.Contains(appErr.Message(), "state directory") {
+			var refused *RefusedError
+			if !errors.As(err, &refused) || !strings.Contains(refused.Reason, "state directory") {
 				t.Fatalf("want a refusal, got %v", err)
 			}
 			if _, err := os.Stat(marks); err == nil {
@@ -115,7 +113,7 @@ func TestWrapperSweepKeepsUnfinished(t *testing.T) {
 	defer cancel()
 	first := make(chan error, 1)
 	go func() {
-		_, err := r.exec(ctx, "M=##m\n"+execWrapper("k-running", "sh", `until [ -e "`+release+`" ]; do sleep 0.1; done; echo once`, nil, 0))
+		_, err := r.Exec(ctx, "M=##m\n"+ExecWrapper("k-running", "sh", `until [ -e "`+release+`" ]; do sleep 0.1; done; echo once`, nil, 0))
 		first <- err
 	}()
 	waitFile(t, filepath.Join(dir, "k-running.lock"))
@@ -183,31 +181,13 @@ func TestWrapperCutOutputMasksSecretAtTheCut(t *testing.T) {
 		script := `head -c ` + strconv.Itoa(before) + ` /dev/zero | tr '\0' a; printf '%s' "$SEC"; head -c ` + strconv.Itoa(OutputCap-len(secret)+5) + ` /dev/zero | tr '\0' y`
 		key := "kmask" + strconv.Itoa(before)
 		r := login(t.TempDir())
-		rc, size, last, cut, err := waitExec(context.Background(), r, key, execWrapper(key, "sh", script, map[string]string{"SEC": secret}, len(secret)), "##m", len(secret))
+		rc, size, last, cut, err := WaitExec(context.Background(), r, key, ExecWrapper(key, "sh", script, map[string]string{"SEC": secret}, len(secret)), "##m", len(secret))
 		if err != nil || rc != 0 || size != int64(before+OutputCap+5) || cut != (before > 0) {
 			t.Fatalf("rc=%d size=%d cut=%v err=%v", rc, size, cut, err)
 		}
-		got := endOutput(newOutputSink(func(string) {}, []string{secret}), last, cut, []string{secret})
+		got := EndOutput(NewOutputSink(func(string) {}, []string{secret}), last, cut, []string{secret})
 		if strings.Contains(got, secret[5:]) || strings.Contains(got, "1234") || !strings.HasPrefix(got, "***yyy") {
 			t.Fatalf("before=%d: tail starts %q", before, got[:min(40, len(got))])
-		}
-	}
-}
-
-func TestMaskTail(t *testing.T) {
-	for _, c := range []struct {
-		buf  string
-		keep int
-		want string
-	}{
-		{"xxSECRETyy", 4, "***yy"},
-		{"SECRETabcd", 4, "abcd"},
-		{"abSECRETcdSECRET", 8, "cd***"},
-		{"abSECRETcdSECRET", 9, "***cd***"},
-		{"abcdefgh", 3, "fgh"},
-	} {
-		if got := maskTail(c.buf, []string{"SECRET"}, c.keep); got != c.want {
-			t.Errorf("maskTail(%q, %d) = %q, want %q", c.buf, c.keep, got, c.want)
 		}
 	}
 }
