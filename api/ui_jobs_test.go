@@ -3,6 +3,8 @@ package api
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -112,7 +114,10 @@ func TestHostOutputLiveInBrowser(t *testing.T) {
 	op := e.createUser(schema.RoleOperator, "operator-password-1")
 	p := fmt.Sprintf("live%d", time.Now().UnixNano())
 	cred := e.credential(p, hosts)
-	sid := e.script(p, "echo live-one; sleep 6; echo live-two", nil)
+	// The host holds between its two lines until the test has seen the
+	// first on the page (the sshd runs on this machine, as this user).
+	gate := filepath.Join(t.TempDir(), "gate")
+	sid := e.script(p, "echo live-one; while [ ! -e "+gate+" ]; do sleep 0.1; done; echo live-two", nil)
 	res := e.do("POST", "/api/v1/jobs", "operator", map[string]any{"script_id": sid, "credential_id": cred, "targets": map[string]any{"hosts": []string{hosts.Targets[0].Addr}}})
 	var j jobResp
 	res.json(t, &j)
@@ -126,11 +131,14 @@ func TestHostOutputLiveInBrowser(t *testing.T) {
 	if err := chromedp.Do(ctx, chromedp.Navigate(fmt.Sprintf("%s/jobs/%d/hosts/0", e.srv.URL, j.ID)), chromedp.WaitVisible(chromedp.ID("output"))); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "live-one on the page while the host runs", func() bool {
+	eventually(t, 30*time.Second, "live-one on the page while the host runs", func() bool {
 		out, err := chromedp.Run(ctx, chromedp.Text(chromedp.ID("output")))
 		return err == nil && strings.Contains(out, "live-one") && !strings.Contains(out, "live-two")
 	})
-	eventually(t, 20*time.Second, "live-two and the final state", func() bool {
+	if err := os.WriteFile(gate, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "live-two and the final state", func() bool {
 		out, _ := chromedp.Run(ctx, chromedp.Text(chromedp.ID("output")))
 		st, _ := chromedp.Run(ctx, chromedp.Text(chromedp.ID("host-state")))
 		return strings.Contains(out, "live-two") && st == schema.HostSucceeded
