@@ -220,11 +220,20 @@ func (e *env) do(method, path, role string, body any, hdr ...string) resp {
 // eventually polls f until it returns true or the deadline passes.
 func eventually(t testing.TB, d time.Duration, what string, f func() bool) {
 	t.Helper()
+	pollEvery(t, d, 50*time.Millisecond, what, f)
+}
+
+// pollEvery is eventually with another interval between checks: a wait of
+// minutes on a check that costs the system under test real work (a
+// workflow query, a count over thousands of rows) polls less often, so
+// the polling does not slow what it waits for.
+func pollEvery(t testing.TB, d, every time.Duration, what string, f func() bool) {
+	t.Helper()
 	deadline := time.Now().Add(d)
 	for !f() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out after %s waiting for %s", d, what)
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(every)
 	}
 }
