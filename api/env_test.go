@@ -4,16 +4,17 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"github.com/opsflow/opsflow/activities"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/opsflow/opsflow/activities"
 	"github.com/opsflow/opsflow/internal/metrics"
 	"github.com/opsflow/opsflow/internal/secret"
 	"github.com/opsflow/opsflow/internal/testenv"
@@ -126,13 +127,22 @@ func uniq(t testing.TB, s string) string {
 	return strings.ToLower(r.Replace(t.Name()))[:min(40, len(t.Name()))] + "-" + s + "-" + time.Now().Format("150405.000000")
 }
 
+// passwordHashes holds each test password's hash, made once per package
+// by HashPassword itself (bcrypt at the product's cost): every env creates
+// a user per role, and hashing each anew was most of an env's setup time.
+var passwordHashes sync.Map // password -> hash
+
 func (e *env) createUser(role, password string) *schema.User {
 	e.t.Helper()
-	hash, err := HashPassword(password)
-	if err != nil {
-		e.t.Fatal(err)
+	hash, ok := passwordHashes.Load(password)
+	if !ok {
+		h, err := HashPassword(password)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		hash, _ = passwordHashes.LoadOrStore(password, h)
 	}
-	u := &schema.User{Username: uniq(e.t, role), Role: role, PasswordHash: hash}
+	u := &schema.User{Username: uniq(e.t, role), Role: role, PasswordHash: hash.(string)}
 	if err := e.store.CreateUser(context.Background(), u); err != nil {
 		e.t.Fatal(err)
 	}
@@ -212,11 +222,20 @@ func (e *env) do(method, path, role string, body any, hdr ...string) resp {
 // eventually polls f until it returns true or the deadline passes.
 func eventually(t testing.TB, d time.Duration, what string, f func() bool) {
 	t.Helper()
+	pollEvery(t, d, 50*time.Millisecond, what, f)
+}
+
+// pollEvery is eventually with another interval between checks: a wait of
+// minutes on a check that costs the system under test real work (a
+// workflow query, a count over thousands of rows) polls less often, so
+// the polling does not slow what it waits for.
+func pollEvery(t testing.TB, d, every time.Duration, what string, f func() bool) {
+	t.Helper()
 	deadline := time.Now().Add(d)
 	for !f() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out after %s waiting for %s", d, what)
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(every)
 	}
 }

@@ -61,7 +61,16 @@ func (e *env) credential(name string, t *testenv.SSHTargets) int64 {
 }
 
 func (e *env) script(name, content string, params []map[string]any) int64 {
-	res := e.do(http.MethodPost, "/api/v1/scripts", "operator", map[string]any{"name": name, "content": content, "parameters": params})
+	return e.scriptIn("", name, content, params)
+}
+
+// scriptIn is script for an interpreter ("" for the default, bash).
+func (e *env) scriptIn(interpreter, name, content string, params []map[string]any) int64 {
+	body := map[string]any{"name": name, "content": content, "parameters": params}
+	if interpreter != "" {
+		body["interpreter"] = interpreter
+	}
+	res := e.do(http.MethodPost, "/api/v1/scripts", "operator", body)
 	var sc struct{ ID int64 }
 	res.json(e.t, &sc)
 	if res.Status != 201 {
