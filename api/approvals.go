@@ -38,14 +38,6 @@ func (a *API) deciders(ctx context.Context, user string) ([]string, error) {
 	return append([]string{user}, from...), nil
 }
 
-func validTicketStatus(s string) bool {
-	switch s {
-	case schema.TicketPending, schema.TicketApproved, schema.TicketRejected, schema.TicketExpired, schema.TicketWithdrawn:
-		return true
-	}
-	return false
-}
-
 // createApproval opens a plain change-request ticket under a policy. With
 // an Idempotency-Key a repeat returns the same ticket.
 func (a *API) createApproval(c echo.Context) error {

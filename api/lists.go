@@ -25,7 +25,7 @@ var (
 		schema.JobSucceeded, schema.JobFailed, schema.JobAborted, schema.JobRejected}
 	runStatuses   = []string{schema.RunRunning, schema.RunCompleted, schema.RunFailed, schema.RunCanceled, schema.RunTerminated, schema.RunTimedOut}
 	runKinds      = []string{workflows.KindJob, workflows.KindApproval, workflows.KindDiscovery, workflows.KindDemo}
-	ticketStatues = []string{schema.TicketPending, schema.TicketApproved, schema.TicketRejected, schema.TicketExpired, schema.TicketWithdrawn}
+	ticketStatuses = []string{schema.TicketPending, schema.TicketApproved, schema.TicketRejected, schema.TicketExpired, schema.TicketWithdrawn}
 )
 
 // maxSearch bounds a search or filter text.
@@ -194,7 +194,7 @@ func (a *API) listCIs(c echo.Context) error {
 // now, also for those who delegated to me).
 func (a *API) ticketQuery(ctx context.Context, q url.Values, me, mine string, bad fieldErrors) (schema.TicketQuery, error) {
 	p := pageParams(q, bad)
-	tq := schema.TicketQuery{Status: oneOf(q, "status", ticketStatues, bad), RequestedBy: textParam(q, "requester", bad),
+	tq := schema.TicketQuery{Status: oneOf(q, "status", ticketStatuses, bad), RequestedBy: textParam(q, "requester", bad),
 		Q: textParam(q, "q", bad), Sort: p.Sort, Order: p.Order, Cursor: p.Cursor, Limit: p.Limit}
 	tq.Since, tq.Until = rangeParams(q, bad)
 	if v := q.Get("after"); v != "" {

@@ -383,7 +383,7 @@ func (a *API) approvalsPage(c echo.Context) error {
 		Tabs     []approvalTab
 		Tickets  []schema.Ticket
 		Statuses []statusOption
-	}{a.newPage(c, "Approvals", "approvals"), l, tab, approvalTabs, ts, statusOptions(ticketStatues)})
+	}{a.newPage(c, "Approvals", "approvals"), l, tab, approvalTabs, ts, statusOptions(ticketStatuses)})
 }
 
 // auditPage is the audit log, for those who may read it.

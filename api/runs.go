@@ -55,14 +55,6 @@ func (a *API) temporalURL(workflowID, runID string) string {
 	return u
 }
 
-func validRunStatus(s string) bool {
-	switch s {
-	case schema.RunRunning, schema.RunCompleted, schema.RunFailed, schema.RunCanceled, schema.RunTerminated, schema.RunTimedOut:
-		return true
-	}
-	return false
-}
-
 func (a *API) getRun(c echo.Context) error {
 	v, err := a.runDetail(c.Request().Context(), c.Param("id"))
 	if err != nil {

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"testing"
 	"time"
 
+	"github.com/opsflow/opsflow/internal/testenv"
 	"github.com/opsflow/opsflow/schema"
 )
 
@@ -232,5 +234,96 @@ func TestListsPageBothWays(t *testing.T) {
 				}, schema.Page{Sort: "title", Order: "asc", Limit: 2}, want)
 			})
 		})
+	}
+}
+
+// BenchmarkListsAtScale times list pages over 1,200 jobs (3 hosts each)
+// and 5,000 CIs on each engine: the first page, a page deep in the list by
+// cursor, and filtered pages, each with its total.
+//
+//	go test -run '^$' -bench BenchmarkListsAtScale ./schema
+func BenchmarkListsAtScale(b *testing.B) {
+	ctx := context.Background()
+	for _, dsn := range []string{filepath.Join(b.TempDir(), "bench.db"), testenv.PostgresURL(b)} {
+		s, err := schema.Open(ctx, dsn)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { s.Close() })
+		if _, err := s.MigrateUp(ctx); err != nil {
+			b.Fatal(err)
+		}
+		sfx := fmt.Sprintf("%s-%d", s.Engine, time.Now().UnixNano())
+		cr := &schema.Credential{Name: "key-" + sfx, Kind: schema.CredSSHKey, Auth: schema.CredSSHKey, Username: "root", Secret: "sealed"}
+		if err := s.CreateCredential(ctx, cr); err != nil {
+			b.Fatal(err)
+		}
+		sc, _, err := s.CreateScript(ctx, schema.ScriptInput{Name: "bench-" + sfx, Content: "true"}, "alice")
+		if err != nil {
+			b.Fatal(err)
+		}
+		by := "bench-" + sfx
+		for i := range 1200 {
+			j := &schema.Job{WorkflowID: fmt.Sprintf("job:%s-%d", sfx, i), ScriptID: sc.ID, ScriptVersion: 1, CredentialID: cr.ID,
+				Status: []string{schema.JobSucceeded, schema.JobFailed, schema.JobRunning}[i%3], CreatedBy: by}
+			hosts := []schema.JobHost{{Address: fmt.Sprintf("10.%d.%d.1", i%7, i%50)}, {Address: "10.99.0.1"}, {Address: fmt.Sprintf("h%d", i)}}
+			if err := s.CreateJob(ctx, j, hosts); err != nil {
+				b.Fatal(err)
+			}
+		}
+		rows := make([]schema.ImportRow, 5000)
+		for i := range rows {
+			rows[i] = schema.ImportRow{Name: fmt.Sprintf("%s-host-%05d", sfx, i), Labels: map[string]string{"env": []string{"prod", "dev"}[i%2]}}
+		}
+		if rep, err := s.Import(ctx, "host", rows, false, schema.Change{Actor: "bench"}); err != nil || len(rep.Errors) > 0 {
+			b.Fatalf("import: %v %+v", err, rep)
+		}
+		// The cursor of a page deep in each list.
+		deep := func(next func(cursor string) (string, error)) string {
+			c := ""
+			for range 10 {
+				n, err := next(c)
+				if err != nil {
+					b.Fatal(err)
+				}
+				c = n
+			}
+			return c
+		}
+		jobCursor := deep(func(c string) (string, error) {
+			_, info, err := s.JobList(ctx, schema.JobFilter{Page: schema.Page{Cursor: c, Limit: 100}})
+			return info.Next, err
+		})
+		ciCursor := deep(func(c string) (string, error) {
+			_, info, err := s.CIList(ctx, schema.CIQuery{Sort: "name", Cursor: c, Limit: 400})
+			return info.Next, err
+		})
+		for name, read := range map[string]func() error{
+			"jobs/first": func() error { _, _, err := s.JobList(ctx, schema.JobFilter{}); return err },
+			"jobs/deep": func() error {
+				_, _, err := s.JobList(ctx, schema.JobFilter{Page: schema.Page{Cursor: jobCursor, Limit: 100}})
+				return err
+			},
+			"jobs/status": func() error { _, _, err := s.JobList(ctx, schema.JobFilter{Status: schema.JobFailed}); return err },
+			"jobs/host":   func() error { _, _, err := s.JobList(ctx, schema.JobFilter{Host: "10.3.7.1"}); return err },
+			"jobs/search": func() error { _, _, err := s.JobList(ctx, schema.JobFilter{Q: "bench"}); return err },
+			"cis/first":   func() error { _, _, err := s.CIList(ctx, schema.CIQuery{}); return err },
+			"cis/deep-byname": func() error {
+				_, _, err := s.CIList(ctx, schema.CIQuery{Sort: "name", Cursor: ciCursor, Limit: 400})
+				return err
+			},
+			"cis/selector": func() error {
+				_, _, err := s.CIList(ctx, schema.CIQuery{Selector: "env=prod", Sort: "updated"})
+				return err
+			},
+		} {
+			b.Run(string(s.Engine)+"/"+name, func(b *testing.B) {
+				for b.Loop() {
+					if err := read(); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
 	}
 }
