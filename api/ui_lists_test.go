@@ -100,6 +100,32 @@ func TestListPagesInBrowser(t *testing.T) {
 		t.Fatalf("oldest first starts with job %s", first)
 	}
 
+	// A run links to the job or ticket it is, its status in the shared
+	// vocabulary.
+	ctxb := context.Background()
+	if err := e.store.RecordRunStart(ctxb, &schema.Run{WorkflowID: jobs[5].WorkflowID, Kind: "job", StartedBy: viewer.Username}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.store.RecordRunStatus(ctxb, jobs[5].WorkflowID, "", "job", schema.RunCompleted, "", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	do("runs", chromedp.Navigate(e.srv.URL+"/runs?started_by="+viewer.Username), chromedp.WaitVisible(chromedp.ID("runs")))
+	jobLink := fmt.Sprintf("/jobs/%d", jobs[5].ID)
+	if href := eval(`document.querySelector('#runs tr[data-run="` + jobs[5].WorkflowID + `"] a.what').getAttribute("href")`); href != jobLink {
+		t.Fatalf("the run links to %q, want %q", href, jobLink)
+	}
+	if st := eval(`document.querySelector('#runs tr[data-run="` + jobs[5].WorkflowID + `"] .status').textContent`); st != "Succeeded" {
+		t.Fatalf("a completed run says %q", st)
+	}
+
+	// At 360 px the list's content fits: only the table scrolls, in its
+	// own box. (The navigation above is the layout's.)
+	do("narrow", chromedp.EmulateViewport(360, 740), chromedp.Navigate(e.srv.URL+"/jobs"), chromedp.WaitVisible(chromedp.ID("jobs")))
+	if wide := eval(`[...document.querySelectorAll("main *")].filter(el => el.getBoundingClientRect().right > 361 && !el.closest(".scroll")).map(el => el.tagName + "#" + el.id + ":" + Math.round(el.getBoundingClientRect().right)).join(" ")`); wide != "" {
+		t.Fatalf("at 360 px the jobs page overflows: %s", wide)
+	}
+	do("wide", chromedp.EmulateViewport(1280, 900))
+
 	// The audit log is the admins'.
 	do("viewer audit", chromedp.Navigate(e.srv.URL+"/audit"), chromedp.WaitReady(chromedp.CSS("main")))
 	if title := eval(`document.title`); !strings.Contains(title, "Forbidden") {
