@@ -202,7 +202,6 @@ func statusOptions(statuses []string) []statusOption {
 func (a *API) jobsPage(c echo.Context) error {
 	ctx := c.Request().Context()
 	l := newListView(c, "/jobs", "status", "script", "created_by", "host", "since", "until", "q")
-	l.timeSorted = true
 	bad := fieldErrors{}
 	f, err := a.jobFilter(ctx, c.QueryParams(), bad)
 	if err != nil {
