@@ -28,44 +28,6 @@ type ticketRequest struct {
 	Gates string `json:"gates"`
 }
 
-// listApprovals: ?status=, ?mine=requested|to_decide, ?after= (id cursor).
-func (a *API) listApprovals(c echo.Context) error {
-	ctx := c.Request().Context()
-	q := schema.TicketQuery{Status: c.QueryParam("status"), Limit: 100}
-	if q.Status != "" && !validTicketStatus(q.Status) {
-		return &Error{Status: http.StatusUnprocessableEntity, Code: CodeValidation, Message: "invalid query",
-			Fields: map[string]string{"status": "must be pending, approved, rejected, expired or withdrawn"}}
-	}
-	if v := c.QueryParam("after"); v != "" {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || n < 1 {
-			return &Error{Status: http.StatusUnprocessableEntity, Code: CodeValidation, Message: "invalid query", Fields: map[string]string{"after": "must be a ticket id"}}
-		}
-		q.After = n
-	}
-	me := userOf(c).Username
-	switch c.QueryParam("mine") {
-	case "":
-	case "requested":
-		q.RequestedBy = me
-	case "to_decide":
-		var err error
-		if q.ToDecide, err = a.deciders(ctx, me); err != nil {
-			return err
-		}
-	default:
-		return &Error{Status: http.StatusUnprocessableEntity, Code: CodeValidation, Message: "invalid query", Fields: map[string]string{"mine": "must be requested or to_decide"}}
-	}
-	ts, err := a.store.Tickets(ctx, q)
-	if err != nil {
-		return err
-	}
-	if ts == nil {
-		ts = []schema.Ticket{}
-	}
-	return c.JSON(http.StatusOK, map[string]any{"items": ts})
-}
-
 // deciders is who user decides for now: themselves first, then whoever
 // delegated to them.
 func (a *API) deciders(ctx context.Context, user string) ([]string, error) {
@@ -74,14 +36,6 @@ func (a *API) deciders(ctx context.Context, user string) ([]string, error) {
 		return nil, err
 	}
 	return append([]string{user}, from...), nil
-}
-
-func validTicketStatus(s string) bool {
-	switch s {
-	case schema.TicketPending, schema.TicketApproved, schema.TicketRejected, schema.TicketExpired, schema.TicketWithdrawn:
-		return true
-	}
-	return false
 }
 
 // createApproval opens a plain change-request ticket under a policy. With

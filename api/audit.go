@@ -1,7 +1,6 @@
 package api
 
 import (
-	"net/http"
 	"strconv"
 	"time"
 
@@ -92,34 +91,6 @@ func (a *API) auditEntry(c echo.Context, action, target string, status int) *sch
 		e.Actor = s
 	}
 	return e
-}
-
-func (a *API) listAudit(c echo.Context) error {
-	q := c.QueryParams()
-	bad := fieldErrors{}
-	f := schema.AuditFilter{Actor: q.Get("actor"), Action: q.Get("action"), Target: q.Get("target")}
-	f.Limit = intParam(q.Get("limit"), "limit", 1, 500, bad)
-	if v := q.Get("cursor"); v != "" {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || n <= 0 {
-			bad.add("cursor", "not a cursor returned by this API")
-		}
-		f.Before = n
-	}
-	f.Since = timeParam(q.Get("since"), "since", bad)
-	f.Until = timeParam(q.Get("until"), "until", bad)
-	if err := bad.err(); err != nil {
-		return err
-	}
-	es, err := a.store.Audit(c.Request().Context(), f)
-	if err != nil {
-		return err
-	}
-	next := ""
-	if len(es) > 0 && len(es) == clampedLimit(f.Limit) {
-		next = strconv.FormatInt(es[len(es)-1].ID, 10)
-	}
-	return c.JSON(http.StatusOK, map[string]any{"items": es, "next_cursor": next})
 }
 
 // clampedLimit mirrors the store's page size for a requested limit.

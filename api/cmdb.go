@@ -81,30 +81,6 @@ func (a *API) updateType(c echo.Context) error {
 	return c.JSON(http.StatusOK, t)
 }
 
-func (a *API) listCIs(c echo.Context) error {
-	q := c.QueryParams()
-	bad := fieldErrors{}
-	cq := schema.CIQuery{Type: q.Get("type"), Selector: q.Get("selector"), Q: q.Get("q"), Cursor: q.Get("cursor"), Attrs: map[string]string{}}
-	cq.Limit = intParam(q.Get("limit"), "limit", 1, 500, bad)
-	for k, vs := range q {
-		if name, ok := strings.CutPrefix(k, "attr."); ok {
-			if len(vs) != 1 {
-				bad.add(k, "give one value")
-				continue
-			}
-			cq.Attrs[name] = vs[0]
-		}
-	}
-	if err := bad.err(); err != nil {
-		return err
-	}
-	cis, next, err := a.store.CIs(c.Request().Context(), cq)
-	if err != nil {
-		return err
-	}
-	return c.JSON(http.StatusOK, map[string]any{"items": cis, "next_cursor": next})
-}
-
 func (a *API) getCI(c echo.Context) error {
 	id, err := idParam(c, "id")
 	if err != nil {

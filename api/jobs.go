@@ -111,14 +111,6 @@ func (a *API) getJob(c echo.Context) error {
 	return c.JSON(http.StatusOK, v)
 }
 
-func (a *API) listJobs(c echo.Context) error {
-	js, err := a.store.Jobs(c.Request().Context(), 100)
-	if err != nil {
-		return err
-	}
-	return c.JSON(http.StatusOK, map[string]any{"items": js})
-}
-
 func (a *API) jobHosts(c echo.Context) error {
 	j, err := a.jobParam(c)
 	if err != nil {

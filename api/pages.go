@@ -31,9 +31,10 @@ func loadPages() (*pages, error) {
 	funcs["join"] = strings.Join
 	funcs["deref_int"] = func(i *int) int { return *i }
 	funcs["inc"] = func(i int) int { return i + 1 }
+	funcs["state"] = stateBadge
 	p := &pages{byName: map[string]*template.Template{}}
 	for _, name := range []string{"login", "runs", "run", "error", "docs", "cmdb", "cmdb_types", "cmdb_ci", "cmdb_import", "cmdb_discover",
-		"scripts", "script", "script_edit", "jobs", "job_new", "job", "job_host", "approvals", "approval", "approval_link", "home"} {
+		"scripts", "script", "script_edit", "jobs", "job_new", "job", "job_host", "approvals", "approval", "approval_link", "home", "audit"} {
 		t, err := template.New(name).Funcs(funcs).ParseFS(ui.Templates, "templates/layout.html", "templates/"+name+".html")
 		if err != nil {
 			return nil, fmt.Errorf("ui: parse %s: %w", name, err)
@@ -255,31 +256,6 @@ const homeItems = 8
 
 func canOperate(u *schema.User) bool {
 	return u.Role == schema.RoleOperator || u.Role == schema.RoleAdmin
-}
-
-func (a *API) runsPage(c echo.Context) error {
-	q := c.QueryParams()
-	f := schema.RunFilter{Kind: q.Get("kind"), Status: q.Get("status"), Cursor: q.Get("cursor"), Limit: 50}
-	if f.Status != "" && !validRunStatus(f.Status) {
-		f.Status = ""
-	}
-	rs, next, err := a.store.Runs(c.Request().Context(), f)
-	if err != nil {
-		return err
-	}
-	views := make([]runView, len(rs))
-	for i, r := range rs {
-		views[i] = a.view(r)
-	}
-	p := a.newPage(c, "Runs", "runs")
-	return a.render(c, http.StatusOK, "runs", struct {
-		*page
-		Runs     []runView
-		Next     string
-		Filter   schema.RunFilter
-		Statuses []string
-		CanStart bool
-	}{p, views, next, f, []string{schema.RunRunning, schema.RunCompleted, schema.RunFailed, schema.RunCanceled, schema.RunTerminated, schema.RunTimedOut}, canOperate(p.User)})
 }
 
 func (a *API) runPage(c echo.Context) error {

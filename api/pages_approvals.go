@@ -17,43 +17,6 @@ import (
 	"github.com/opsflow/opsflow/workflows"
 )
 
-type approvalTab struct{ Key, Label string }
-
-var approvalTabs = []approvalTab{{"to_decide", "Waiting for me"}, {"requested", "My requests"}, {"all", "All"}}
-
-// approvalsPage is the inbox: waiting for me, my requests, all.
-func (a *API) approvalsPage(c echo.Context) error {
-	ctx := c.Request().Context()
-	tab := c.QueryParam("tab")
-	if tab == "" {
-		tab = "to_decide"
-	}
-	me := userOf(c).Username
-	q := schema.TicketQuery{Limit: 200}
-	switch tab {
-	case "to_decide":
-		var err error
-		if q.ToDecide, err = a.deciders(ctx, me); err != nil {
-			return err
-		}
-	case "requested":
-		q.RequestedBy = me
-	case "all":
-	default:
-		return newError(http.StatusNotFound, CodeNotFound, "no such tab")
-	}
-	ts, err := a.store.Tickets(ctx, q)
-	if err != nil {
-		return err
-	}
-	return a.render(c, http.StatusOK, "approvals", struct {
-		*page
-		Tab     string
-		Tabs    []approvalTab
-		Tickets []schema.Ticket
-	}{a.newPage(c, "Approvals", "approvals"), tab, approvalTabs, ts})
-}
-
 // approvalPage shows a ticket: what it gates, its levels, who is waited
 // for, its history, and the forms to decide or withdraw.
 func (a *API) approvalPage(c echo.Context) error {

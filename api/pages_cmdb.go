@@ -17,51 +17,6 @@ import (
 	"github.com/opsflow/opsflow/workflows"
 )
 
-func (a *API) cmdbPage(c echo.Context) error {
-	ctx := c.Request().Context()
-	q := c.QueryParams()
-	cq := schema.CIQuery{Type: q.Get("type"), Selector: q.Get("selector"), Q: q.Get("q"), Cursor: q.Get("cursor"), Limit: 50, Attrs: map[string]string{}}
-	attr := strings.TrimSpace(q.Get("attr"))
-	p := a.newPage(c, "CMDB", "cmdb")
-	var errMsg string
-	if attr != "" {
-		k, v, ok := strings.Cut(attr, "=")
-		if !ok {
-			errMsg = "Attribute filter must be name=value."
-		}
-		cq.Attrs[strings.TrimSpace(k)] = strings.TrimSpace(v)
-	}
-	types, err := a.store.Types(ctx)
-	if err != nil {
-		return err
-	}
-	var cis []schema.CI
-	var next string
-	if errMsg == "" {
-		cis, next, err = a.store.CIs(ctx, cq)
-		var ve *schema.ValidationError
-		if errors.As(err, &ve) {
-			errMsg = ve.Error()
-		} else if errors.Is(err, schema.ErrBadCursor) {
-			errMsg = "Bad page cursor."
-		} else if err != nil {
-			return err
-		}
-	}
-	nextQ := url.Values{"type": {cq.Type}, "selector": {cq.Selector}, "q": {cq.Q}, "attr": {attr}, "cursor": {next}}
-	return a.render(c, http.StatusOK, "cmdb", struct {
-		*page
-		Types      []schema.CIType
-		Query      schema.CIQuery
-		AttrFilter string
-		CIs        []schema.CI
-		Next       string
-		NextURL    string
-		Error      string
-		CanEdit    bool
-	}{p, types, cq, attr, cis, next, "/cmdb?" + nextQ.Encode(), errMsg, canOperate(p.User)})
-}
-
 func (a *API) cmdbTypesPage(c echo.Context) error {
 	types, err := a.store.Types(c.Request().Context())
 	if err != nil {

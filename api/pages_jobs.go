@@ -216,19 +216,6 @@ func (a *API) scriptPage(c echo.Context) error {
 	}{p, sc, cur, vs, d, fromN, toN, canOperate(p.User)})
 }
 
-func (a *API) jobsPage(c echo.Context) error {
-	js, err := a.store.Jobs(c.Request().Context(), 100)
-	if err != nil {
-		return err
-	}
-	p := a.newPage(c, "Jobs", "jobs")
-	return a.render(c, http.StatusOK, "jobs", struct {
-		*page
-		Jobs    []schema.Job
-		CanEdit bool
-	}{p, js, canOperate(p.User)})
-}
-
 type jobNewPage struct {
 	*page
 	Script      *schema.Script

@@ -55,36 +55,6 @@ func (a *API) temporalURL(workflowID, runID string) string {
 	return u
 }
 
-func (a *API) listRuns(c echo.Context) error {
-	q := c.QueryParams()
-	bad := fieldErrors{}
-	f := schema.RunFilter{Kind: q.Get("kind"), Status: q.Get("status"), StartedBy: q.Get("started_by"), Cursor: q.Get("cursor")}
-	f.Limit = intParam(q.Get("limit"), "limit", 1, 500, bad)
-	if f.Status != "" && !validRunStatus(f.Status) {
-		bad.add("status", "must be one of running, completed, failed, canceled, terminated, timed_out")
-	}
-	if err := bad.err(); err != nil {
-		return err
-	}
-	rs, next, err := a.store.Runs(c.Request().Context(), f)
-	if err != nil {
-		return err
-	}
-	items := make([]runView, len(rs))
-	for i, r := range rs {
-		items[i] = a.view(r)
-	}
-	return c.JSON(http.StatusOK, map[string]any{"items": items, "next_cursor": next})
-}
-
-func validRunStatus(s string) bool {
-	switch s {
-	case schema.RunRunning, schema.RunCompleted, schema.RunFailed, schema.RunCanceled, schema.RunTerminated, schema.RunTimedOut:
-		return true
-	}
-	return false
-}
-
 func (a *API) getRun(c echo.Context) error {
 	v, err := a.runDetail(c.Request().Context(), c.Param("id"))
 	if err != nil {

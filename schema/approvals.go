@@ -336,35 +336,21 @@ func (s *Store) Ticket(ctx context.Context, id int64) (*Ticket, error) {
 // TicketQuery filters tickets. ToDecide lists pending tickets whose
 // current level the user (or anyone in OnBehalfOf) may decide.
 type TicketQuery struct {
-	Status      string
-	RequestedBy string
-	ToDecide    []string
-	After       int64 // id cursor, newest first: ids below After
-	Limit       int
+	Status       string
+	RequestedBy  string
+	ToDecide     []string
+	Since, Until time.Time // opened in [Since, Until)
+	Q            string    // searches the title
+	After        int64     // id cursor, newest first: ids below After
+	Sort, Order  string    // see Page
+	Cursor       string
+	Limit        int
 }
 
 // Tickets lists tickets, newest first.
 func (s *Store) Tickets(ctx context.Context, q TicketQuery) ([]Ticket, error) {
-	var ts []Ticket
-	sel := s.DB.NewSelect().Model(&ts).ExcludeColumn("policy").OrderExpr("id DESC").Limit(int64(clampLimit(q.Limit)))
-	if q.Status != "" {
-		sel = sel.Where("status = ?", q.Status)
-	}
-	if q.RequestedBy != "" {
-		sel = sel.Where("requester = ?", q.RequestedBy)
-	}
-	if len(q.ToDecide) > 0 {
-		sel = sel.Where("status = ?", TicketPending).
-			Where("id IN (SELECT ticket_id FROM approval_ticket_approvers WHERE username IN (?))", bun.In(q.ToDecide)).
-			Where("requester NOT IN (?)", bun.In(q.ToDecide[:1]))
-	}
-	if q.After > 0 {
-		sel = sel.Where("id < ?", q.After)
-	}
-	if err := sel.Scan(ctx); err != nil {
-		return nil, fmt.Errorf("store: tickets: %w", err)
-	}
-	return ts, nil
+	ts, _, err := s.ticketList(ctx, q, false)
+	return ts, err
 }
 
 // Delegation lets To decide for From between StartsAt and EndsAt.

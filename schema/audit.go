@@ -54,45 +54,24 @@ func appendAudit(ctx context.Context, db bun.IDB, e *AuditEntry) error {
 }
 
 // AuditFilter selects audit entries; zero fields match everything. Before
-// is a cursor: only entries with a smaller ID.
+// is the older cursor: only entries with a smaller ID.
 type AuditFilter struct {
-	Actor  string
-	Action string // exact, or a prefix ending in '*'
-	Target string
-	Since  time.Time
-	Until  time.Time
-	Before int64
-	Limit  int
+	Actor       string
+	Action      string // exact, or a prefix ending in '*'
+	Target      string
+	Since       time.Time
+	Until       time.Time
+	Q           string // searches the target and detail
+	Before      int64
+	Sort, Order string // see Page
+	Cursor      string
+	Limit       int
 }
 
 // Audit lists entries newest first.
 func (s *Store) Audit(ctx context.Context, f AuditFilter) ([]AuditEntry, error) {
-	var es []AuditEntry
-	q := s.DB.NewSelect().Model(&es).OrderExpr("id DESC").Limit(int64(clampLimit(f.Limit)))
-	if f.Actor != "" {
-		q = q.Where("actor = ?", f.Actor)
-	}
-	if n := len(f.Action); n > 0 && f.Action[n-1] == '*' {
-		q = q.Where("action LIKE ?", escapeLike(f.Action[:n-1])+"%")
-	} else if n > 0 {
-		q = q.Where("action = ?", f.Action)
-	}
-	if f.Target != "" {
-		q = q.Where("target = ?", f.Target)
-	}
-	if !f.Since.IsZero() {
-		q = q.Where("at >= ?", f.Since.UTC())
-	}
-	if !f.Until.IsZero() {
-		q = q.Where("at < ?", f.Until.UTC())
-	}
-	if f.Before > 0 {
-		q = q.Where("id < ?", f.Before)
-	}
-	if err := q.Scan(ctx); err != nil {
-		return nil, fmt.Errorf("store: audit: %w", err)
-	}
-	return es, nil
+	es, _, err := s.auditList(ctx, f, false)
+	return es, err
 }
 
 func clampLimit(n int) int {

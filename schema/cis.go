@@ -2,7 +2,6 @@ package schema
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -472,16 +471,27 @@ type CIQuery struct {
 	Selector string            // Kubernetes label-selector syntax
 	Q        string            // substring of the name
 	Attrs    map[string]string // attribute name -> value (query-string form)
+	Sort     string            // see Page
+	Order    string
 	Cursor   string
 	Limit    int
 }
 
 // CIs lists CIs by ID with the cursor of the next page ("" at the end).
-// A bad selector or attribute filter is a ValidationError. It is the
-// CMDB's hottest read, so it is one hand-built, parameterized statement —
-// labels aggregated per row — that Postgres prepares once and reuses.
 func (s *Store) CIs(ctx context.Context, q CIQuery) ([]CI, string, error) {
-	limit := clampLimit(q.Limit)
+	cis, info, err := s.ciList(ctx, q, false)
+	return cis, info.Next, err
+}
+
+// CIList lists one page of CIs. A bad selector or attribute filter is a
+// ValidationError. It is the CMDB's hottest read, so it is one
+// hand-built, parameterized statement — labels aggregated per row — that
+// Postgres prepares once and reuses.
+func (s *Store) CIList(ctx context.Context, q CIQuery) ([]CI, PageInfo, error) {
+	return s.ciList(ctx, q, true)
+}
+
+func (s *Store) ciList(ctx context.Context, q CIQuery, size bool) ([]CI, PageInfo, error) {
 	var where []string
 	var args []any
 	bad := map[string]string{}
@@ -525,7 +535,7 @@ func (s *Store) CIs(ctx context.Context, q CIQuery) ([]CI, string, error) {
 	}
 	if len(names) > 0 {
 		if err := checkType(); err != nil {
-			return nil, "", err
+			return nil, PageInfo{}, err
 		}
 	}
 	for _, name := range names {
@@ -546,16 +556,25 @@ func (s *Store) CIs(ctx context.Context, q CIQuery) ([]CI, string, error) {
 		where = append(where, "EXISTS (SELECT 1 FROM ci_attrs a WHERE a.ci_id = ci.id AND a.name = ? AND a.value = ?)")
 		args = append(args, name, val)
 	}
-	if q.Cursor != "" {
-		b, err := base64.RawURLEncoding.DecodeString(q.Cursor)
-		id, perr := strconv.ParseInt(string(b), 10, 64)
-		if err != nil || perr != nil {
-			return nil, "", ErrBadCursor
-		}
-		where, args = append(where, "ci.id > ?"), append(args, id)
+	k, err := newKeyset(s.Engine, "cis", Page{Sort: q.Sort, Order: q.Order, Cursor: q.Cursor, Limit: q.Limit})
+	if err != nil {
+		return nil, PageInfo{}, err
 	}
 	if len(bad) > 0 {
-		return nil, "", invalid("invalid query", bad)
+		return nil, PageInfo{}, invalid("invalid query", bad)
+	}
+	filter := ""
+	if len(where) > 0 {
+		filter = " WHERE " + strings.Join(where, " AND ")
+	}
+	total := 0
+	if size {
+		if err := s.queryRowPrepared(ctx, "SELECT COUNT(*) FROM cis ci"+filter, args...).Scan(&total); err != nil {
+			return nil, PageInfo{}, fmt.Errorf("store: count cis: %w", err)
+		}
+	}
+	if w, wargs := k.where(); w != "" {
+		where, args = append(where, w), append(args, wargs...)
 	}
 	labelsAgg := "(SELECT json_group_object(l.key, l.value) FROM ci_labels l WHERE l.ci_id = ci.id)"
 	if s.Engine == Postgres {
@@ -566,10 +585,10 @@ func (s *Store) CIs(ctx context.Context, q CIQuery) ([]CI, string, error) {
 	if len(where) > 0 {
 		query += " WHERE " + strings.Join(where, " AND ")
 	}
-	query += " ORDER BY ci.id LIMIT " + strconv.Itoa(limit+1)
+	query += " ORDER BY " + k.orderBy() + " LIMIT " + strconv.Itoa(k.fetch())
 	rows, err := s.queryPrepared(ctx, query, args...)
 	if err != nil {
-		return nil, "", fmt.Errorf("store: cis: %w", err)
+		return nil, PageInfo{}, fmt.Errorf("store: cis: %w", err)
 	}
 	defer rows.Close()
 	var cis []CI
@@ -578,19 +597,19 @@ func (s *Store) CIs(ctx context.Context, q CIQuery) ([]CI, string, error) {
 		var attrs, labels string
 		var created, updated any
 		if err := rows.Scan(&c.ID, &c.Type, &c.Name, &attrs, &c.Version, &created, &c.CreatedBy, &updated, &c.UpdatedBy, &labels); err != nil {
-			return nil, "", fmt.Errorf("store: cis: %w", err)
+			return nil, PageInfo{}, fmt.Errorf("store: cis: %w", err)
 		}
 		if c.CreatedAt, err = asTime(created); err != nil {
-			return nil, "", err
+			return nil, PageInfo{}, err
 		}
 		if c.UpdatedAt, err = asTime(updated); err != nil {
-			return nil, "", err
+			return nil, PageInfo{}, err
 		}
 		if err := json.Unmarshal([]byte(attrs), &c.Attributes); err != nil {
-			return nil, "", fmt.Errorf("store: ci %d attributes: %w", c.ID, err)
+			return nil, PageInfo{}, fmt.Errorf("store: ci %d attributes: %w", c.ID, err)
 		}
 		if err := json.Unmarshal([]byte(labels), &c.Labels); err != nil {
-			return nil, "", fmt.Errorf("store: ci %d labels: %w", c.ID, err)
+			return nil, PageInfo{}, fmt.Errorf("store: ci %d labels: %w", c.ID, err)
 		}
 		if c.Attributes == nil {
 			c.Attributes = map[string]any{}
@@ -598,20 +617,29 @@ func (s *Store) CIs(ctx context.Context, q CIQuery) ([]CI, string, error) {
 		cis = append(cis, c)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, "", fmt.Errorf("store: cis: %w", err)
+		return nil, PageInfo{}, fmt.Errorf("store: cis: %w", err)
 	}
 	if len(cis) == 0 {
 		if err := checkType(); err != nil {
-			return nil, "", err
+			return nil, PageInfo{}, err
 		}
 		if len(bad) > 0 {
-			return nil, "", invalid("invalid query", bad)
+			return nil, PageInfo{}, invalid("invalid query", bad)
 		}
 	}
-	next := ""
-	if len(cis) > limit {
-		cis = cis[:limit]
-		next = base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(cis[len(cis)-1].ID, 10)))
-	}
-	return cis, next, nil
+	cis, info := pageOf(k, cis, func(c *CI) (any, any) {
+		switch k.sort {
+		case "name":
+			return c.Name, c.ID
+		case "type":
+			return c.Type, c.ID
+		case "updated":
+			return c.UpdatedAt, c.ID
+		case "version":
+			return c.Version, c.ID
+		}
+		return c.ID, c.ID
+	})
+	info.Total = total
+	return cis, info, nil
 }

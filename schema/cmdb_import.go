@@ -482,3 +482,22 @@ func (s *Store) ExportCIs(ctx context.Context, q CIQuery) ([]CI, error) {
 		q.Cursor = next
 	}
 }
+
+// ImportRows opens rows already in memory for Import: imports made by
+// code rather than from a request body.
+func ImportRows(rows []ImportRow) func() (ImportReader, error) {
+	return func() (ImportReader, error) { return &rowsReader{rows: rows}, nil }
+}
+
+type rowsReader struct {
+	rows []ImportRow
+	next int
+}
+
+func (r *rowsReader) Next() (*ImportRow, []RowError, error) {
+	if r.next >= len(r.rows) {
+		return nil, nil, io.EOF
+	}
+	r.next++
+	return &r.rows[r.next-1], nil, nil
+}

@@ -3,11 +3,8 @@ package schema
 import (
 	"context"
 	"database/sql"
-	"encoding/base64"
 	"errors"
 	"fmt"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/uptrace/bun"
@@ -156,60 +153,19 @@ func (s *Store) RecordRunStatus(ctx context.Context, workflowID, runID, kind, st
 
 // RunFilter selects runs; zero fields match everything.
 type RunFilter struct {
-	Kind      string
-	Status    string
-	StartedBy string
-	Cursor    string
-	Limit     int
+	Kind         string
+	Status       string
+	StartedBy    string
+	Since, Until time.Time // started in [Since, Until)
+	Q            string    // searches the workflow ID and target
+	Sort, Order  string    // see Page
+	Cursor       string
+	Limit        int
 }
 
 // Runs lists runs newest first and returns the cursor of the next page, or
 // "" on the last page.
 func (s *Store) Runs(ctx context.Context, f RunFilter) ([]Run, string, error) {
-	limit := clampLimit(f.Limit)
-	var rs []Run
-	q := s.DB.NewSelect().Model(&rs).OrderExpr("started_at DESC, workflow_id DESC").Limit(int64(limit + 1))
-	if f.Kind != "" {
-		q = q.Where("kind = ?", f.Kind)
-	}
-	if f.Status != "" {
-		q = q.Where("status = ?", f.Status)
-	}
-	if f.StartedBy != "" {
-		q = q.Where("started_by = ?", f.StartedBy)
-	}
-	if f.Cursor != "" {
-		at, id, err := decodeRunCursor(f.Cursor)
-		if err != nil {
-			return nil, "", err
-		}
-		q = q.WhereGroup(" AND ", func(q *bun.SelectQuery) *bun.SelectQuery {
-			return q.Where("started_at < ?", at).WhereGroup(" OR ", func(q *bun.SelectQuery) *bun.SelectQuery {
-				return q.Where("started_at = ?", at).Where("workflow_id < ?", id)
-			})
-		})
-	}
-	if err := q.Scan(ctx); err != nil {
-		return nil, "", fmt.Errorf("store: runs: %w", err)
-	}
-	next := ""
-	if len(rs) > limit {
-		rs = rs[:limit]
-		last := rs[len(rs)-1]
-		next = base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(last.StartedAt.UnixNano(), 10) + "|" + last.WorkflowID))
-	}
-	return rs, next, nil
-}
-
-func decodeRunCursor(c string) (time.Time, string, error) {
-	b, err := base64.RawURLEncoding.DecodeString(c)
-	if err != nil {
-		return time.Time{}, "", ErrBadCursor
-	}
-	ns, id, ok := strings.Cut(string(b), "|")
-	n, err := strconv.ParseInt(ns, 10, 64)
-	if !ok || err != nil {
-		return time.Time{}, "", ErrBadCursor
-	}
-	return time.Unix(0, n).UTC(), id, nil
+	rs, info, err := s.runList(ctx, f, false)
+	return rs, info.Next, err
 }

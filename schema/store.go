@@ -131,6 +131,14 @@ func (s *Store) queryPrepared(ctx context.Context, query string, args ...any) (*
 	return s.DB.DB.QueryContext(ctx, s.DB.QueryGen().FormatQuery(query, args...), pgx.QueryExecModeCacheStatement)
 }
 
+// queryRowPrepared is queryPrepared for one row.
+func (s *Store) queryRowPrepared(ctx context.Context, query string, args ...any) *sql.Row {
+	if s.Engine != Postgres {
+		return s.DB.DB.QueryRowContext(ctx, query, args...)
+	}
+	return s.DB.DB.QueryRowContext(ctx, s.DB.QueryGen().FormatQuery(query, args...), pgx.QueryExecModeCacheStatement)
+}
+
 // asTime reads a timestamp column: time.Time from Postgres, and from
 // SQLite either that or the text bun wrote.
 func asTime(v any) (time.Time, error) {

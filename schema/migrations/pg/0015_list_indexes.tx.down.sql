@@ -1,0 +1,11 @@
+DROP INDEX jobs_created_at_idx;
+DROP INDEX jobs_status_idx;
+DROP INDEX jobs_created_by_idx;
+DROP INDEX jobs_script_idx;
+DROP INDEX job_hosts_address_idx;
+DROP INDEX job_hosts_ci_idx;
+DROP INDEX runs_started_by_idx;
+DROP INDEX approval_tickets_created_at_idx;
+DROP INDEX audit_log_target_idx;
+DROP INDEX cis_updated_at_idx;
+DROP INDEX cis_type_idx;
