@@ -563,3 +563,30 @@ func (s *Store) UseApprovalLink(ctx context.Context, hash, user string, now time
 	n, _ := res.RowsAffected()
 	return n == 1, nil
 }
+
+// Delegations returns the delegations given by from that have not ended
+// by now, soonest start first.
+func (s *Store) Delegations(ctx context.Context, from string, now time.Time) ([]Delegation, error) {
+	var ds []Delegation
+	if err := s.DB.NewSelect().Model(&ds).Where("from_user = ? AND ends_at > ?", from, now).Order("starts_at", "id").Scan(ctx); err != nil {
+		return nil, fmt.Errorf("store: delegations from %s: %w", from, err)
+	}
+	return ds, nil
+}
+
+// EndDelegation ends delegation id, given by from, at now (a delegation
+// that has not started yet ends before it starts); ErrNotFound if from
+// gave no such delegation still running.
+func (s *Store) EndDelegation(ctx context.Context, id int64, from string, now time.Time) error {
+	res, err := s.DB.NewUpdate().Model((*Delegation)(nil)).
+		Set("ends_at = ?", now).
+		Set("starts_at = CASE WHEN starts_at > ? THEN ? ELSE starts_at END", now, now).
+		Where("id = ? AND from_user = ? AND ends_at > ?", id, from, now).Exec(ctx)
+	if err != nil {
+		return fmt.Errorf("store: end delegation %d: %w", id, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("store: end delegation %d: %w", id, ErrNotFound)
+	}
+	return nil
+}
