@@ -15,8 +15,8 @@ import (
 // levelRow is one level of the policy form, as typed.
 type levelRow struct {
 	Name, Users, Groups, Rule, Quorum, Timeout, OnTimeout, EscUsers, EscGroups string
-	Roles, EscRoles                                                         map[string]bool
-	Errors                                                                  map[string]string
+	Roles, EscRoles                                                            map[string]bool
+	Errors                                                                     map[string]string
 }
 
 // policyForm is the policy editor: without a script it has a fixed
