@@ -574,19 +574,30 @@ func (s *Store) Delegations(ctx context.Context, from string, now time.Time) ([]
 	return ds, nil
 }
 
-// EndDelegation ends delegation id, given by from, at now (a delegation
-// that has not started yet ends before it starts); ErrNotFound if from
-// gave no such delegation still running.
+// EndDelegation ends delegation id, given by from, at now; one that has
+// not started yet is removed. ErrNotFound if from gave no such delegation
+// still to come or running.
 func (s *Store) EndDelegation(ctx context.Context, id int64, from string, now time.Time) error {
-	res, err := s.DB.NewUpdate().Model((*Delegation)(nil)).
-		Set("ends_at = ?", now).
-		Set("starts_at = CASE WHEN starts_at > ? THEN ? ELSE starts_at END", now, now).
-		Where("id = ? AND from_user = ? AND ends_at > ?", id, from, now).Exec(ctx)
+	err := s.DB.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		res, err := tx.NewDelete().Model((*Delegation)(nil)).Where("id = ? AND from_user = ? AND starts_at >= ?", id, from, now).Exec(ctx)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n > 0 {
+			return nil
+		}
+		res, err = tx.NewUpdate().Model((*Delegation)(nil)).Set("ends_at = ?", now).
+			Where("id = ? AND from_user = ? AND starts_at < ? AND ends_at > ?", id, from, now, now).Exec(ctx)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return ErrNotFound
+		}
+		return nil
+	})
 	if err != nil {
 		return fmt.Errorf("store: end delegation %d: %w", id, err)
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return fmt.Errorf("store: end delegation %d: %w", id, ErrNotFound)
 	}
 	return nil
 }
