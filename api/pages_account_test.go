@@ -29,11 +29,13 @@ func (e *env) postForm(path, role string, form url.Values) (int, string) {
 	return res.StatusCode, string(b)
 }
 
-// TestDelegationForms: a decider delegates from the account page, a
+// TestAccountAndAdminForms: a decider delegates from the account page, a
 // refused form keeps its input and names the field, the delegation is
 // listed and ended; a viewer may not delegate. On a database without
-// credentials, the discovery form says so.
-func TestDelegationForms(t *testing.T) {
+// credentials, the discovery form says so. Refused policy and credential
+// forms come back with their input (never a secret) and the reason next
+// to the field; an operator sees credentials but cannot scope them.
+func TestAccountAndAdminForms(t *testing.T) {
 	e := newEnvWith(t, envOptions{sqlite: true, noWorkers: true})
 	ctx := context.Background()
 	from, to := e.users[schema.RoleApprover], e.users[schema.RoleOperator]
@@ -82,5 +84,37 @@ func TestDelegationForms(t *testing.T) {
 		if b := string(res.Body); res.Status != http.StatusOK || !strings.Contains(b, `id="no-credentials"`) || !strings.Contains(b, want) {
 			t.Fatalf("discovery form as %s without credentials: %d %s", role, res.Status, b)
 		}
+	}
+
+	admin := e.users[schema.RoleAdmin].Username
+	status, body = e.postForm("/policies", schema.RoleAdmin, url.Values{"name": {"pol-a"}, "levels": {"2"}, "l0_users": {admin}, "l0_rule": {"any"},
+		"l1_users": {to.Username}, "l1_rule": {"quorum"}, "l1_quorum": {"abc"}, "op": {"save"}})
+	if status != http.StatusUnprocessableEntity || !strings.Contains(body, `id="err-p-l1-quorum"`) || !strings.Contains(body, `value="`+admin+`"`) {
+		t.Fatalf("quorum not a number: %d %s", status, body)
+	}
+	status, body = e.postForm("/policies", schema.RoleAdmin, url.Values{"name": {"pol-a"}, "levels": {"2"}, "l0_users": {admin}, "l0_rule": {"any"},
+		"l1_users": {to.Username}, "l1_rule": {"quorum"}, "l1_quorum": {"5"}, "op": {"save"}})
+	if status != http.StatusUnprocessableEntity || !strings.Contains(body, "5 approvals from 1 users can never happen") {
+		t.Fatalf("impossible quorum: %d %s", status, body)
+	}
+	if _, err := e.store.ApprovalPolicyByName(ctx, "pol-a"); err == nil {
+		t.Fatal("a refused policy was saved")
+	}
+	if status, body = e.postForm("/policies", schema.RoleAdmin, url.Values{"name": {"pol-a"}, "levels": {"1"}, "l0_users": {admin}, "op": {"add_level"}}); status != http.StatusOK ||
+		!strings.Contains(body, `id="level-1"`) || !strings.Contains(body, `value="pol-a"`) {
+		t.Fatalf("add level: %d %s", status, body)
+	}
+
+	status, body = e.postForm("/credentials", schema.RoleAdmin, url.Values{"name": {"cred-a"}, "kind": {"ssh_key"}, "username": {"deploy"},
+		"private_key": {"not-a-key-material"}, "passphrase": {"pass-phrase-xyz"}, "scope": {"env=prod"}})
+	if status != http.StatusUnprocessableEntity || !strings.Contains(body, `id="err-c-key"`) || !strings.Contains(body, `value="cred-a"`) ||
+		!strings.Contains(body, `value="env=prod"`) || strings.Contains(body, "not-a-key-material") || strings.Contains(body, "pass-phrase-xyz") {
+		t.Fatalf("refused credential: %d %s", status, body)
+	}
+	if res := e.do(http.MethodGet, "/credentials", schema.RoleOperator, nil); res.Status != http.StatusOK || strings.Contains(string(res.Body), `/scope"`) {
+		t.Fatalf("operator's credentials page: %d", res.Status)
+	}
+	if status, _ = e.postForm("/credentials/1/scope", schema.RoleOperator, url.Values{"scope": {""}}); status != http.StatusForbidden {
+		t.Fatalf("operator scopes a credential: %d", status)
 	}
 }

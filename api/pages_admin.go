@@ -1,6 +1,7 @@
 package api
 
 import (
+	"errors"
 	"io"
 	"net/http"
 	"slices"
@@ -202,7 +203,7 @@ func (a *API) credentialCreateForm(c echo.Context) error {
 		Description: c.FormValue("description"), Scope: strings.TrimSpace(c.FormValue("scope")), AllowUnlistedHosts: c.FormValue("allow_unlisted_hosts") == "on"}
 	err := func() error {
 		fh, err := c.FormFile("key_file")
-		if err == http.ErrMissingFile {
+		if errors.Is(err, http.ErrMissingFile) || errors.Is(err, http.ErrNotMultipart) {
 			return nil
 		} else if err != nil {
 			return &Error{Status: http.StatusBadRequest, Code: CodeBadRequest, Message: "invalid key_file", Fields: map[string]string{"key_file": "could not be read"}}
