@@ -58,7 +58,9 @@ func TestAdminPagesInBrowser(t *testing.T) {
 		t.Fatalf("refused form lost its input: username %q role %q", v, r)
 	}
 	do("create operator", chromedp.SendKeys(chromedp.ID("u-password"), "operator-initial-1"), chromedp.Click(chromedp.ID("create-user")), chromedp.WaitVisible(chromedp.ID("flash")))
-	do("create viewer", chromedp.SendKeys(chromedp.ID("u-username"), viewerName), chromedp.SetValue(chromedp.ID("u-role"), schema.RoleViewer),
+	// Each step starts from a page without a flash, so waiting for the
+	// flash waits for that step's answer.
+	do("create viewer", chromedp.Navigate(e.srv.URL+"/users"), chromedp.WaitVisible(chromedp.ID("user-form")), chromedp.SendKeys(chromedp.ID("u-username"), viewerName), chromedp.SetValue(chromedp.ID("u-role"), schema.RoleViewer),
 		chromedp.SendKeys(chromedp.ID("u-password"), "viewer-initial-1"), chromedp.Click(chromedp.ID("create-user")), chromedp.WaitVisible(chromedp.ID("flash")))
 	for name, role := range map[string]string{opName: schema.RoleOperator, viewerName: schema.RoleViewer} {
 		if row := html(`tr[data-user="` + name + `"] td.role`); !strings.Contains(row, ">"+role+"<") {
@@ -103,7 +105,7 @@ func TestAdminPagesInBrowser(t *testing.T) {
 		t.Fatalf("credentials page lacks the credential or shows its secret")
 	}
 	id := strconv.FormatInt(cr.ID, 10)
-	do("rescope", chromedp.SetValue(chromedp.ID("scope-"+id), "env=staging"), chromedp.Click(chromedp.ID("unlisted-"+id)),
+	do("rescope", chromedp.Navigate(e.srv.URL+"/credentials"), chromedp.WaitVisible(chromedp.ID("credential-form")), chromedp.SetValue(chromedp.ID("scope-"+id), "env=staging"), chromedp.Click(chromedp.ID("unlisted-"+id)),
 		chromedp.Click(chromedp.ID("save-scope-"+id)), chromedp.WaitVisible(chromedp.ID("flash")))
 	if cr, err = e.store.Credential(bg, cr.ID); err != nil || cr.Scope != "env=staging" || cr.AllowUnlistedHosts {
 		t.Fatalf("rescoped credential %+v %v", cr, err)
