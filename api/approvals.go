@@ -316,21 +316,31 @@ func (a *API) saveApprovalPolicy(c echo.Context) error {
 	if err := decodeJSON(c, &req); err != nil {
 		return err
 	}
+	p, status, err := a.savePolicy(c, req, c.Param("name"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(status, p)
+}
+
+// savePolicy creates a policy (name empty) or replaces the one named:
+// the API's and the policies page's.
+func (a *API) savePolicy(c echo.Context, req policyRequest, name string) (*schema.ApprovalPolicy, int, error) {
 	if req.Levels != nil || req.Channels != nil || req.Match != nil {
 		if req.Spec.Levels != nil || req.Spec.Channels != nil || req.Spec.Match != nil {
-			return &Error{Status: http.StatusUnprocessableEntity, Code: CodeValidation, Message: "invalid policy",
+			return nil, 0, &Error{Status: http.StatusUnprocessableEntity, Code: CodeValidation, Message: "invalid policy",
 				Fields: map[string]string{"spec": "give levels, channels and match either in spec or at the top level, not both"}}
 		}
 		req.Spec = schema.ApprovalPolicySpec{Levels: req.Levels, Channels: req.Channels, Match: req.Match}
 	}
 	status := http.StatusCreated
-	if name := c.Param("name"); name != "" {
+	if name != "" {
 		if req.Name != "" && req.Name != name {
-			return &Error{Status: http.StatusUnprocessableEntity, Code: CodeValidation, Message: "invalid policy", Fields: map[string]string{"name": "differs from the path"}}
+			return nil, 0, &Error{Status: http.StatusUnprocessableEntity, Code: CodeValidation, Message: "invalid policy", Fields: map[string]string{"name": "differs from the path"}}
 		}
 		req.Name, status = name, http.StatusOK
 	} else if _, err := a.store.ApprovalPolicyByName(c.Request().Context(), req.Name); err == nil {
-		return &Error{Status: http.StatusConflict, Code: CodeConflict, Message: "policy name taken; PUT /api/v1/approval-policies/" + req.Name + " replaces it",
+		return nil, 0, &Error{Status: http.StatusConflict, Code: CodeConflict, Message: "policy name taken; PUT /api/v1/approval-policies/" + req.Name + " replaces it",
 			Fields: map[string]string{"name": "already exists"}}
 	}
 	setAudit(c, "approval-policy.save", "approval-policy:"+req.Name)
@@ -345,19 +355,23 @@ func (a *API) saveApprovalPolicy(c echo.Context) error {
 				}
 				fields[k] = v
 			}
-			return &Error{Status: http.StatusUnprocessableEntity, Code: CodeValidation, Message: "invalid policy", Fields: fields}
+			return nil, 0, &Error{Status: http.StatusUnprocessableEntity, Code: CodeValidation, Message: "invalid policy", Fields: fields}
 		}
-		return err
+		return nil, 0, err
 	}
-	return c.JSON(status, p)
+	return p, status, nil
 }
 
 func (a *API) deleteApprovalPolicy(c echo.Context) error {
-	setAudit(c, "approval-policy.delete", "approval-policy:"+c.Param("name"))
-	if err := a.store.DeleteApprovalPolicy(c.Request().Context(), c.Param("name")); err != nil {
+	if err := a.removePolicy(c, c.Param("name")); err != nil {
 		return err
 	}
 	return c.NoContent(http.StatusNoContent)
+}
+
+func (a *API) removePolicy(c echo.Context, name string) error {
+	setAudit(c, "approval-policy.delete", "approval-policy:"+name)
+	return a.store.DeleteApprovalPolicy(c.Request().Context(), name)
 }
 
 type delegationRequest struct {
@@ -373,15 +387,24 @@ func (a *API) createDelegation(c echo.Context) error {
 	if err := decodeJSON(c, &req); err != nil {
 		return err
 	}
+	d, err := a.delegate(c, req)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusCreated, d)
+}
+
+// delegate lets another user decide the caller's tickets for a while.
+func (a *API) delegate(c echo.Context, req delegationRequest) (*schema.Delegation, error) {
 	setAudit(c, "approval.delegate", "user:"+req.To)
 	if req.StartsAt.IsZero() {
 		req.StartsAt = time.Now().UTC()
 	}
 	d := &schema.Delegation{From: userOf(c).Username, To: req.To, StartsAt: req.StartsAt.UTC(), EndsAt: req.EndsAt.UTC()}
 	if err := a.store.CreateDelegation(c.Request().Context(), d); err != nil {
-		return err
+		return nil, err
 	}
-	return c.JSON(http.StatusCreated, d)
+	return d, nil
 }
 
 func (a *API) listGroups(c echo.Context) error {
@@ -403,9 +426,13 @@ func (a *API) putGroup(c echo.Context) error {
 		return err
 	}
 	name := c.Param("name")
-	setAudit(c, "group.set", "group:"+name)
-	if err := a.store.SetGroupMembers(c.Request().Context(), name, req.Members); err != nil {
+	if err := a.setGroup(c, name, req.Members); err != nil {
 		return err
 	}
 	return c.JSON(http.StatusOK, map[string]any{"name": name, "members": req.Members})
+}
+
+func (a *API) setGroup(c echo.Context, name string, members []string) error {
+	setAudit(c, "group.set", "group:"+name)
+	return a.store.SetGroupMembers(c.Request().Context(), name, members)
 }

@@ -81,15 +81,25 @@ func (a *API) getCredential(c echo.Context) error {
 // password, whose host_key (authorized_keys form) is checked when given.
 // Any kind may name a jump_host through which it is reached.
 func (a *API) createCredential(c echo.Context) error {
-	ctx := c.Request().Context()
 	var req credentialRequest
 	if err := decodeJSON(c, &req); err != nil {
 		return err
 	}
+	cr, err := a.addCredential(c, req)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusCreated, cr)
+}
+
+// addCredential validates, seals and stores a credential: the API's and
+// the credentials page's.
+func (a *API) addCredential(c echo.Context, req credentialRequest) (*schema.Credential, error) {
+	ctx := c.Request().Context()
 	setAudit(c, "credential.create", "credential:"+req.Name)
 	bad := fieldErrors{}
 	if err := checkScope(c, req.Scope, req.AllowUnlistedHosts, bad); err != nil {
-		return err
+		return nil, err
 	}
 	if !credNameRE.MatchString(req.Name) {
 		bad.add("name", "must be 1-100 letters, digits, '.', '_' or '-'")
@@ -165,11 +175,11 @@ func (a *API) createCredential(c echo.Context) error {
 		case userOf(c).Role != schema.RoleAdmin:
 			// Going through a jump host spends its login, which the
 			// operator may not hold.
-			return newError(http.StatusForbidden, CodeForbidden, "only an admin names a jump_host: its login is then used for this credential's hosts")
+			return nil, newError(http.StatusForbidden, CodeForbidden, "only an admin names a jump_host: its login is then used for this credential's hosts")
 		case errors.Is(err, schema.ErrNotFound):
 			bad.add("jump_host", "no credential named "+strconv.Quote(req.JumpHost))
 		case err != nil:
-			return err
+			return nil, err
 		case j.Kind != schema.CredJumpHost:
 			bad.add("jump_host", strconv.Quote(req.JumpHost)+" is a "+j.Kind+" credential, not a jump_host")
 		default:
@@ -180,10 +190,10 @@ func (a *API) createCredential(c echo.Context) error {
 		}
 	}
 	if err := bad.err(); err != nil {
-		return err
+		return nil, err
 	}
 	if a.secrets == nil {
-		return newError(http.StatusServiceUnavailable, CodeUnavailable, "no secret key configured (OPSFLOW_SECRET_KEY); credentials cannot be stored")
+		return nil, newError(http.StatusServiceUnavailable, CodeUnavailable, "no secret key configured (OPSFLOW_SECRET_KEY); credentials cannot be stored")
 	}
 	cr.Secret = a.secrets.Seal([]byte(secretValue), cr.SealContext())
 	if req.Passphrase != "" {
@@ -191,12 +201,12 @@ func (a *API) createCredential(c echo.Context) error {
 	}
 	if err := a.store.CreateCredential(ctx, cr); err != nil {
 		if isConflict(err) {
-			return &Error{Status: http.StatusConflict, Code: CodeConflict, Message: "credential name taken", Fields: map[string]string{"name": "already exists"}}
+			return nil, &Error{Status: http.StatusConflict, Code: CodeConflict, Message: "credential name taken", Fields: map[string]string{"name": "already exists"}}
 		}
-		return err
+		return nil, err
 	}
 	setAudit(c, "credential.create", "credential:"+strconv.FormatInt(cr.ID, 10))
-	return c.JSON(http.StatusCreated, cr)
+	return cr, nil
 }
 
 // scopeCredential changes where a credential may be used: its scope (a
@@ -207,15 +217,24 @@ func (a *API) scopeCredential(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	setAudit(c, "credential.scope", "credential:"+strconv.FormatInt(id, 10))
 	var req credentialScopeRequest
 	if err := decodeJSON(c, &req); err != nil {
 		return err
 	}
+	cr, err := a.rescopeCredential(c, id, req)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, cr)
+}
+
+// rescopeCredential is scopeCredential without the HTTP parts.
+func (a *API) rescopeCredential(c echo.Context, id int64, req credentialScopeRequest) (*schema.Credential, error) {
+	setAudit(c, "credential.scope", "credential:"+strconv.FormatInt(id, 10))
 	ctx := c.Request().Context()
 	cr, err := a.store.Credential(ctx, id)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	scope, allow := cr.Scope, cr.AllowUnlistedHosts
 	if req.Scope != nil {
@@ -226,18 +245,15 @@ func (a *API) scopeCredential(c echo.Context) error {
 	}
 	bad := fieldErrors{}
 	if err := checkScope(c, scope, allow, bad); err != nil {
-		return err
+		return nil, err
 	}
 	if cr.Kind != schema.CredSSHKey && cr.Kind != schema.CredPassword {
 		bad.add("id", "only ssh_key and password credentials log into hosts; a "+cr.Kind+" credential has no scope")
 	}
 	if err := bad.err(); err != nil {
-		return err
+		return nil, err
 	}
-	if cr, err = a.store.SetCredentialScope(ctx, id, scope, allow); err != nil {
-		return err
-	}
-	return c.JSON(http.StatusOK, cr)
+	return a.store.SetCredentialScope(ctx, id, scope, allow)
 }
 
 func parseSigner(key, passphrase string) (ssh.Signer, error) {
@@ -269,6 +285,13 @@ func (a *API) deleteCredential(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := a.removeCredential(c, id); err != nil {
+		return err
+	}
+	return c.NoContent(http.StatusNoContent)
+}
+
+func (a *API) removeCredential(c echo.Context, id int64) error {
 	setAudit(c, "credential.delete", "credential:"+strconv.FormatInt(id, 10))
 	if err := a.store.DeleteCredential(c.Request().Context(), id); err != nil {
 		if isConflict(err) {
@@ -276,7 +299,7 @@ func (a *API) deleteCredential(c echo.Context) error {
 		}
 		return err
 	}
-	return c.NoContent(http.StatusNoContent)
+	return nil
 }
 
 // loginCredentials lists the credentials a form may offer for logging in

@@ -268,6 +268,15 @@ func (a *API) linkChatIdentity(c echo.Context) error {
 	if err := decodeJSON(c, &req); err != nil {
 		return err
 	}
+	ci, err := a.linkChat(c, req)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusCreated, ci)
+}
+
+// linkChat is linkChatIdentity without the HTTP parts.
+func (a *API) linkChat(c echo.Context, req chatIdentityRequest) (*schema.ChatIdentity, error) {
 	setAudit(c, "chat-identity.link", req.Provider+":"+req.ExternalID)
 	bad := fieldErrors{}
 	if req.Provider != "slack" && req.Provider != "dingtalk" {
@@ -277,11 +286,11 @@ func (a *API) linkChatIdentity(c echo.Context) error {
 		bad.add("external_id", "required: the account's ID on the platform")
 	}
 	if err := bad.err(); err != nil {
-		return err
+		return nil, err
 	}
 	ci := &schema.ChatIdentity{Provider: req.Provider, ExternalID: req.ExternalID, Username: req.Username}
 	if err := a.store.LinkChatIdentity(c.Request().Context(), ci); err != nil {
-		return err
+		return nil, err
 	}
-	return c.JSON(http.StatusCreated, ci)
+	return ci, nil
 }

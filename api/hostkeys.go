@@ -31,38 +31,47 @@ func (a *API) forgetHostKey(c echo.Context) error {
 	if err != nil {
 		raw = c.Param("address")
 	}
+	out, err := a.forgetHostKeyAt(c, raw)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+// forgetHostKeyAt is forgetHostKey for an address however it came.
+func (a *API) forgetHostKeyAt(c echo.Context, raw string) (map[string]any, error) {
 	setAudit(c, "host_key.forget", "host:"+raw)
 	addr, err := schema.CanonicalAddress(raw)
 	if err != nil {
-		return &Error{Status: http.StatusUnprocessableEntity, Code: CodeValidation, Message: "invalid address",
+		return nil, &Error{Status: http.StatusUnprocessableEntity, Code: CodeValidation, Message: "invalid address",
 			Fields: map[string]string{"address": err.Error()}}
 	}
 	setAudit(c, "host_key.forget", "host:"+addr)
 	ctx := c.Request().Context()
 	n, err := a.store.ForgetHostKeys(ctx, addr)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	out := map[string]any{"address": addr, "forgotten": n}
 	byAddr, err := a.store.HostCIsByAddress(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if id, ok := byAddr[addr]; ok {
 		ci, err := a.store.CI(ctx, id)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if k, _ := ci.Attributes["ssh_host_key"].(string); k != "" {
 			patch := schema.CIPatch{Attributes: map[string]json.RawMessage{"ssh_host_key": json.RawMessage("null")}}
 			if _, err := a.store.UpdateCI(ctx, ci.ID, ci.Version, patch, change(c)); err != nil {
-				return err
+				return nil, err
 			}
 			out["ci_id"], out["forgotten"] = ci.ID, n+1
 		}
 	}
 	if out["forgotten"] == 0 {
-		return newError(http.StatusNotFound, CodeNotFound, "no host key is recorded for "+addr)
+		return nil, newError(http.StatusNotFound, CodeNotFound, "no host key is recorded for "+addr)
 	}
-	return c.JSON(http.StatusOK, out)
+	return out, nil
 }

@@ -34,7 +34,8 @@ func loadPages() (*pages, error) {
 	funcs["state"] = stateBadge
 	p := &pages{byName: map[string]*template.Template{}}
 	for _, name := range []string{"login", "runs", "run", "error", "docs", "cmdb", "cmdb_types", "cmdb_ci", "cmdb_import", "cmdb_discover",
-		"scripts", "script", "script_edit", "jobs", "job_new", "job", "job_host", "approvals", "approval", "approval_link", "home", "audit"} {
+		"scripts", "script", "script_edit", "jobs", "job_new", "job", "job_host", "approvals", "approval", "approval_link",
+		"account", "users", "credentials", "groups", "policies", "risk_rules", "chat_identities", "confirm", "home", "audit"} {
 		t, err := template.New(name).Funcs(funcs).ParseFS(ui.Templates, "templates/layout.html", "templates/"+name+".html")
 		if err != nil {
 			return nil, fmt.Errorf("ui: parse %s: %w", name, err)

@@ -114,15 +114,23 @@ func (a *API) createRiskRule(c echo.Context) error {
 	if err := decodeJSON(c, &req); err != nil {
 		return err
 	}
+	r, err := a.addRiskRule(c, req)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusCreated, r)
+}
+
+func (a *API) addRiskRule(c echo.Context, req riskRuleRequest) (*schema.RiskRule, error) {
 	setAudit(c, "risk_rule.create", "risk_rule:"+req.Pattern)
 	r := &schema.RiskRule{Pattern: req.Pattern, Action: req.Action, Description: req.Description, CreatedBy: userOf(c).Username}
 	if err := a.store.CreateRiskRule(c.Request().Context(), r); err != nil {
 		if isConflict(err) {
-			return &Error{Status: http.StatusConflict, Code: CodeConflict, Message: "rule exists", Fields: map[string]string{"pattern": "already a rule"}}
+			return nil, &Error{Status: http.StatusConflict, Code: CodeConflict, Message: "rule exists", Fields: map[string]string{"pattern": "already a rule"}}
 		}
-		return err
+		return nil, err
 	}
-	return c.JSON(http.StatusCreated, r)
+	return r, nil
 }
 
 func (a *API) deleteRiskRule(c echo.Context) error {
@@ -130,11 +138,15 @@ func (a *API) deleteRiskRule(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	setAudit(c, "risk_rule.delete", "risk_rule:"+strconv.FormatInt(id, 10))
-	if err := a.store.DeleteRiskRule(c.Request().Context(), id); err != nil {
+	if err := a.removeRiskRule(c, id); err != nil {
 		return err
 	}
 	return c.NoContent(http.StatusNoContent)
+}
+
+func (a *API) removeRiskRule(c echo.Context, id int64) error {
+	setAudit(c, "risk_rule.delete", "risk_rule:"+strconv.FormatInt(id, 10))
+	return a.store.DeleteRiskRule(c.Request().Context(), id)
 }
 
 type riskRuleRequest struct {

@@ -38,6 +38,15 @@ func (a *API) createToken(c echo.Context) error {
 	if err := decodeJSON(c, &req); err != nil {
 		return err
 	}
+	t, err := a.issueToken(c, req)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusCreated, t)
+}
+
+// issueToken makes the caller a token; its secret is in the result only.
+func (a *API) issueToken(c echo.Context, req createTokenRequest) (*createdToken, error) {
 	bad := fieldErrors{}
 	req.Name = strings.TrimSpace(req.Name)
 	if req.Name == "" || len(req.Name) > 100 {
@@ -52,16 +61,16 @@ func (a *API) createToken(c echo.Context) error {
 		ttl = d
 	}
 	if err := bad.err(); err != nil {
-		return err
+		return nil, err
 	}
 	token, hash := NewToken()
 	exp := time.Now().UTC().Add(ttl)
 	t := &schema.APIToken{UserID: userOf(c).ID, Name: req.Name, Prefix: token[:len(tokenPrefix)+6], TokenHash: hash, ExpiresAt: &exp}
 	if err := a.store.CreateToken(c.Request().Context(), t); err != nil {
-		return err
+		return nil, err
 	}
 	setAudit(c, "token.create", "token:"+strconv.FormatInt(t.ID, 10))
-	return c.JSON(http.StatusCreated, createdToken{APIToken: *t, Token: token})
+	return &createdToken{APIToken: *t, Token: token}, nil
 }
 
 func (a *API) revokeToken(c echo.Context) error {
@@ -70,16 +79,25 @@ func (a *API) revokeToken(c echo.Context) error {
 		return &Error{Status: http.StatusBadRequest, Code: CodeBadRequest, Message: "invalid token id",
 			Fields: map[string]string{"id": "must be a positive integer"}}
 	}
+	t, err := a.endToken(c, id)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, t)
+}
+
+// endToken revokes one of the caller's tokens (an admin's: anyone's).
+func (a *API) endToken(c echo.Context, id int64) (*schema.APIToken, error) {
 	owner := userOf(c).ID
 	if userOf(c).Role == schema.RoleAdmin {
 		owner = 0
 	}
 	t, err := a.store.RevokeToken(c.Request().Context(), id, owner)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	setAudit(c, "token.revoke", "token:"+strconv.FormatInt(t.ID, 10))
-	return c.JSON(http.StatusOK, t)
+	return t, nil
 }
 
 func isConflict(err error) bool { return errors.Is(err, schema.ErrConflict) }

@@ -66,6 +66,15 @@ func (a *API) createUser(c echo.Context) error {
 	if err := decodeJSON(c, &req); err != nil {
 		return err
 	}
+	u, err := a.addUser(c, req)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusCreated, u)
+}
+
+// addUser validates and creates a user: the API's and the users page's.
+func (a *API) addUser(c echo.Context, req createUserRequest) (*schema.User, error) {
 	bad := fieldErrors{}
 	if !usernameRE.MatchString(req.Username) {
 		bad.add("username", "must be 1-63 lowercase letters, digits, '.', '_' or '-', starting with a letter or digit")
@@ -76,25 +85,25 @@ func (a *API) createUser(c echo.Context) error {
 		validatePassword(req.Password, bad)
 	}
 	if err := bad.err(); err != nil {
-		return err
+		return nil, err
 	}
 	u := &schema.User{Username: req.Username, DisplayName: req.DisplayName, Email: req.Email, Role: req.Role}
 	if req.Password != "" {
 		h, err := HashPassword(req.Password)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		u.PasswordHash = h
 	}
 	if err := a.store.CreateUser(c.Request().Context(), u); err != nil {
 		if isConflict(err) {
-			return &Error{Status: http.StatusConflict, Code: CodeConflict, Message: "username already taken",
+			return nil, &Error{Status: http.StatusConflict, Code: CodeConflict, Message: "username already taken",
 				Fields: map[string]string{"username": "already taken"}}
 		}
-		return err
+		return nil, err
 	}
 	setAudit(c, "user.create", "user:"+u.Username)
-	return c.JSON(http.StatusCreated, u)
+	return u, nil
 }
 
 func (a *API) userParam(c echo.Context) (int64, error) {
@@ -127,6 +136,17 @@ func (a *API) updateUser(c echo.Context) error {
 	if err := decodeJSON(c, &req); err != nil {
 		return err
 	}
+	u, err := a.changeUser(c, id, req)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, u)
+}
+
+// changeUser validates and applies a change to user id, ending what the
+// change took away: the API's, the users page's and one's own password
+// form's.
+func (a *API) changeUser(c echo.Context, id int64, req updateUserRequest) (*schema.User, error) {
 	bad := fieldErrors{}
 	up := schema.UserUpdate{DisplayName: req.DisplayName, Email: req.Email, Role: req.Role, Disabled: req.Disabled}
 	if req.Role != nil {
@@ -142,18 +162,18 @@ func (a *API) updateUser(c echo.Context) error {
 		bad.add("role", "an admin cannot demote or disable themself; ask another admin")
 	}
 	if err := bad.err(); err != nil {
-		return err
+		return nil, err
 	}
 	if req.Password != nil {
 		h, err := HashPassword(*req.Password)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		up.PasswordHash = &h
 	}
 	old, err := a.store.User(c.Request().Context(), id)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	// A new password, a lowered role or a disabled account ends the user's
 	// sessions and revokes their tokens (all but the caller's own, when an
@@ -169,13 +189,13 @@ func (a *API) updateUser(c echo.Context) error {
 	}
 	u, ended, err := a.store.UpdateUserEndingSessions(c.Request().Context(), id, up)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	setAudit(c, "user.update", "user:"+u.Username)
 	if up.EndSessions {
 		c.Set(auditDetailKey, fmt.Sprintf("ended %d sessions, revoked %d tokens", ended.SessionsEnded, ended.TokensRevoked))
 	}
-	return c.JSON(http.StatusOK, u)
+	return u, nil
 }
 
 // roleLowered reports whether going from role old to role new loses a

@@ -549,3 +549,41 @@ func (s *Store) UseApprovalLink(ctx context.Context, hash, user string, now time
 	n, _ := res.RowsAffected()
 	return n == 1, nil
 }
+
+// Delegations returns the delegations given by from that have not ended
+// by now, soonest start first.
+func (s *Store) Delegations(ctx context.Context, from string, now time.Time) ([]Delegation, error) {
+	var ds []Delegation
+	if err := s.DB.NewSelect().Model(&ds).Where("from_user = ? AND ends_at > ?", from, now).Order("starts_at", "id").Scan(ctx); err != nil {
+		return nil, fmt.Errorf("store: delegations from %s: %w", from, err)
+	}
+	return ds, nil
+}
+
+// EndDelegation ends delegation id, given by from, at now; one that has
+// not started yet is removed. ErrNotFound if from gave no such delegation
+// still to come or running.
+func (s *Store) EndDelegation(ctx context.Context, id int64, from string, now time.Time) error {
+	err := s.DB.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		res, err := tx.NewDelete().Model((*Delegation)(nil)).Where("id = ? AND from_user = ? AND starts_at >= ?", id, from, now).Exec(ctx)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n > 0 {
+			return nil
+		}
+		res, err = tx.NewUpdate().Model((*Delegation)(nil)).Set("ends_at = ?", now).
+			Where("id = ? AND from_user = ? AND starts_at < ? AND ends_at > ?", id, from, now, now).Exec(ctx)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return ErrNotFound
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("store: end delegation %d: %w", id, err)
+	}
+	return nil
+}

@@ -141,3 +141,17 @@ func (s *Store) Groups(ctx context.Context) (map[string][]string, error) {
 	}
 	return out, nil
 }
+
+// ChatIdentities returns the linked chat accounts, of one user when
+// username is given, by provider and account.
+func (s *Store) ChatIdentities(ctx context.Context, username string) ([]ChatIdentity, error) {
+	var cis []ChatIdentity
+	q := s.DB.NewSelect().Model(&cis).Order("provider", "external_id")
+	if username != "" {
+		q = q.Where("username = ?", username)
+	}
+	if err := q.Scan(ctx); err != nil {
+		return nil, fmt.Errorf("store: chat identities: %w", err)
+	}
+	return cis, nil
+}
