@@ -4,13 +4,13 @@
 (function () {
   var box = document.getElementById("discovery-progress");
   if (!box) return;
-  var id = box.dataset.run, status = document.getElementById("run-status");
+  var src = box.dataset.poll, status = document.getElementById("run-status");
   function set(elID, v) {
     var el = document.getElementById(elID);
     if (el && v !== undefined && el.textContent !== String(v)) el.textContent = String(v);
   }
   function tick() {
-    fetch("/api/v1/runs/" + encodeURIComponent(id), {credentials: "same-origin"})
+    fetch(src, {credentials: "same-origin"})
       .then(function (r) { if (!r.ok) throw new Error(r.status); return r.json(); })
       .then(function (run) {
         var p = run.live && run.live.progress;
