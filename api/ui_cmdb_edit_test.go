@@ -159,6 +159,14 @@ func TestCMDBEditInBrowser(t *testing.T) {
 		chromedp.WaitVisible(chromedp.ID("relation-form")),
 		chromedp.SetValue(chromedp.ID("r-direction"), "in"),
 		chromedp.SetValue(chromedp.ID("r-type"), "runs_on"),
+		chromedp.SendKeys(chromedp.ID("r-target"), p+"ap"),
+	)
+	// The name field suggests matching CIs as one types.
+	eventually(t, 30*time.Second, "a suggestion for the relation's target", func() bool {
+		v, err := chromedp.Run(ctx, chromedp.Evaluate[string](`(document.querySelector("#r-target-list option") || {}).value || ""`))
+		return err == nil && v == p+"api"
+	})
+	run("add relation",
 		chromedp.SetValue(chromedp.ID("r-target"), p+"api"),
 		chromedp.Click(chromedp.ID("add-relation")),
 		chromedp.WaitVisible(chromedp.CSS("#relations tr[data-relation]")),
