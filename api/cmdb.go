@@ -50,15 +50,25 @@ func (a *API) createType(c echo.Context) error {
 	if err := decodeJSON(c, &req); err != nil {
 		return err
 	}
+	t, err := a.createTypeFor(c, req)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusCreated, t)
+}
+
+// createTypeFor creates a CI type for the request's user; the API and the
+// types page both create through it.
+func (a *API) createTypeFor(c echo.Context, req typeRequest) (*schema.CIType, error) {
 	t := &schema.CIType{Name: req.Name, Description: req.Description, Attributes: req.Attributes}
 	setAudit(c, "cmdb.type.create", "ci_type:"+req.Name)
 	if err := a.store.CreateType(c.Request().Context(), t); err != nil {
 		if isConflict(err) {
-			return &Error{Status: http.StatusConflict, Code: CodeConflict, Message: "CI type already exists", Fields: map[string]string{"name": "already exists"}}
+			return nil, &Error{Status: http.StatusConflict, Code: CodeConflict, Message: "CI type already exists", Fields: map[string]string{"name": "already exists"}}
 		}
-		return err
+		return nil, err
 	}
-	return c.JSON(http.StatusCreated, t)
+	return t, nil
 }
 
 // updateType replaces a type's description and attributes. A change that
@@ -68,17 +78,20 @@ func (a *API) updateType(c echo.Context) error {
 	if err := decodeJSON(c, &req); err != nil {
 		return err
 	}
-	name := c.Param("name")
-	if req.Name != "" && req.Name != name {
-		return &Error{Status: http.StatusUnprocessableEntity, Code: CodeValidation, Message: "a type cannot be renamed",
-			Fields: map[string]string{"name": "must be " + name + " or empty"}}
-	}
-	setAudit(c, "cmdb.type.update", "ci_type:"+name)
-	t, err := a.store.UpdateType(c.Request().Context(), name, req.Description, req.Attributes)
+	t, err := a.updateTypeFor(c, c.Param("name"), req)
 	if err != nil {
 		return err
 	}
 	return c.JSON(http.StatusOK, t)
+}
+
+func (a *API) updateTypeFor(c echo.Context, name string, req typeRequest) (*schema.CIType, error) {
+	if req.Name != "" && req.Name != name {
+		return nil, &Error{Status: http.StatusUnprocessableEntity, Code: CodeValidation, Message: "a type cannot be renamed",
+			Fields: map[string]string{"name": "must be " + name + " or empty"}}
+	}
+	setAudit(c, "cmdb.type.update", "ci_type:"+name)
+	return a.store.UpdateType(c.Request().Context(), name, req.Description, req.Attributes)
 }
 
 func (a *API) getCI(c echo.Context) error {
@@ -99,14 +112,24 @@ func (a *API) createCI(c echo.Context) error {
 	if err := decodeJSON(c, &in); err != nil {
 		return err
 	}
-	setAudit(c, "cmdb.ci.create", "ci:"+in.Type+"/"+in.Name)
-	ci, err := a.store.CreateCI(c.Request().Context(), in, change(c))
+	ci, err := a.createCIFor(c, in)
 	if err != nil {
 		return err
 	}
-	setAudit(c, "cmdb.ci.create", "ci:"+strconv.FormatInt(ci.ID, 10))
 	c.Response().Header().Set("ETag", strconv.Quote("1"))
 	return c.JSON(http.StatusCreated, ci)
+}
+
+// createCIFor creates a CI for the request's user; the API and the CI
+// form both create through it.
+func (a *API) createCIFor(c echo.Context, in schema.CIInput) (*schema.CI, error) {
+	setAudit(c, "cmdb.ci.create", "ci:"+in.Type+"/"+in.Name)
+	ci, err := a.store.CreateCI(c.Request().Context(), in, change(c))
+	if err != nil {
+		return nil, err
+	}
+	setAudit(c, "cmdb.ci.create", "ci:"+strconv.FormatInt(ci.ID, 10))
+	return ci, nil
 }
 
 // ifMatch reads the version a PATCH is based on: If-Match: 3, "3" or W/"3".
@@ -138,12 +161,19 @@ func (a *API) patchCI(c echo.Context) error {
 	if err := decodeJSON(c, &p); err != nil {
 		return err
 	}
-	ci, err := a.store.UpdateCI(c.Request().Context(), id, version, p, change(c))
+	ci, err := a.patchCIFor(c, id, version, p)
 	if err != nil {
 		return err
 	}
 	c.Response().Header().Set("ETag", strconv.Quote(strconv.FormatInt(ci.Version, 10)))
 	return c.JSON(http.StatusOK, ci)
+}
+
+// patchCIFor changes CI id if it is still at version: a stale edit is
+// refused (schema.VersionMismatch), never applied over another's.
+func (a *API) patchCIFor(c echo.Context, id, version int64, p schema.CIPatch) (*schema.CI, error) {
+	setAudit(c, "cmdb.ci.update", "ci:"+strconv.FormatInt(id, 10))
+	return a.store.UpdateCI(c.Request().Context(), id, version, p, change(c))
 }
 
 func (a *API) deleteCI(c echo.Context) error {
@@ -156,10 +186,15 @@ func (a *API) deleteCI(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := a.store.DeleteCI(c.Request().Context(), id, cascade, change(c)); err != nil {
+	if err := a.deleteCIFor(c, id, cascade); err != nil {
 		return err
 	}
 	return c.NoContent(http.StatusNoContent)
+}
+
+func (a *API) deleteCIFor(c echo.Context, id int64, cascade bool) error {
+	setAudit(c, "cmdb.ci.delete", "ci:"+strconv.FormatInt(id, 10))
+	return a.store.DeleteCI(c.Request().Context(), id, cascade, change(c))
 }
 
 func boolParam(c echo.Context, name string) (bool, error) {
@@ -292,12 +327,16 @@ func (a *API) createRelation(c echo.Context) error {
 	if err := decodeJSON(c, &req); err != nil {
 		return err
 	}
-	setAudit(c, "cmdb.relation.create", "relation:"+req.Type+"/"+strconv.FormatInt(req.SourceID, 10)+"->"+strconv.FormatInt(req.TargetID, 10))
-	r, err := a.store.CreateRelation(c.Request().Context(), req.Type, req.SourceID, req.TargetID, change(c))
+	r, err := a.createRelationFor(c, req)
 	if err != nil {
 		return err
 	}
 	return c.JSON(http.StatusCreated, r)
+}
+
+func (a *API) createRelationFor(c echo.Context, req relationRequest) (*schema.Relation, error) {
+	setAudit(c, "cmdb.relation.create", "relation:"+req.Type+"/"+strconv.FormatInt(req.SourceID, 10)+"->"+strconv.FormatInt(req.TargetID, 10))
+	return a.store.CreateRelation(c.Request().Context(), req.Type, req.SourceID, req.TargetID, change(c))
 }
 
 func (a *API) deleteRelation(c echo.Context) error {
@@ -305,11 +344,15 @@ func (a *API) deleteRelation(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	setAudit(c, "cmdb.relation.delete", "relation:"+strconv.FormatInt(id, 10))
-	if err := a.store.DeleteRelation(c.Request().Context(), id, change(c)); err != nil {
+	if err := a.deleteRelationFor(c, id); err != nil {
 		return err
 	}
 	return c.NoContent(http.StatusNoContent)
+}
+
+func (a *API) deleteRelationFor(c echo.Context, id int64) error {
+	setAudit(c, "cmdb.relation.delete", "relation:"+strconv.FormatInt(id, 10))
+	return a.store.DeleteRelation(c.Request().Context(), id, change(c))
 }
 
 func (a *API) listRelationTypes(c echo.Context) error {
@@ -321,12 +364,21 @@ func (a *API) listRelationTypes(c echo.Context) error {
 }
 
 func (a *API) createRelationType(c echo.Context) error {
-	var t schema.RelationType
 	var req relationTypeRequest
 	if err := decodeJSON(c, &req); err != nil {
 		return err
 	}
-	t = schema.RelationType{Name: req.Name, Description: req.Description, Cardinality: req.Cardinality, Acyclic: true, Impact: true}
+	t, err := a.createRelationTypeFor(c, req)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusCreated, t)
+}
+
+// createRelationTypeFor creates a relation type; acyclic and impact
+// default to true when the request leaves them out.
+func (a *API) createRelationTypeFor(c echo.Context, req relationTypeRequest) (*schema.RelationType, error) {
+	t := schema.RelationType{Name: req.Name, Description: req.Description, Cardinality: req.Cardinality, Acyclic: true, Impact: true}
 	if req.Acyclic != nil {
 		t.Acyclic = *req.Acyclic
 	}
@@ -336,11 +388,11 @@ func (a *API) createRelationType(c echo.Context) error {
 	setAudit(c, "cmdb.relation_type.create", "relation_type:"+req.Name)
 	if err := a.store.CreateRelationType(c.Request().Context(), &t); err != nil {
 		if isConflict(err) {
-			return &Error{Status: http.StatusConflict, Code: CodeConflict, Message: "relation type already exists", Fields: map[string]string{"name": "already exists"}}
+			return nil, &Error{Status: http.StatusConflict, Code: CodeConflict, Message: "relation type already exists", Fields: map[string]string{"name": "already exists"}}
 		}
-		return err
+		return nil, err
 	}
-	return c.JSON(http.StatusCreated, t)
+	return &t, nil
 }
 
 type relationTypeRequest struct {

@@ -1,7 +1,6 @@
 package api
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"html"
@@ -16,109 +15,6 @@ import (
 	"github.com/opsflow/opsflow/schema"
 	"github.com/opsflow/opsflow/workflows"
 )
-
-func (a *API) cmdbTypesPage(c echo.Context) error {
-	types, err := a.store.Types(c.Request().Context())
-	if err != nil {
-		return err
-	}
-	return a.render(c, http.StatusOK, "cmdb_types", struct {
-		*page
-		Types []schema.CIType
-	}{a.newPage(c, "CI types", "cmdb"), types})
-}
-
-type attrRow struct{ Name, Value string }
-
-type relRow struct {
-	Type  string
-	Out   bool
-	Other schema.CI
-}
-
-type diffRow struct{ Field, From, To string }
-
-type historyRow struct {
-	schema.CIHistory
-	Fields []diffRow
-}
-
-func show(v any) string {
-	if v == nil {
-		return ""
-	}
-	if s, ok := v.(string); ok {
-		return s
-	}
-	b, _ := json.Marshal(v)
-	return string(b)
-}
-
-func (a *API) cmdbCIPage(c echo.Context) error {
-	id, err := idParam(c, "id")
-	if err != nil {
-		return err
-	}
-	ctx := c.Request().Context()
-	ci, err := a.store.CI(ctx, id)
-	if err != nil {
-		return err
-	}
-	attrs := make([]attrRow, 0, len(ci.Attributes))
-	for k, v := range ci.Attributes {
-		attrs = append(attrs, attrRow{k, show(v)})
-	}
-	sort.Slice(attrs, func(i, j int) bool { return attrs[i].Name < attrs[j].Name })
-	rels, err := a.store.Relations(ctx, schema.RelationFilter{CIID: id, Limit: 500})
-	if err != nil {
-		return err
-	}
-	var rows []relRow
-	for _, r := range rels {
-		otherID, out := r.TargetID, true
-		if r.TargetID == id {
-			otherID, out = r.SourceID, false
-		}
-		other, err := a.store.CI(ctx, otherID)
-		if err != nil {
-			continue
-		}
-		rows = append(rows, relRow{Type: r.Type, Out: out, Other: *other})
-	}
-	impact, err := a.store.Impact(ctx, id, 20)
-	if err != nil {
-		return err
-	}
-	hist, err := a.store.History(ctx, id, 0, 100)
-	if err != nil {
-		return err
-	}
-	hrows := make([]historyRow, len(hist))
-	for i, h := range hist {
-		hrows[i].CIHistory = h
-		for f, d := range h.Diff {
-			hrows[i].Fields = append(hrows[i].Fields, diffRow{f, show(d.From), show(d.To)})
-		}
-		sort.Slice(hrows[i].Fields, func(a, b int) bool { return hrows[i].Fields[a].Field < hrows[i].Fields[b].Field })
-	}
-	up, err := a.store.Graph(ctx, id, schema.Up, 2)
-	if err != nil {
-		return err
-	}
-	down, err := a.store.Graph(ctx, id, schema.Down, 2)
-	if err != nil {
-		return err
-	}
-	return a.render(c, http.StatusOK, "cmdb_ci", struct {
-		*page
-		CI        *schema.CI
-		Attrs     []attrRow
-		Relations []relRow
-		Impact    []schema.GraphNode
-		History   []historyRow
-		SVG       template.HTML
-	}{a.newPage(c, ci.Name, "cmdb"), ci, attrs, rows, impact, hrows, topologySVG(up, down)})
-}
 
 // topologySVG draws the graph around a CI in rows: what depends on it
 // above, what it depends on below.

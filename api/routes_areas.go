@@ -3,6 +3,5 @@ package api
 // Route groups of the web console's areas, each filled in beside its
 // handlers. An empty group is an area not built yet.
 
-func (a *API) jobPageRoutes() []route  { return nil } // job preview, host table and CSV, schedules
-func (a *API) cmdbPageRoutes() []route { return nil } // CI, label, type and relation editing
-func (a *API) consoleRoutes() []route  { return nil } // home, API reference
+func (a *API) jobPageRoutes() []route { return nil } // job preview, host table and CSV, schedules
+func (a *API) consoleRoutes() []route { return nil } // home, API reference

@@ -39,6 +39,25 @@ type liveState struct {
 	Progress          any        `json:"progress,omitempty"`
 }
 
+// runProgress asks a running workflow how far it is, for the types that
+// answer; nil when it cannot tell.
+func (a *API) runProgress(ctx context.Context, workflowID, workflowType string) any {
+	var p any
+	switch workflowType {
+	case "Demo":
+		p = new(workflows.DemoProgress)
+	case "DiscoverHosts":
+		p = new(workflows.DiscoveryProgress)
+	default:
+		return nil
+	}
+	res, err := a.temporal.QueryWorkflow(ctx, workflowID, "", workflows.QueryProgress)
+	if err != nil || res.Get(p) != nil {
+		return nil
+	}
+	return p
+}
+
 func (a *API) view(r schema.Run) runView {
 	return runView{Run: r, TemporalURL: a.temporalURL(r.WorkflowID, r.RunID)}
 }
@@ -91,13 +110,8 @@ func (a *API) runDetail(ctx context.Context, id string) (runView, error) {
 		t := ct.AsTime()
 		live.CloseTime = &t
 	}
-	if live.Status == schema.RunRunning && info.GetType().GetName() == "Demo" {
-		if res, err := a.temporal.QueryWorkflow(ctx, r.WorkflowID, "", workflows.QueryProgress); err == nil {
-			var p workflows.DemoProgress
-			if res.Get(&p) == nil {
-				live.Progress = p
-			}
-		}
+	if live.Status == schema.RunRunning {
+		live.Progress = a.runProgress(ctx, r.WorkflowID, info.GetType().GetName())
 	}
 	v.Live = live
 	if v.RunID == "" {

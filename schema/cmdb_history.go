@@ -117,3 +117,44 @@ func (s *Store) PruneEvents(ctx context.Context, keep time.Duration, now time.Ti
 	n, _ := res.RowsAffected()
 	return n, nil
 }
+
+// CIRef names a CI that may since have been deleted.
+type CIRef struct {
+	ID      int64
+	Type    string
+	Name    string
+	Deleted bool
+}
+
+// CIRefs names the CIs ids, for pages that show history by name: a CI
+// deleted since is named by the last name its history recorded.
+func (s *Store) CIRefs(ctx context.Context, ids []int64) (map[int64]CIRef, error) {
+	out := map[int64]CIRef{}
+	if len(ids) == 0 {
+		return out, nil
+	}
+	var live []CI
+	if err := s.DB.NewSelect().Model(&live).Column("id", "type", "name").Where("id IN (?)", bun.In(ids)).Scan(ctx); err != nil {
+		return nil, fmt.Errorf("store: ci refs: %w", err)
+	}
+	for _, c := range live {
+		out[c.ID] = CIRef{ID: c.ID, Type: c.Type, Name: c.Name}
+	}
+	var gone []int64
+	for _, id := range ids {
+		if _, ok := out[id]; !ok {
+			gone = append(gone, id)
+		}
+	}
+	if len(gone) == 0 {
+		return out, nil
+	}
+	var hs []CIHistory
+	if err := s.DB.NewSelect().Model(&hs).Column("ci_id", "ci_type", "ci_name").Where("ci_id IN (?)", bun.In(gone)).Order("id").Scan(ctx); err != nil {
+		return nil, fmt.Errorf("store: ci refs: %w", err)
+	}
+	for _, h := range hs {
+		out[h.CIID] = CIRef{ID: h.CIID, Type: h.CIType, Name: h.CIName, Deleted: true}
+	}
+	return out, nil
+}

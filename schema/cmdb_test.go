@@ -324,3 +324,36 @@ func TestRelationsGraphImpactAndFeed(t *testing.T) {
 		})
 	}
 }
+
+// TestCIRefsNameDeletedCIs: history shows relations by name, also to a CI
+// deleted since (named as its history last recorded it).
+func TestCIRefsNameDeletedCIs(t *testing.T) {
+	ctx := context.Background()
+	for engine, s := range stores(t) {
+		t.Run(string(engine), func(t *testing.T) {
+			p := fmt.Sprintf("refs-%s-%d-", engine, time.Now().UnixNano())
+			kept := mustCI(t, s, "host", p+"kept", nil, nil)
+			gone := mustCI(t, s, "host", p+"gone", nil, nil)
+			name := p + "renamed"
+			if _, err := s.UpdateCI(ctx, gone.ID, gone.Version, schema.CIPatch{Name: &name}, schema.Change{Actor: "tester"}); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.DeleteCI(ctx, gone.ID, false, schema.Change{Actor: "tester"}); err != nil {
+				t.Fatal(err)
+			}
+			refs, err := s.CIRefs(ctx, []int64{kept.ID, gone.ID, 1 << 40})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r := refs[kept.ID]; r.Name != p+"kept" || r.Type != "host" || r.Deleted {
+				t.Errorf("kept: %+v", r)
+			}
+			if r := refs[gone.ID]; r.Name != name || !r.Deleted {
+				t.Errorf("deleted: %+v", r)
+			}
+			if _, ok := refs[1<<40]; ok {
+				t.Errorf("a CI that never was is named: %+v", refs[1<<40])
+			}
+		})
+	}
+}

@@ -101,6 +101,9 @@ func lastAddr(p netip.Prefix) netip.Addr {
 // is recorded as made by this run.
 func DiscoverHosts(ctx workflow.Context, in DiscoverHostsInput) (DiscoverHostsResult, error) {
 	r := &discoveryRun{in: in}
+	if err := r.setup(ctx); err != nil {
+		return DiscoverHostsResult{}, err
+	}
 	res, err := r.run(ctx)
 	return res, finishRun(ctx, fmt.Sprintf("%d hosts: %d created, %d updated, %d unchanged, %d failed",
 		res.Hosts, res.Created, res.Updated, res.Unchanged, len(res.Failed)), err)
@@ -109,6 +112,25 @@ func DiscoverHosts(ctx workflow.Context, in DiscoverHostsInput) (DiscoverHostsRe
 type discoveryRun struct {
 	in  DiscoverHostsInput
 	res DiscoverHostsResult
+}
+
+// DiscoveryProgress is how far a discovery run is, for its page: hosts
+// inspected so far of Total, and how many were recorded or failed.
+type DiscoveryProgress struct {
+	Total      int `json:"total"`
+	Done       int `json:"done"`
+	Discovered int `json:"discovered"`
+	Failed     int `json:"failed"`
+}
+
+// setup answers the progress query; a query adds nothing to the history,
+// so runs started before it replay unchanged.
+func (r *discoveryRun) setup(ctx workflow.Context) error {
+	return workflow.SetQueryHandler(ctx, QueryProgress, func() (DiscoveryProgress, error) {
+		p := DiscoveryProgress{Total: r.res.Hosts, Discovered: r.res.Created + r.res.Updated + r.res.Unchanged, Failed: len(r.res.Failed)}
+		p.Done = p.Discovered + p.Failed
+		return p, nil
+	})
 }
 
 func (r *discoveryRun) run(ctx workflow.Context) (DiscoverHostsResult, error) {
