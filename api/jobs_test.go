@@ -166,9 +166,11 @@ if [ "$OPSFLOW_HOST_INDEX" = "$FAIL_INDEX" ]; then echo failing >&2; exit 3; fi`
 	b["params"].(map[string]any)["FAIL_INDEX"] = -1
 	b["policy"] = map[string]any{"concurrency": "1", "batch": "1", "pause_after_first_batch": true}
 	pj := start(b)
+	// The workflow pauses (its progress says so) a moment before the
+	// job's row records it: wait for both.
 	eventually(t, 60*time.Second, "paused after the first batch", func() bool {
 		cur := e.job(pj.ID)
-		return cur.Progress != nil && cur.Progress.Paused && cur.Progress.Succeeded == 1
+		return cur.Progress != nil && cur.Progress.Paused && cur.Progress.Succeeded == 1 && cur.Status == schema.JobPaused
 	})
 	if cur := e.job(pj.ID); cur.Counts["pending"] != 2 || cur.Status != schema.JobPaused {
 		t.Fatalf("while paused: %+v", cur)

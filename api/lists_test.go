@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -53,16 +54,39 @@ type pageResp struct {
 
 func (e *env) listPage(t *testing.T, role, path string) pageResp {
 	t.Helper()
+	var p pageResp
+	e.listInto(t, role, path, &p)
+	return p
+}
+
+// pagingResp is any list's paging fields, whatever its items (runs are
+// identified by strings, the other lists by numbers).
+type pagingResp struct {
+	Items []json.RawMessage `json:"items"`
+	Next  string            `json:"next_cursor"`
+	Prev  string            `json:"prev_cursor"`
+	Total *int              `json:"total"`
+}
+
+func (e *env) listPaging(t *testing.T, role, path string) pagingResp {
+	t.Helper()
+	var p pagingResp
+	e.listInto(t, role, path, &p)
+	return p
+}
+
+func (e *env) listInto(t *testing.T, role, path string, v any) {
+	t.Helper()
 	res := e.do(http.MethodGet, path, role, nil)
 	if res.Status != http.StatusOK {
 		t.Fatalf("%s: %d %s", path, res.Status, res.Body)
 	}
-	var p pageResp
-	res.json(t, &p)
-	if p.Total == nil {
+	res.json(t, v)
+	var total struct{ Total *int }
+	res.json(t, &total)
+	if total.Total == nil {
 		t.Fatalf("%s: no total in %s", path, res.Body)
 	}
-	return p
 }
 
 // TestListEndpointsPageAndFilter: the job list honours its filters, pages
@@ -155,14 +179,14 @@ func TestListEndpointsPageAndFilter(t *testing.T) {
 
 	// Every list answers with the same paging fields.
 	for _, path := range []string{"/api/v1/runs?limit=2", "/api/v1/cmdb/cis?sort=name&limit=2", "/api/v1/approvals?sort=created", "/api/v1/audit?actor=nobody-" + p} {
-		e.listPage(t, "admin", path)
+		e.listPaging(t, "admin", path)
 	}
 	for _, a := range []string{"lists.one", "lists.two", "lists.one"} {
 		if err := e.store.AppendAudit(context.Background(), &schema.AuditEntry{Actor: by, Action: a, Target: "t:" + p}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if got := e.listPage(t, "admin", "/api/v1/audit?action=lists.one&actor="+url.QueryEscape(by)); *got.Total != 2 {
+	if got := e.listPaging(t, "admin", "/api/v1/audit?action=lists.one&actor="+url.QueryEscape(by)); *got.Total != 2 {
 		t.Fatalf("audit by action: %+v", got)
 	}
 	if res := e.do(http.MethodGet, "/api/v1/audit", "viewer", nil); res.Status != http.StatusForbidden {
