@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"github.com/opsflow/opsflow/activities"
 	"io"
 	"log/slog"
 	"net/http"
@@ -13,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/opsflow/opsflow/activities"
 
 	"github.com/opsflow/opsflow/internal/metrics"
 	"github.com/opsflow/opsflow/internal/secret"

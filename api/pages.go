@@ -45,8 +45,12 @@ func loadPages() (*pages, error) {
 	funcs["inc"] = func(i int) int { return i + 1 }
 	p := &pages{byName: map[string]*template.Template{}}
 	for _, name := range []string{"login", "runs", "run", "error", "docs", "cmdb", "cmdb_types", "cmdb_ci", "cmdb_import", "cmdb_discover",
-		"scripts", "script", "script_edit", "jobs", "job_new", "job", "job_host", "approvals", "approval", "approval_link"} {
-		t, err := template.New(name).Funcs(funcs).ParseFS(ui.Templates, "templates/layout.html", "templates/"+name+".html")
+		"scripts", "script", "script_edit", "jobs", "job_new", "job", "job_host", "confirm", "schedules", "schedule_new", "approvals", "approval", "approval_link"} {
+		files := []string{"templates/layout.html", "templates/" + name + ".html"}
+		for _, part := range partials[name] {
+			files = append(files, "templates/"+part+".html")
+		}
+		t, err := template.New(name).Funcs(funcs).ParseFS(ui.Templates, files...)
 		if err != nil {
 			return nil, fmt.Errorf("ui: parse %s: %w", name, err)
 		}
@@ -59,6 +63,9 @@ func loadPages() (*pages, error) {
 	p.static = http.StripPrefix("/static/", http.FileServer(http.FS(sub)))
 	return p, nil
 }
+
+// partials are the templates a page uses besides its own and the layout.
+var partials = map[string][]string{"job_new": {"job_params"}, "schedule_new": {"job_params"}}
 
 // page is the data every template sees.
 type page struct {
