@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/labstack/echo/v4"
 	"github.com/opsflow/opsflow/schema"
+	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/client"
 )
 
@@ -62,9 +64,16 @@ type scheduleRow struct {
 	Def *schema.JobSchedule
 }
 
+// maxScheduleRows bounds the schedules one page describes.
+const maxScheduleRows = 200
+
+// schedulesPage lists the job schedules and discovery schedules. The
+// Temporal list lags behind changes (a schedule just made, paused or
+// deleted shows as it was), so each schedule, listed or defined here, is
+// described afresh, and one gone is left out.
 func (a *API) schedulesPage(c echo.Context) error {
 	ctx := c.Request().Context()
-	jobs, discoveries, err := a.scheduleLists(ctx)
+	jobs, listed, err := a.scheduleLists(ctx)
 	if err != nil {
 		return err
 	}
@@ -73,12 +82,42 @@ func (a *API) schedulesPage(c echo.Context) error {
 		return err
 	}
 	byName := map[string]*schema.JobSchedule{}
+	var names []string
 	for i := range defs {
 		byName[defs[i].Name] = &defs[i]
+		names = append(names, defs[i].Name)
 	}
-	rows := make([]scheduleRow, len(jobs))
-	for i, v := range jobs {
-		rows[i] = scheduleRow{scheduleView: v, Def: byName[v.Name]}
+	for _, v := range jobs {
+		if byName[v.Name] == nil {
+			names = append(names, v.Name)
+		}
+	}
+	slices.Sort(names)
+	names = slices.Compact(names)
+	var rows []scheduleRow
+	var nf *serviceerror.NotFound
+	for _, name := range names[:min(len(names), maxScheduleRows)] {
+		v, err := a.scheduleState(ctx, name)
+		if errors.As(err, &nf) {
+			continue
+		} else if err != nil {
+			return err
+		}
+		rows = append(rows, scheduleRow{scheduleView: v, Def: byName[name]})
+	}
+	var discoveries []discoveryScheduleView
+	for _, v := range listed[:min(len(listed), maxScheduleRows)] {
+		d, err := a.temporal.ScheduleClient().GetHandle(ctx, v.ID).Describe(ctx)
+		if errors.As(err, &nf) {
+			continue
+		} else if err != nil {
+			return err
+		}
+		v.NextRuns, v.Cron = d.Info.NextActionTimes, cronOf(d.Schedule.Spec)
+		if d.Schedule.State != nil {
+			v.Paused = d.Schedule.State.Paused
+		}
+		discoveries = append(discoveries, v)
 	}
 	p := a.newPage(c, "Schedules", "schedules")
 	return a.render(c, http.StatusOK, "schedules", struct {

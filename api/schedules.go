@@ -147,9 +147,19 @@ func (a *API) saveSchedule(ctx context.Context, row *schema.JobSchedule) error {
 }
 
 func (a *API) describeSchedule(c echo.Context, name string, status int) error {
-	d, err := a.temporal.ScheduleClient().GetHandle(c.Request().Context(), workflows.JobScheduleID(name)).Describe(c.Request().Context())
+	v, err := a.scheduleState(c.Request().Context(), name)
 	if err != nil {
 		return scheduleErr(err)
+	}
+	return c.JSON(status, v)
+}
+
+// scheduleState is job schedule name as Temporal has it now (the list
+// lags behind changes; a describe does not).
+func (a *API) scheduleState(ctx context.Context, name string) (scheduleView, error) {
+	d, err := a.temporal.ScheduleClient().GetHandle(ctx, workflows.JobScheduleID(name)).Describe(ctx)
+	if err != nil {
+		return scheduleView{}, err
 	}
 	v := scheduleView{Name: name, NextRuns: d.Info.NextActionTimes, Cron: cronOf(d.Schedule.Spec)}
 	if d.Schedule.State != nil {
@@ -160,7 +170,7 @@ func (a *API) describeSchedule(c echo.Context, name string, status int) error {
 			v.RecentRuns = append(v.RecentRuns, "job:"+r.StartWorkflowResult.WorkflowID)
 		}
 	}
-	return c.JSON(status, v)
+	return v, nil
 }
 
 func scheduleErr(err error) error {
