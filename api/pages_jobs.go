@@ -91,7 +91,8 @@ func (a *API) jobNewData(c echo.Context, scriptID, version int64) (*jobNewPage, 
 	if err != nil {
 		return nil, err
 	}
-	creds, err := a.loginCredentials(ctx, true)
+	// The local transport is admin-only: others are not offered it.
+	creds, err := a.loginCredentials(ctx, userOf(c).Role == schema.RoleAdmin)
 	if err != nil {
 		return nil, err
 	}
