@@ -244,6 +244,16 @@ func hostRows(hs []schema.JobHost) []hostRow {
 
 var hostStates = []string{schema.HostPending, schema.HostRunning, schema.HostSucceeded, schema.HostFailed, schema.HostSkipped}
 
+// hostStateParam is the ?state= a host list is narrowed to, if any.
+func hostStateParam(c echo.Context) (string, error) {
+	state := c.QueryParam("state")
+	if state != "" && !slices.Contains(hostStates, state) {
+		return "", &Error{Status: http.StatusBadRequest, Code: CodeBadRequest, Message: "invalid state",
+			Fields: map[string]string{"state": "must be pending, running, succeeded, failed or skipped"}}
+	}
+	return state, nil
+}
+
 type stateCount struct {
 	State string
 	N     int
@@ -284,10 +294,9 @@ func (a *API) jobPage(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	state := c.QueryParam("state")
-	if state != "" && !slices.Contains(hostStates, state) {
-		return &Error{Status: http.StatusBadRequest, Code: CodeBadRequest, Message: "invalid state",
-			Fields: map[string]string{"state": "must be pending, running, succeeded, failed or skipped"}}
+	state, err := hostStateParam(c)
+	if err != nil {
+		return err
 	}
 	matched := j.Total
 	if state != "" {
@@ -337,10 +346,9 @@ func (a *API) jobHostsCSV(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	state := c.QueryParam("state")
-	if state != "" && !slices.Contains(hostStates, state) {
-		return &Error{Status: http.StatusBadRequest, Code: CodeBadRequest, Message: "invalid state",
-			Fields: map[string]string{"state": "must be pending, running, succeeded, failed or skipped"}}
+	state, err := hostStateParam(c)
+	if err != nil {
+		return err
 	}
 	name := fmt.Sprintf("job-%d-hosts", j.ID)
 	if state != "" {
@@ -443,7 +451,7 @@ func (a *API) jobControlForm(c echo.Context) error {
 	if update == "" {
 		return newError(http.StatusNotFound, CodeNotFound, "no such action")
 	}
-	if op == "abort" && !confirmed(c) {
+	if op == "abort" && j.EndedAt == nil && !confirmed(c) {
 		return a.confirmPage(c, confirmation{Title: fmt.Sprintf("Abort job #%d?", j.ID),
 			Message: fmt.Sprintf("Hosts not yet run (%d of %d are not done) will be skipped; hosts running now are stopped. This cannot be undone.", j.Total-a.doneHosts(c, j), j.Total),
 			Action:  c.Request().URL.Path, Button: "Abort the job", Danger: true, Back: jobURL(j)})

@@ -49,16 +49,21 @@ func (a *API) scriptNewPage(c echo.Context) error {
 		Params: []paramRow{{Type: schema.ParamString}}, Interpreters: schema.Interpreters, ParamTypes: paramTypes})
 }
 
-func (a *API) scriptEditPage(c echo.Context) error {
+// scriptParam is the script named by the :id of the path.
+func (a *API) scriptParam(c echo.Context) (*schema.Script, error) {
 	id, err := idParam(c, "id")
 	if err != nil {
-		return err
+		return nil, err
 	}
-	sc, err := a.store.Script(c.Request().Context(), id)
+	return a.store.Script(c.Request().Context(), id)
+}
+
+func (a *API) scriptEditPage(c echo.Context) error {
+	sc, err := a.scriptParam(c)
 	if err != nil {
 		return err
 	}
-	v, err := a.store.ScriptVersion(c.Request().Context(), id, sc.LatestVersion)
+	v, err := a.store.ScriptVersion(c.Request().Context(), sc.ID, sc.LatestVersion)
 	if err != nil {
 		return err
 	}
@@ -204,11 +209,7 @@ func (a *API) scriptSubmit(c echo.Context, sc *schema.Script) error {
 func (a *API) scriptCreateForm(c echo.Context) error { return a.scriptSubmit(c, nil) }
 
 func (a *API) scriptVersionForm(c echo.Context) error {
-	id, err := idParam(c, "id")
-	if err != nil {
-		return err
-	}
-	sc, err := a.store.Script(c.Request().Context(), id)
+	sc, err := a.scriptParam(c)
 	if err != nil {
 		return err
 	}
@@ -254,16 +255,12 @@ func lineDiff(a, b string) []diffLine {
 }
 
 func (a *API) scriptPage(c echo.Context) error {
-	id, err := idParam(c, "id")
+	sc, err := a.scriptParam(c)
 	if err != nil {
 		return err
 	}
 	ctx := c.Request().Context()
-	sc, err := a.store.Script(ctx, id)
-	if err != nil {
-		return err
-	}
-	vs, err := a.store.ScriptVersions(ctx, id)
+	vs, err := a.store.ScriptVersions(ctx, sc.ID)
 	if err != nil {
 		return err
 	}

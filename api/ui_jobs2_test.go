@@ -397,3 +397,42 @@ func TestSchedulesPagesInBrowser(t *testing.T) {
 		t.Fatalf("deleted discovery schedule still listed: %q", dl)
 	}
 }
+
+// TestJobPagesByRole: a viewer reads a job page and its hosts' CSV but is
+// shown no control, and its posts to the job's forms are refused; a bad
+// state filter is a 400 naming the field.
+func TestJobPagesByRole(t *testing.T) {
+	e := newEnv(t)
+	p := fmt.Sprintf("role%d", time.Now().UnixNano())
+	sid := e.script(p, `[ "$OPSFLOW_HOST_INDEX" = 1 ] && { echo '=1+1' >&2; exit 3; }; true`, nil)
+	r := e.do(http.MethodPost, "/api/v1/jobs", "admin", map[string]any{"script_id": sid,
+		"targets": map[string]any{"hosts": []string{"a." + p, "b." + p, "c." + p}, "transport": "local"}})
+	var j jobResp
+	r.json(t, &j)
+	if r.Status != http.StatusCreated {
+		t.Fatalf("job: %d %s", r.Status, r.Body)
+	}
+	e.waitJob(j.ID, schema.JobFailed)
+	page := e.do(http.MethodGet, fmt.Sprintf("/jobs/%d", j.ID), "viewer", nil)
+	body := string(page.Body)
+	if page.Status != http.StatusOK || strings.Contains(body, `id="op-`) || strings.Contains(body, `id="retry-failed"`) || !strings.Contains(body, `id="host-table"`) {
+		t.Fatalf("viewer's job page: %d\n%s", page.Status, body)
+	}
+	if op := e.do(http.MethodGet, fmt.Sprintf("/jobs/%d", j.ID), "operator", nil); !strings.Contains(string(op.Body), `id="retry-failed"`) || strings.Contains(string(op.Body), `id="op-pause"`) {
+		t.Fatalf("operator's page of an ended job: retry missing or controls shown\n%s", op.Body)
+	}
+	for _, path := range []string{"/abort", "/pause", "/retry-failed", "/concurrency"} {
+		if r := e.do(http.MethodPost, fmt.Sprintf("/jobs/%d%s", j.ID, path), "viewer", nil); r.Status != http.StatusForbidden {
+			t.Errorf("viewer POST %s: %d", path, r.Status)
+		}
+	}
+	csv := e.do(http.MethodGet, fmt.Sprintf("/jobs/%d/hosts.csv?state=failed", j.ID), "viewer", nil)
+	lines := strings.Split(strings.TrimSpace(string(csv.Body)), "\n")
+	if csv.Status != http.StatusOK || !strings.HasPrefix(csv.Header.Get("Content-Type"), "text/csv") || len(lines) != 2 ||
+		!strings.HasPrefix(lines[1], "1,b."+p+",failed,3,1,") {
+		t.Fatalf("failed hosts CSV: %d %s\n%s", csv.Status, csv.Header, csv.Body)
+	}
+	if bad := e.do(http.MethodGet, fmt.Sprintf("/jobs/%d?state=bogus", j.ID), "viewer", nil); bad.Status != http.StatusBadRequest || !strings.Contains(string(bad.Body), "state") {
+		t.Fatalf("bad state filter: %d %s", bad.Status, bad.Body)
+	}
+}
