@@ -29,6 +29,32 @@ func shown(ctx context.Context, ids ...string) map[string]bool {
 	return out
 }
 
+// narrowOverflow lists the pages (paths) whose main content is wider
+// than a 360 px screen; the page is left at 360 px.
+func narrowOverflow(t *testing.T, ctx context.Context, base string, paths ...string) []string {
+	t.Helper()
+	var wide []string
+	for _, path := range paths {
+		if err := chromedp.Do(ctx, chromedp.EmulateViewport(360, 800), chromedp.Navigate(base+path), chromedp.WaitVisible(chromedp.CSS("main"))); err != nil {
+			t.Fatalf("%s at 360 px: %v", path, err)
+		}
+		over, err := chromedp.Run(ctx, chromedp.Evaluate[int](`(function () { var m = document.querySelector("main"); return m.scrollWidth - m.clientWidth; })()`))
+		if err != nil || over > 0 {
+			// Name the widest elements, for the message.
+			who, _ := chromedp.Run(ctx, chromedp.Evaluate[[]string](`(function () {
+				var right = document.querySelector("main").getBoundingClientRect().right, out = [];
+				document.querySelectorAll("main *").forEach(function (e) {
+					var r = e.getBoundingClientRect().right;
+					if (r > right + 1 && !e.closest(".scroll") && out.length < 6) out.push(e.tagName + (e.id ? "#" + e.id : "") + (e.className ? "." + e.className : "") + " " + Math.round(r));
+				});
+				return out;
+			})()`))
+			wide = append(wide, fmt.Sprintf("%s (%d px, %v: %v)", path, over, err, who))
+		}
+	}
+	return wide
+}
+
 // valueOf reads an input's value.
 func valueOf(t *testing.T, ctx context.Context, id string) string {
 	t.Helper()
@@ -299,6 +325,10 @@ func TestJobPreviewConfirmsManyHostsInBrowser(t *testing.T) {
 	if rows != hostPageSize {
 		t.Fatalf("%d rows on the first page, want %d", rows, hostPageSize)
 	}
+	loc, _ := chromedp.Run(ctx, chromedp.Location())
+	if wide := narrowOverflow(t, ctx, "", loc); len(wide) > 0 {
+		t.Errorf("the job page is wider than 360 px: %v", wide)
+	}
 	do("next page", chromedp.Click(chromedp.ID("hosts-next")), chromedp.WaitVisible(chromedp.ID("hosts-prev")))
 	rows, _ = chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll("#host-table tbody tr").length`))
 	if rows != n-hostPageSize || !strings.Contains(text("host-table"), list[n-1]) {
@@ -383,7 +413,11 @@ func TestSchedulesPagesInBrowser(t *testing.T) {
 		t.Errorf("viewer GET /schedules/new: %d", r.Status)
 	}
 
-	do("delete", chromedp.Click(chromedp.ID("delete-"+name)), chromedp.WaitVisible(chromedp.ID("confirm-yes")))
+	if wide := narrowOverflow(t, ctx, e.srv.URL, "/schedules", fmt.Sprintf("/schedules/new?script=%d", sid), "/scripts/new", fmt.Sprintf("/scripts/%d?from=1&to=1", sid),
+		fmt.Sprintf("/jobs/new?script=%d", sid)); len(wide) > 0 {
+		t.Errorf("wider than 360 px: %v", wide)
+	}
+	do("delete", chromedp.Navigate(e.srv.URL+"/schedules"), chromedp.Click(chromedp.ID("delete-"+name)), chromedp.WaitVisible(chromedp.ID("confirm-yes")))
 	if _, err := e.store.JobScheduleByName(context.Background(), name); err != nil {
 		t.Fatalf("the confirmation step deleted already: %v", err)
 	}
