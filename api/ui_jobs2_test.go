@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -55,6 +57,16 @@ func narrowOverflow(t *testing.T, ctx context.Context, base string, paths ...str
 	return wide
 }
 
+// text2 reads the text of the element a CSS selector finds.
+func text2(t *testing.T, ctx context.Context, sel string) string {
+	t.Helper()
+	s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
+	if err != nil {
+		t.Fatalf("text of %s: %v", sel, err)
+	}
+	return s
+}
+
 // valueOf reads an input's value.
 func valueOf(t *testing.T, ctx context.Context, id string) string {
 	t.Helper()
@@ -85,7 +97,22 @@ func TestScriptEditorJobControlsAndHostTableInBrowser(t *testing.T) {
 	e.browserLogin(ctx, op.Username, "operator-password-1")
 
 	// Two parameters through the editor; "Add parameter" brings a row.
-	content := "echo \"hi $WHO x$TIMES\"\nsleep 4\n[ \"$OPSFLOW_HOST_INDEX\" = 1 ] && exit 4\ntrue"
+	// Each job's hosts wait (up to 3 minutes) for a file named by the
+	// job, which the test writes when the job may go on: the states are
+	// the test's to set.
+	gate := filepath.Join(t.TempDir(), "go")
+	release := func() {
+		t.Helper()
+		loc, err := chromedp.Run(ctx, chromedp.Location())
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, _, _ := strings.Cut(loc[strings.Index(loc, "/jobs/")+len("/jobs/"):], "?")
+		if err := os.WriteFile(gate+"-"+id, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	content := "echo \"hi $WHO x$TIMES\"\nfor i in $(seq 900); do [ -e " + gate + "-$OPSFLOW_JOB ] && break; sleep 0.2; done\n[ \"$OPSFLOW_HOST_INDEX\" = 1 ] && exit 4\ntrue"
 	do("new script", chromedp.Navigate(e.srv.URL+"/scripts/new"),
 		chromedp.SendKeys(chromedp.ID("s-name"), p),
 		chromedp.SendKeys(chromedp.ID("s-description"), "greets hosts"),
@@ -192,14 +219,22 @@ func TestScriptEditorJobControlsAndHostTableInBrowser(t *testing.T) {
 	if st := text("job-status"); st != schema.JobRunning && st != schema.JobQueued {
 		t.Fatalf("status %q", st)
 	}
-	do("pause", chromedp.Click(chromedp.ID("op-pause")))
+	do("pause", chromedp.Click(chromedp.ID("op-pause")), chromedp.WaitVisible(chromedp.CSS(".flash")))
+	if f := strings.TrimSpace(text2(t, ctx, ".flash")); !strings.Contains(f, "Done") {
+		js, _ := e.store.Jobs(context.Background(), 1)
+		t.Fatalf("pause: %q; job %+v", f, js)
+	}
 	eventually(t, 30*time.Second, "the job paused", func() bool {
 		s, err := chromedp.Run(ctx, chromedp.Text(chromedp.ID("job-status")))
 		return err == nil && s == schema.JobPaused
 	})
 	want("paused: resume, abort", "op-resume", "op-abort")
+	if c := text("count-running"); c != "1" {
+		t.Fatalf("running count %q", c)
+	}
 	// The counts line follows the hosts: the first one finishes while
 	// the job is paused.
+	release()
 	eventually(t, 30*time.Second, "counts: one succeeded", func() bool {
 		s, err := chromedp.Run(ctx, chromedp.Text(chromedp.ID("count-succeeded")))
 		return err == nil && s == "1"
