@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/opsflow/opsflow/activities"
 	"io"
 	"log/slog"
 	"net/http"
@@ -12,8 +13,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/opsflow/opsflow/activities"
 
 	"github.com/opsflow/opsflow/internal/metrics"
 	"github.com/opsflow/opsflow/internal/secret"

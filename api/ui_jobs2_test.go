@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -208,7 +209,7 @@ func TestScriptEditorJobControlsAndHostTableInBrowser(t *testing.T) {
 		eventually(t, 60*time.Second, what, func() bool {
 			s := shown(ctx, controls...)
 			for _, id := range controls {
-				if s[id] != contains(visible, id) {
+				if s[id] != slices.Contains(visible, id) {
 					return false
 				}
 			}
@@ -248,7 +249,7 @@ func TestScriptEditorJobControlsAndHostTableInBrowser(t *testing.T) {
 	})
 	eventually(t, 60*time.Second, "the job failed", func() bool {
 		s, err := chromedp.Run(ctx, chromedp.Text(chromedp.ID("job-status")))
-		if err == nil && s != schema.JobFailed && !contains([]string{schema.JobRunning, schema.JobQueued}, s) {
+		if err == nil && s != schema.JobFailed && !slices.Contains([]string{schema.JobRunning, schema.JobQueued}, s) {
 			t.Fatalf("status %q", s)
 		}
 		return err == nil && s == schema.JobFailed
@@ -303,15 +304,6 @@ func TestScriptEditorJobControlsAndHostTableInBrowser(t *testing.T) {
 		s := shown(ctx, "op-pause", "op-resume", "op-abort", "set-concurrency", "ended")
 		return !s["op-pause"] && !s["op-resume"] && !s["op-abort"] && !s["set-concurrency"] && !s["ended"]
 	})
-}
-
-func contains(ss []string, s string) bool {
-	for _, x := range ss {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // TestJobPreviewConfirmsManyHostsInBrowser: a run over more than
