@@ -183,29 +183,9 @@ type discoveryScheduleView struct {
 // Temporal Schedules carry the addresses and a credential's ID, no
 // secret.
 func (a *API) listDiscoverySchedules(c echo.Context) error {
-	it, err := a.temporal.ScheduleClient().List(c.Request().Context(), client.ScheduleListOptions{PageSize: 100})
+	_, items, err := a.scheduleLists(c.Request().Context())
 	if err != nil {
 		return err
-	}
-	items := []discoveryScheduleView{}
-	for it.HasNext() {
-		e, err := it.Next()
-		if err != nil {
-			return err
-		}
-		if !strings.HasPrefix(e.ID, workflows.DiscoverySchedulePrefix) {
-			continue
-		}
-		v := discoveryScheduleView{ID: e.ID, Paused: e.Paused, NextRuns: e.NextActionTimes}
-		if e.Spec != nil {
-			v.Cron = e.Spec.CronExpressions
-		}
-		for _, r := range e.RecentActions {
-			if r.StartWorkflowResult != nil {
-				v.RecentRuns = append(v.RecentRuns, r.StartWorkflowResult.WorkflowID)
-			}
-		}
-		items = append(items, v)
 	}
 	return c.JSON(http.StatusOK, map[string]any{"items": items})
 }
@@ -214,7 +194,13 @@ func (a *API) listDiscoverySchedules(c echo.Context) error {
 // schedule_id its creation returned (discovery:sched-…) or its part after
 // "discovery:".
 func (a *API) deleteDiscoverySchedule(c echo.Context) error {
-	id := c.Param("id")
+	if err := a.removeDiscoverySchedule(c, c.Param("id")); err != nil {
+		return err
+	}
+	return c.NoContent(http.StatusNoContent)
+}
+
+func (a *API) removeDiscoverySchedule(c echo.Context, id string) error {
 	if !strings.HasPrefix(id, workflows.DiscoverySchedulePrefix) {
 		id = workflows.KindDiscovery + ":" + id
 	}
@@ -224,8 +210,5 @@ func (a *API) deleteDiscoverySchedule(c echo.Context) error {
 		return newError(http.StatusNotFound, CodeNotFound, "no such discovery schedule")
 	}
 	ctx := c.Request().Context()
-	if err := a.temporal.ScheduleClient().GetHandle(ctx, id).Delete(ctx); err != nil {
-		return scheduleErr(err)
-	}
-	return c.NoContent(http.StatusNoContent)
+	return scheduleErr(a.temporal.ScheduleClient().GetHandle(ctx, id).Delete(ctx))
 }

@@ -34,9 +34,13 @@ func loadPages() (*pages, error) {
 	funcs["state"] = stateBadge
 	p := &pages{byName: map[string]*template.Template{}}
 	for _, name := range []string{"login", "runs", "run", "error", "docs", "cmdb", "cmdb_types", "cmdb_ci", "cmdb_import", "cmdb_discover", "cmdb_ci_form", "cmdb_confirm", "cmdb_type_edit",
-		"scripts", "script", "script_edit", "jobs", "job_new", "job", "job_host", "approvals", "approval", "approval_link",
+		"scripts", "script", "script_edit", "jobs", "job_new", "job", "job_host", "job_confirm", "schedules", "schedule_new", "approvals", "approval", "approval_link",
 		"account", "users", "credentials", "groups", "policies", "risk_rules", "chat_identities", "confirm", "home", "audit"} {
-		t, err := template.New(name).Funcs(funcs).ParseFS(ui.Templates, "templates/layout.html", "templates/"+name+".html")
+		files := []string{"templates/layout.html", "templates/" + name + ".html"}
+		for _, part := range partials[name] {
+			files = append(files, "templates/"+part+".html")
+		}
+		t, err := template.New(name).Funcs(funcs).ParseFS(ui.Templates, files...)
 		if err != nil {
 			return nil, fmt.Errorf("ui: parse %s: %w", name, err)
 		}
@@ -73,6 +77,9 @@ func fmtTime(v any) template.HTML {
 	return template.HTML(`<time datetime="` + utc.Format(time.RFC3339) + `" title="` + utc.Format("2006-01-02 15:04:05") + ` UTC">` +
 		utc.Format("2006-01-02 15:04:05Z") + `</time>`)
 }
+
+// partials are the templates a page uses besides its own and the layout.
+var partials = map[string][]string{"job_new": {"job_params"}, "schedule_new": {"job_params"}}
 
 // page is the data every template sees.
 type page struct {

@@ -2,16 +2,19 @@ package api
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
+	"github.com/opsflow/opsflow/activities"
 	"github.com/opsflow/opsflow/activities/sshexec"
 	"github.com/opsflow/opsflow/schema"
 	"github.com/opsflow/opsflow/workflows"
@@ -28,192 +31,27 @@ func formError(err error) string {
 	return msg
 }
 
-func (a *API) scriptsPage(c echo.Context) error {
-	ss, err := a.store.Scripts(c.Request().Context(), c.QueryParam("tag"))
-	if err != nil {
-		return err
-	}
-	p := a.newPage(c, "Scripts", "jobs")
-	return a.render(c, http.StatusOK, "scripts", struct {
-		*page
-		Scripts []schema.Script
-		CanEdit bool
-	}{p, ss, canOperate(p.User)})
+// ConfirmHostsAbove is how many matched hosts a job may have before its
+// launch needs the explicit "I have checked the hosts" tick: above it, the
+// form shows the preview and runs only once the box is ticked.
+const ConfirmHostsAbove = 50
+
+// previewHosts is how many matched hosts a preview lists.
+const previewHosts = 50
+
+type jobPreview struct {
+	Count int
+	Hosts []string // the first previewHosts
+	More  int
 }
 
-type scriptEditPage struct {
-	*page
-	Script                                        *schema.Script
-	Name, Interpreter, Content, Parameters, Error string
-	Interpreters                                  []string
-}
-
-func (a *API) scriptNewPage(c echo.Context) error {
-	return a.render(c, http.StatusOK, "script_edit", scriptEditPage{page: a.newPage(c, "New script", "jobs"), Interpreter: "bash", Parameters: "[]", Interpreters: schema.Interpreters})
-}
-
-func (a *API) scriptEditPage(c echo.Context) error {
-	id, err := idParam(c, "id")
-	if err != nil {
-		return err
-	}
-	sc, err := a.store.Script(c.Request().Context(), id)
-	if err != nil {
-		return err
-	}
-	v, err := a.store.ScriptVersion(c.Request().Context(), id, sc.LatestVersion)
-	if err != nil {
-		return err
-	}
-	params, _ := json.MarshalIndent(v.Parameters, "", "  ")
-	return a.render(c, http.StatusOK, "script_edit", scriptEditPage{page: a.newPage(c, "New version", "jobs"), Script: sc,
-		Interpreter: v.Interpreter, Content: v.Content, Parameters: string(params), Interpreters: schema.Interpreters})
-}
-
-func scriptInputFromForm(c echo.Context) (schema.ScriptInput, error) {
-	in := schema.ScriptInput{Name: strings.TrimSpace(c.FormValue("name")), Description: c.FormValue("description"),
-		Content: strings.ReplaceAll(c.FormValue("content"), "\r\n", "\n"), Interpreter: c.FormValue("interpreter"), Comment: c.FormValue("comment")}
-	for _, t := range strings.Split(c.FormValue("tags"), ",") {
-		if t = strings.TrimSpace(t); t != "" {
-			in.Tags = append(in.Tags, t)
-		}
-	}
-	if ps := strings.TrimSpace(c.FormValue("parameters")); ps != "" {
-		if err := decodeBody([]byte(ps), &in.Parameters); err != nil {
-			return in, &Error{Status: http.StatusUnprocessableEntity, Code: CodeValidation, Message: "invalid parameters",
-				Fields: map[string]string{"parameters": "must be a JSON list of parameter definitions"}}
-		}
-	}
-	return in, nil
-}
-
-func (a *API) scriptCreateForm(c echo.Context) error {
-	in, err := scriptInputFromForm(c)
-	setAudit(c, "script.create", "script:"+in.Name)
-	if err == nil {
-		var sc *schema.Script
-		sc, _, err = a.store.CreateScript(c.Request().Context(), in, userOf(c).Username)
-		if err == nil {
-			return c.Redirect(http.StatusSeeOther, "/scripts/"+strconv.FormatInt(sc.ID, 10))
-		}
-	}
-	return a.render(c, toError(err).Status, "script_edit", scriptEditPage{page: a.newPage(c, "New script", "jobs"), Name: in.Name,
-		Interpreter: in.Interpreter, Content: in.Content, Parameters: c.FormValue("parameters"), Interpreters: schema.Interpreters, Error: formError(err)})
-}
-
-func (a *API) scriptVersionForm(c echo.Context) error {
-	id, err := idParam(c, "id")
-	if err != nil {
-		return err
-	}
-	sc, err := a.store.Script(c.Request().Context(), id)
-	if err != nil {
-		return err
-	}
-	in, err := scriptInputFromForm(c)
-	setAudit(c, "script.version.create", "script:"+strconv.FormatInt(id, 10))
-	if err == nil {
-		if _, err = a.store.AddScriptVersion(c.Request().Context(), id, in, userOf(c).Username); err == nil {
-			return c.Redirect(http.StatusSeeOther, "/scripts/"+strconv.FormatInt(id, 10))
-		}
-	}
-	return a.render(c, toError(err).Status, "script_edit", scriptEditPage{page: a.newPage(c, "New version", "jobs"), Script: sc,
-		Interpreter: in.Interpreter, Content: in.Content, Parameters: c.FormValue("parameters"), Interpreters: schema.Interpreters, Error: formError(err)})
-}
-
-type diffLine struct{ Kind, Prefix, Text string }
-
-// lineDiff is a longest-common-subsequence diff of two texts by line.
-func lineDiff(a, b string) []diffLine {
-	x, y := strings.Split(a, "\n"), strings.Split(b, "\n")
-	n, m := len(x), len(y)
-	lcs := make([][]int, n+1)
-	for i := range lcs {
-		lcs[i] = make([]int, m+1)
-	}
-	for i := n - 1; i >= 0; i-- {
-		for j := m - 1; j >= 0; j-- {
-			if x[i] == y[j] {
-				lcs[i][j] = lcs[i+1][j+1] + 1
-			} else {
-				lcs[i][j] = max(lcs[i+1][j], lcs[i][j+1])
-			}
-		}
-	}
-	var out []diffLine
-	i, j := 0, 0
-	for i < n || j < m {
-		switch {
-		case i < n && j < m && x[i] == y[j]:
-			out = append(out, diffLine{"same", " ", x[i]})
-			i, j = i+1, j+1
-		case j < m && (i == n || lcs[i][j+1] >= lcs[i+1][j]):
-			out = append(out, diffLine{"add", "+", y[j]})
-			j++
-		default:
-			out = append(out, diffLine{"del", "-", x[i]})
-			i++
-		}
-	}
-	return out
-}
-
-func (a *API) scriptPage(c echo.Context) error {
-	id, err := idParam(c, "id")
-	if err != nil {
-		return err
-	}
-	ctx := c.Request().Context()
-	sc, err := a.store.Script(ctx, id)
-	if err != nil {
-		return err
-	}
-	vs, err := a.store.ScriptVersions(ctx, id)
-	if err != nil {
-		return err
-	}
-	pick := func(q string, def int64) *schema.ScriptVersion {
-		n, err := strconv.ParseInt(q, 10, 64)
-		if err != nil {
-			n = def
-		}
-		for i := range vs {
-			if vs[i].Version == n {
-				return &vs[i]
-			}
-		}
-		return nil
-	}
-	cur := pick(c.QueryParam("v"), sc.LatestVersion)
-	if cur == nil {
-		return newError(http.StatusNotFound, CodeNotFound, "no such version")
-	}
-	var d []diffLine
-	from, to := pick(c.QueryParam("from"), 0), pick(c.QueryParam("to"), 0)
-	if from != nil && to != nil {
-		d = lineDiff(from.Content, to.Content)
-	}
-	var fromN, toN int64
-	if from != nil {
-		fromN = from.Version
-	} else if sc.LatestVersion > 1 {
-		fromN = sc.LatestVersion - 1
-	}
-	if to != nil {
-		toN = to.Version
-	} else {
-		toN = sc.LatestVersion
-	}
-	p := a.newPage(c, sc.Name, "jobs")
-	return a.render(c, http.StatusOK, "script", struct {
-		*page
-		Script   *schema.Script
-		Version  *schema.ScriptVersion
-		Versions []schema.ScriptVersion
-		Diff     []diffLine
-		From, To int64
-		CanEdit  bool
-	}{p, sc, cur, vs, d, fromN, toN, canOperate(p.User)})
+// jobForm is what the run form (and the schedule form) was given, kept
+// to render it again. Secret parameters are never rendered back.
+type jobForm struct {
+	Selector, Hosts, Concurrency, Batch, MaxFailures, HostTimeout string
+	CredentialID                                                  int64
+	PauseAfter, ConfirmHosts                                      bool
+	Params                                                        map[string]string
 }
 
 type jobNewPage struct {
@@ -221,6 +59,11 @@ type jobNewPage struct {
 	Script      *schema.Script
 	Version     *schema.ScriptVersion
 	Credentials []schema.Credential
+	Form        jobForm
+	Errors      map[string]string
+	Preview     *jobPreview
+	NeedConfirm bool
+	Threshold   int
 }
 
 func (a *API) jobNewData(c echo.Context, scriptID, version int64) (*jobNewPage, error) {
@@ -236,11 +79,13 @@ func (a *API) jobNewData(c echo.Context, scriptID, version int64) (*jobNewPage, 
 	if err != nil {
 		return nil, err
 	}
-	creds, err := a.loginCredentials(ctx, true)
+	// The local transport is admin-only: others are not offered it.
+	creds, err := a.loginCredentials(ctx, userOf(c).Role == schema.RoleAdmin)
 	if err != nil {
 		return nil, err
 	}
-	return &jobNewPage{page: a.newPage(c, "Run "+sc.Name, "jobs"), Script: sc, Version: v, Credentials: creds}, nil
+	return &jobNewPage{page: a.newPage(c, "Run "+sc.Name, "jobs"), Script: sc, Version: v, Credentials: creds,
+		Form: jobForm{Concurrency: "10", Params: map[string]string{}}, Errors: map[string]string{}, Threshold: ConfirmHostsAbove}, nil
 }
 
 // jobNewPage is the run form, generated from the version's parameters.
@@ -254,25 +99,27 @@ func (a *API) jobNewPage(c echo.Context) error {
 	return a.render(c, http.StatusOK, "job_new", pg)
 }
 
-func (a *API) jobCreateForm(c echo.Context) error {
-	sid, _ := strconv.ParseInt(c.FormValue("script_id"), 10, 64)
-	ver, _ := strconv.ParseInt(c.FormValue("version"), 10, 64)
-	pg, err := a.jobNewData(c, sid, ver)
-	if err != nil {
-		return err
-	}
-	req := schema.JobRequest{ScriptID: sid, Version: ver, Params: map[string]json.RawMessage{},
-		Policy: schema.JobPolicy{Concurrency: c.FormValue("concurrency"), Batch: c.FormValue("batch"), PauseAfterFirstBatch: c.FormValue("pause_after_first_batch") == "true",
-			MaxFailures: c.FormValue("max_failures"), HostTimeout: c.FormValue("host_timeout")}}
-	req.CredentialID, _ = strconv.ParseInt(c.FormValue("credential_id"), 10, 64)
-	req.Targets.Selector = strings.TrimSpace(c.FormValue("selector"))
-	for _, l := range strings.Split(c.FormValue("hosts"), "\n") {
+// jobRequestFromForm reads a job definition from the run form's fields,
+// parameters typed by the version's definitions, and the form as given.
+func jobRequestFromForm(c echo.Context, ver *schema.ScriptVersion) (schema.JobRequest, jobForm) {
+	f := jobForm{Selector: strings.TrimSpace(c.FormValue("selector")), Hosts: c.FormValue("hosts"), Concurrency: c.FormValue("concurrency"),
+		Batch: c.FormValue("batch"), MaxFailures: c.FormValue("max_failures"), HostTimeout: c.FormValue("host_timeout"),
+		PauseAfter: c.FormValue("pause_after_first_batch") == "true", ConfirmHosts: c.FormValue("confirm_hosts") == "true", Params: map[string]string{}}
+	f.CredentialID, _ = strconv.ParseInt(c.FormValue("credential_id"), 10, 64)
+	req := schema.JobRequest{ScriptID: ver.ScriptID, Version: ver.Version, Params: map[string]json.RawMessage{}, CredentialID: f.CredentialID,
+		Policy: schema.JobPolicy{Concurrency: f.Concurrency, Batch: f.Batch, PauseAfterFirstBatch: f.PauseAfter, MaxFailures: f.MaxFailures, HostTimeout: f.HostTimeout}}
+	req.Targets.Selector = f.Selector
+	for _, l := range strings.Split(f.Hosts, "\n") {
 		if l = strings.TrimSpace(l); l != "" {
 			req.Targets.Hosts = append(req.Targets.Hosts, l)
 		}
 	}
-	for _, p := range pg.Version.Parameters {
-		v, given := c.Request().PostForm["param."+p.Name]
+	form, _ := c.FormParams()
+	for _, p := range ver.Parameters {
+		v, given := form["param."+p.Name]
+		if given && p.Type != schema.ParamSecret {
+			f.Params[p.Name] = v[0]
+		}
 		switch {
 		case p.Type == schema.ParamBool:
 			req.Params[p.Name] = json.RawMessage(strconv.FormatBool(given && v[0] == "true"))
@@ -286,16 +133,139 @@ func (a *API) jobCreateForm(c echo.Context) error {
 			req.Params[p.Name], _ = json.Marshal(v[0])
 		}
 	}
-	job, _, err := a.launchJob(c, req, nil)
+	return req, f
+}
+
+// jobCreateForm previews (a dry run: the plan, nothing runs) or launches
+// a job from the run form. A launch over more than ConfirmHostsAbove hosts
+// needs confirm_hosts; without it the form comes back with the preview.
+func (a *API) jobCreateForm(c echo.Context) error {
+	sid, _ := strconv.ParseInt(c.FormValue("script_id"), 10, 64)
+	ver, _ := strconv.ParseInt(c.FormValue("version"), 10, 64)
+	pg, err := a.jobNewData(c, sid, ver)
 	if err != nil {
-		var ve *schema.ValidationError
-		if errors.As(err, &ve) || toError(err).Status < 500 {
-			pg.page.Error = formError(err)
-			return a.render(c, toError(err).Status, "job_new", pg)
-		}
 		return err
 	}
-	return c.Redirect(http.StatusSeeOther, "/jobs/"+strconv.FormatInt(job.ID, 10))
+	req, form := jobRequestFromForm(c, pg.Version)
+	pg.Form = form
+	fail := func(err error) error {
+		e := toError(err)
+		if e.Status >= 500 {
+			return err
+		}
+		pg.page.Error = formError(err)
+		maps.Copy(pg.Errors, e.Fields)
+		return a.render(c, e.Status, "job_new", pg)
+	}
+	plan := req
+	_, _, hosts, err := activities.PlanJobFor(c.Request().Context(), a.store, userOf(c), &plan)
+	if err != nil {
+		return fail(jobError(err))
+	}
+	pg.Preview = &jobPreview{Count: len(hosts)}
+	for i, h := range hosts {
+		if i == previewHosts {
+			pg.Preview.More = len(hosts) - previewHosts
+			break
+		}
+		pg.Preview.Hosts = append(pg.Preview.Hosts, h.Address)
+	}
+	pg.NeedConfirm = len(hosts) > ConfirmHostsAbove
+	if c.FormValue("preview") != "" {
+		return a.render(c, http.StatusOK, "job_new", pg)
+	}
+	if pg.NeedConfirm && !form.ConfirmHosts {
+		return fail(&Error{Status: http.StatusUnprocessableEntity, Code: CodeValidation, Message: fmt.Sprintf("%d hosts match: check the list and confirm", len(hosts)),
+			Fields: map[string]string{"confirm_hosts": fmt.Sprintf("tick to run on all %d hosts", len(hosts))}})
+	}
+	job, _, err := a.launchJob(c, req, nil)
+	if err != nil {
+		return fail(err)
+	}
+	return c.Redirect(http.StatusSeeOther, jobURL(job))
+}
+
+// hostPageSize is how many rows of a job's host table one page shows; a
+// job has up to schema.MaxJobHosts hosts.
+const hostPageSize = 100
+
+// jobControl is a control of the job page and the job states it applies
+// in; the page shows only those valid now, and job.js follows the state.
+type jobControl struct {
+	Op, Label, When string
+	Danger, Visible bool
+}
+
+var jobControls = []jobControl{
+	{Op: "pause", Label: "Pause", When: "queued running"},
+	{Op: "resume", Label: "Resume", When: "paused"},
+	{Op: "abort", Label: "Abort…", When: "queued running paused awaiting_approval", Danger: true},
+}
+
+// concurrencyWhen are the states in which the concurrency form applies.
+const concurrencyWhen = "queued running"
+
+func controlsFor(status string) []jobControl {
+	out := make([]jobControl, len(jobControls))
+	for i, c := range jobControls {
+		c.Visible = slices.Contains(strings.Fields(c.When), status)
+		out[i] = c
+	}
+	return out
+}
+
+type hostRow struct {
+	schema.JobHost
+	Duration string
+}
+
+func hostRows(hs []schema.JobHost) []hostRow {
+	out := make([]hostRow, len(hs))
+	for i, h := range hs {
+		out[i] = hostRow{JobHost: h}
+		if h.StartedAt != nil && h.EndedAt != nil {
+			out[i].Duration = h.EndedAt.Sub(*h.StartedAt).Round(10 * time.Millisecond).String()
+		}
+	}
+	return out
+}
+
+var hostStates = []string{schema.HostPending, schema.HostRunning, schema.HostSucceeded, schema.HostFailed, schema.HostSkipped}
+
+// hostStateParam is the ?state= a host list is narrowed to, if any.
+func hostStateParam(c echo.Context) (string, error) {
+	state := c.QueryParam("state")
+	if state != "" && !slices.Contains(hostStates, state) {
+		return "", &Error{Status: http.StatusBadRequest, Code: CodeBadRequest, Message: "invalid state",
+			Fields: map[string]string{"state": "must be pending, running, succeeded, failed or skipped"}}
+	}
+	return state, nil
+}
+
+type stateCount struct {
+	State string
+	N     int
+}
+
+type jobPageData struct {
+	*page
+	Job             *schema.Job
+	Counts          []stateCount
+	Failed, Done    int
+	Hosts           []schema.JobHost
+	CanEdit         bool
+	Controls        []jobControl
+	ConcurrencyWhen string
+	ShowConcurrency bool
+	Ended           bool
+	TemporalURL     string
+	Ticket          *schema.Ticket
+	// The host table: one page of hosts, optionally in one state.
+	Rows                 []hostRow
+	State                string
+	States               []string
+	Page, Pages, Matched int
+	PrevURL, NextURL     string
 }
 
 func (a *API) jobPage(c echo.Context) error {
@@ -312,23 +282,102 @@ func (a *API) jobPage(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	p := a.newPage(c, "Job "+strconv.FormatInt(j.ID, 10), "jobs")
-	ops := []string{"pause", "resume", "abort"}
-	var ticket *schema.Ticket
-	if j.Policy.Approval != "" {
-		ticket, _ = a.store.TicketByWorkflowID(ctx, workflows.JobTicketWorkflowID(j.WorkflowID))
+	state, err := hostStateParam(c)
+	if err != nil {
+		return err
 	}
-	return a.render(c, http.StatusOK, "job", struct {
-		*page
-		Job         *schema.Job
-		Counts      map[string]int
-		Done        int
-		Hosts       []schema.JobHost
-		CanEdit     bool
-		Ops         []string
-		TemporalURL string
-		Ticket      *schema.Ticket
-	}{p, j, counts, counts[schema.HostSucceeded] + counts[schema.HostFailed] + counts[schema.HostSkipped], hosts, canOperate(p.User), ops, a.temporalURL(j.WorkflowID, ""), ticket})
+	matched := j.Total
+	if state != "" {
+		matched = counts[state]
+	}
+	pages := max(1, (matched+hostPageSize-1)/hostPageSize)
+	pg, _ := strconv.Atoi(c.QueryParam("page"))
+	pg = min(max(pg, 1), pages)
+	rows, err := a.store.JobHostsPage(ctx, j.ID, state, (pg-1)*hostPageSize, hostPageSize)
+	if err != nil {
+		return err
+	}
+	p := a.newPage(c, "Job "+strconv.FormatInt(j.ID, 10), "jobs")
+	d := jobPageData{page: p, Job: j, Failed: counts[schema.HostFailed],
+		Done: counts[schema.HostSucceeded] + counts[schema.HostFailed] + counts[schema.HostSkipped], Hosts: hosts,
+		CanEdit: canOperate(p.User), Controls: controlsFor(j.Status), ConcurrencyWhen: concurrencyWhen,
+		ShowConcurrency: slices.Contains(strings.Fields(concurrencyWhen), j.Status), Ended: j.EndedAt != nil,
+		TemporalURL: a.temporalURL(j.WorkflowID, ""), Rows: hostRows(rows), State: state, States: hostStates,
+		Page: pg, Pages: pages, Matched: matched}
+	for _, s := range hostStates {
+		d.Counts = append(d.Counts, stateCount{s, counts[s]})
+	}
+	pageURL := func(n int) string {
+		q := url.Values{}
+		if state != "" {
+			q.Set("state", state)
+		}
+		q.Set("page", strconv.Itoa(n))
+		return "/jobs/" + strconv.FormatInt(j.ID, 10) + "?" + q.Encode() + "#hosts"
+	}
+	if pg > 1 {
+		d.PrevURL = pageURL(pg - 1)
+	}
+	if pg < pages {
+		d.NextURL = pageURL(pg + 1)
+	}
+	if j.Policy.Approval != "" {
+		d.Ticket, _ = a.store.TicketByWorkflowID(ctx, workflows.JobTicketWorkflowID(j.WorkflowID))
+	}
+	return a.render(c, http.StatusOK, "job", d)
+}
+
+// jobHostsCSV exports a job's hosts (optionally those in one state) as
+// CSV, a thousand rows read at a time.
+func (a *API) jobHostsCSV(c echo.Context) error {
+	j, err := a.jobParam(c)
+	if err != nil {
+		return err
+	}
+	state, err := hostStateParam(c)
+	if err != nil {
+		return err
+	}
+	name := fmt.Sprintf("job-%d-hosts", j.ID)
+	if state != "" {
+		name += "-" + state
+	}
+	h := c.Response().Header()
+	h.Set(echo.HeaderContentType, "text/csv; charset=utf-8")
+	h.Set(echo.HeaderContentDisposition, `attachment; filename="`+name+`.csv"`)
+	c.Response().WriteHeader(http.StatusOK)
+	w := newSafeCSVWriter(c.Response())
+	_ = w.Write([]string{"idx", "address", "state", "exit_code", "attempts", "started_at", "ended_at", "duration_seconds", "error"})
+	stamp := func(t *time.Time) string {
+		if t == nil {
+			return ""
+		}
+		return t.UTC().Format(time.RFC3339Nano)
+	}
+	for after := -1; ; {
+		hs, err := a.store.JobHosts(c.Request().Context(), j.ID, state, after, 1000)
+		if err != nil {
+			return err
+		}
+		for _, r := range hostRows(hs) {
+			rec := []string{strconv.Itoa(r.Idx), r.Address, r.State, "", strconv.Itoa(r.Attempts), stamp(r.StartedAt), stamp(r.EndedAt), "", r.Error}
+			if r.ExitCode != nil {
+				rec[3] = strconv.Itoa(*r.ExitCode)
+			}
+			if r.StartedAt != nil && r.EndedAt != nil {
+				rec[7] = strconv.FormatFloat(r.EndedAt.Sub(*r.StartedAt).Seconds(), 'f', 3, 64)
+			}
+			if err := w.Write(rec); err != nil {
+				return nil // the client went away
+			}
+		}
+		if len(hs) < 1000 {
+			break
+		}
+		after = hs[len(hs)-1].Idx
+	}
+	w.Flush()
+	return nil
 }
 
 func (a *API) jobHostPage(c echo.Context) error {
@@ -390,6 +439,11 @@ func (a *API) jobControlForm(c echo.Context) error {
 	if update == "" {
 		return newError(http.StatusNotFound, CodeNotFound, "no such action")
 	}
+	if op == "abort" && j.EndedAt == nil && !confirmed(c) {
+		return a.confirmPage(c, confirmation{Title: fmt.Sprintf("Abort job #%d?", j.ID),
+			Message: fmt.Sprintf("Hosts not yet run (%d of %d are not done) will be skipped; hosts running now are stopped. This cannot be undone.", j.Total-a.doneHosts(c, j), j.Total),
+			Action:  c.Request().URL.Path, Button: "Abort the job", Danger: true, Back: jobURL(j)})
+	}
 	setAudit(c, "job."+op, "job:"+strconv.FormatInt(j.ID, 10))
 	return a.jobFormUpdate(c, j, update, nil)
 }
@@ -415,7 +469,7 @@ func (a *API) jobFormUpdate(c echo.Context, j *schema.Job, update string, arg an
 }
 
 func (a *API) redirectFlash(c echo.Context, j *schema.Job, msg string) error {
-	return c.Redirect(http.StatusSeeOther, "/jobs/"+strconv.FormatInt(j.ID, 10)+"?flash="+url.QueryEscape(msg))
+	return c.Redirect(http.StatusSeeOther, jobURL(j)+"?flash="+url.QueryEscape(msg))
 }
 
 func (a *API) jobRetryForm(c echo.Context) error {
@@ -427,9 +481,41 @@ func (a *API) jobRetryForm(c echo.Context) error {
 	if err != nil {
 		return a.redirectFlash(c, j, toError(err).Message)
 	}
+	if !confirmed(c) {
+		return a.confirmPage(c, confirmation{Title: fmt.Sprintf("Retry the failed hosts of job #%d?", j.ID),
+			Message: fmt.Sprintf("A new job runs script %d v%d again on the %d failed hosts: %s.", j.ScriptID, j.ScriptVersion, len(req.Targets.Hosts), abbreviate(req.Targets.Hosts, 10)),
+			Action:  c.Request().URL.Path, Button: "Retry failed hosts", Back: jobURL(j)})
+	}
 	nj, _, err := a.launchJob(c, req, &j.ID)
 	if err != nil {
 		return a.redirectFlash(c, j, formError(err))
 	}
 	return c.Redirect(http.StatusSeeOther, "/jobs/"+strconv.FormatInt(nj.ID, 10))
+}
+
+func jobURL(j *schema.Job) string { return "/jobs/" + strconv.FormatInt(j.ID, 10) }
+
+func (a *API) doneHosts(c echo.Context, j *schema.Job) int {
+	counts, _ := a.store.JobCounts(c.Request().Context(), j.ID)
+	return counts[schema.HostSucceeded] + counts[schema.HostFailed] + counts[schema.HostSkipped]
+}
+
+// abbreviate lists the first n of ss, and how many more there are.
+func abbreviate(ss []string, n int) string {
+	if len(ss) <= n {
+		return strings.Join(ss, ", ")
+	}
+	return strings.Join(ss[:n], ", ") + fmt.Sprintf(" and %d more", len(ss)-n)
+}
+
+// jobPageRoutes are the job, script and schedule pages' own routes.
+func (a *API) jobPageRoutes() []route {
+	return []route{
+		{Method: http.MethodGet, Path: "/jobs/:id/hosts.csv", Roles: anyUser, handler: a.jobHostsCSV},
+		{Method: http.MethodGet, Path: "/schedules", Roles: anyUser, handler: a.schedulesPage},
+		{Method: http.MethodGet, Path: "/schedules/new", Roles: operators, handler: a.scheduleNewPage},
+		{Method: http.MethodPost, Path: "/schedules", Roles: operators, handler: a.scheduleCreateForm},
+		{Method: http.MethodPost, Path: "/schedules/:name/:op", Roles: operators, handler: a.scheduleOpForm},
+		{Method: http.MethodPost, Path: "/schedules/discovery/:id/delete", Roles: operators, handler: a.discoveryScheduleDeleteForm},
+	}
 }

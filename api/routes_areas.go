@@ -3,5 +3,4 @@ package api
 // Route groups of the web console's areas, each filled in beside its
 // handlers. An empty group is an area not built yet.
 
-func (a *API) jobPageRoutes() []route { return nil } // job preview, host table and CSV, schedules
 func (a *API) consoleRoutes() []route { return nil } // home, API reference

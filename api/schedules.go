@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"regexp"
+	"sort"
 	"strings"
 	"time"
 
@@ -46,6 +47,15 @@ func (a *API) createSchedule(c echo.Context) error {
 	if err := decodeJSON(c, &req); err != nil {
 		return err
 	}
+	if err := a.makeSchedule(c, req); err != nil {
+		return err
+	}
+	return a.describeSchedule(c, req.Name, http.StatusCreated)
+}
+
+// makeSchedule checks a schedule request, records its definition and
+// creates its Temporal Schedule; bad input writes nothing.
+func (a *API) makeSchedule(c echo.Context, req scheduleRequest) error {
 	setAudit(c, "schedule.create", workflows.JobScheduleID(req.Name))
 	bad := fieldErrors{}
 	if !scheduleNameRE.MatchString(req.Name) {
@@ -104,10 +114,8 @@ func (a *API) createSchedule(c echo.Context) error {
 		return scheduleTaken()
 	case err != nil && strings.Contains(strings.ToLower(err.Error()), "invalid"):
 		return &Error{Status: http.StatusUnprocessableEntity, Code: CodeValidation, Message: "invalid cron", Fields: map[string]string{"cron": "not a valid cron expression"}}
-	case err != nil:
-		return err
 	}
-	return a.describeSchedule(c, req.Name, http.StatusCreated)
+	return err
 }
 
 func scheduleTaken() error {
@@ -139,14 +147,21 @@ func (a *API) saveSchedule(ctx context.Context, row *schema.JobSchedule) error {
 }
 
 func (a *API) describeSchedule(c echo.Context, name string, status int) error {
-	d, err := a.temporal.ScheduleClient().GetHandle(c.Request().Context(), workflows.JobScheduleID(name)).Describe(c.Request().Context())
+	v, err := a.scheduleState(c.Request().Context(), name)
 	if err != nil {
 		return scheduleErr(err)
 	}
-	v := scheduleView{Name: name, NextRuns: d.Info.NextActionTimes}
-	if d.Schedule.Spec != nil {
-		v.Cron = d.Schedule.Spec.CronExpressions
+	return c.JSON(status, v)
+}
+
+// scheduleState is job schedule name as Temporal has it now (the list
+// lags behind changes; a describe does not).
+func (a *API) scheduleState(ctx context.Context, name string) (scheduleView, error) {
+	d, err := a.temporal.ScheduleClient().GetHandle(ctx, workflows.JobScheduleID(name)).Describe(ctx)
+	if err != nil {
+		return scheduleView{}, err
 	}
+	v := scheduleView{Name: name, NextRuns: d.Info.NextActionTimes, Cron: cronOf(d.Schedule.Spec)}
 	if d.Schedule.State != nil {
 		v.Paused, v.Note = d.Schedule.State.Paused, d.Schedule.State.Note
 	}
@@ -155,7 +170,7 @@ func (a *API) describeSchedule(c echo.Context, name string, status int) error {
 			v.RecentRuns = append(v.RecentRuns, "job:"+r.StartWorkflowResult.WorkflowID)
 		}
 	}
-	return c.JSON(status, v)
+	return v, nil
 }
 
 func scheduleErr(err error) error {
@@ -171,66 +186,88 @@ func (a *API) getSchedule(c echo.Context) error {
 }
 
 func (a *API) listSchedules(c echo.Context) error {
-	it, err := a.temporal.ScheduleClient().List(c.Request().Context(), client.ScheduleListOptions{PageSize: 100})
+	items, _, err := a.scheduleLists(c.Request().Context())
 	if err != nil {
 		return err
 	}
-	items := []scheduleView{}
+	return c.JSON(http.StatusOK, map[string]any{"items": items})
+}
+
+// scheduleLists lists the job schedules and the discovery schedules.
+func (a *API) scheduleLists(ctx context.Context) ([]scheduleView, []discoveryScheduleView, error) {
+	it, err := a.temporal.ScheduleClient().List(ctx, client.ScheduleListOptions{PageSize: 100})
+	if err != nil {
+		return nil, nil, err
+	}
+	jobs, discoveries := []scheduleView{}, []discoveryScheduleView{}
 	for it.HasNext() {
 		e, err := it.Next()
 		if err != nil {
-			return err
+			return nil, nil, err
 		}
-		name, ok := workflows.JobScheduleName(e.ID)
-		if !ok {
-			continue // discovery schedules and others
+		if name, ok := workflows.JobScheduleName(e.ID); ok {
+			jobs = append(jobs, scheduleView{Name: name, Paused: e.Paused, Note: e.Note, NextRuns: e.NextActionTimes, Cron: cronOf(e.Spec)})
+			continue
 		}
-		v := scheduleView{Name: name, Paused: e.Paused, Note: e.Note, NextRuns: e.NextActionTimes}
-		if e.Spec != nil {
-			v.Cron = e.Spec.CronExpressions
+		if !strings.HasPrefix(e.ID, workflows.DiscoverySchedulePrefix) {
+			continue
 		}
-		items = append(items, v)
+		v := discoveryScheduleView{ID: e.ID, Paused: e.Paused, NextRuns: e.NextActionTimes, Cron: cronOf(e.Spec)}
+		for _, r := range e.RecentActions {
+			if r.StartWorkflowResult != nil {
+				v.RecentRuns = append(v.RecentRuns, r.StartWorkflowResult.WorkflowID)
+			}
+		}
+		discoveries = append(discoveries, v)
 	}
-	return c.JSON(http.StatusOK, map[string]any{"items": items})
+	sort.Slice(jobs, func(i, j int) bool { return jobs[i].Name < jobs[j].Name })
+	return jobs, discoveries, nil
 }
 
 // controlSchedule pauses, resumes, triggers or deletes a schedule.
 func (a *API) controlSchedule(op string) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		name := c.Param("name")
-		setAudit(c, "schedule."+op, workflows.JobScheduleID(name))
-		ctx := c.Request().Context()
-		h := a.temporal.ScheduleClient().GetHandle(ctx, workflows.JobScheduleID(name))
-		var err error
-		switch op {
-		case "pause":
-			err = h.Pause(ctx, client.SchedulePauseOptions{Note: "paused by " + userOf(c).Username})
-		case "resume":
-			err = h.Unpause(ctx, client.ScheduleUnpauseOptions{Note: "resumed by " + userOf(c).Username})
-		case "trigger":
-			// A firing runs as the schedule's creator; one on the local
-			// transport is admin-only for whoever triggers it too.
-			if err := a.mayTriggerSchedule(c, name); err != nil {
-				return err
-			}
-			err = h.Trigger(ctx, client.ScheduleTriggerOptions{})
-		case "delete":
-			err = h.Delete(ctx)
-			var nf *serviceerror.NotFound
-			if err == nil || errors.As(err, &nf) {
-				if derr := a.store.DeleteJobSchedule(ctx, name); derr != nil {
-					return derr
-				}
-			}
-			if err == nil {
-				return c.NoContent(http.StatusNoContent)
-			}
+		if err := a.scheduleOp(c, name, op); err != nil {
+			return err
 		}
-		if err != nil {
-			return scheduleErr(err)
+		if op == "delete" {
+			return c.NoContent(http.StatusNoContent)
 		}
 		return a.describeSchedule(c, name, http.StatusOK)
 	}
+}
+
+// scheduleOp pauses, resumes, triggers or deletes job schedule name.
+func (a *API) scheduleOp(c echo.Context, name, op string) error {
+	setAudit(c, "schedule."+op, workflows.JobScheduleID(name))
+	ctx := c.Request().Context()
+	h := a.temporal.ScheduleClient().GetHandle(ctx, workflows.JobScheduleID(name))
+	var err error
+	switch op {
+	case "pause":
+		err = h.Pause(ctx, client.SchedulePauseOptions{Note: "paused by " + userOf(c).Username})
+	case "resume":
+		err = h.Unpause(ctx, client.ScheduleUnpauseOptions{Note: "resumed by " + userOf(c).Username})
+	case "trigger":
+		// A firing runs as the schedule's creator; one on the local
+		// transport is admin-only for whoever triggers it too.
+		if err := a.mayTriggerSchedule(c, name); err != nil {
+			return err
+		}
+		err = h.Trigger(ctx, client.ScheduleTriggerOptions{})
+	case "delete":
+		err = h.Delete(ctx)
+		var nf *serviceerror.NotFound
+		if err == nil || errors.As(err, &nf) {
+			if derr := a.store.DeleteJobSchedule(ctx, name); derr != nil {
+				return derr
+			}
+		}
+	default:
+		return newError(http.StatusNotFound, CodeNotFound, "no such action")
+	}
+	return scheduleErr(err)
 }
 
 // mayTriggerSchedule refuses a non-admin's trigger of a schedule whose job

@@ -32,7 +32,9 @@ func TestScriptsAndJobsUIInBrowser(t *testing.T) {
 	do("new script", chromedp.Navigate(e.srv.URL+"/scripts/new"),
 		chromedp.SendKeys(chromedp.ID("s-name"), p),
 		chromedp.SetValue(chromedp.ID("s-content"), "echo \"hello $NAME\"\n[ \"$OPSFLOW_HOST_INDEX\" = 1 ] && exit 4\ntrue"),
-		chromedp.SetValue(chromedp.ID("s-parameters"), `[{"name":"NAME","type":"string","required":true},{"name":"LOUD","type":"bool"}]`),
+		chromedp.SendKeys(chromedp.ID("pn-0"), "NAME"), chromedp.Click(chromedp.ID("pr-0")),
+		chromedp.Click(chromedp.ID("add-param")), chromedp.WaitVisible(chromedp.ID("pn-1")),
+		chromedp.SendKeys(chromedp.ID("pn-1"), "LOUD"), chromedp.SetValue(chromedp.ID("pt-1"), "bool"),
 		chromedp.Click(chromedp.ID("save-script")), chromedp.WaitVisible(chromedp.ID("versions")))
 	if c := text("content"); !strings.Contains(c, "hello $NAME") {
 		t.Fatalf("script content %q", c)
@@ -59,7 +61,7 @@ func TestScriptsAndJobsUIInBrowser(t *testing.T) {
 		s, err := chromedp.Run(ctx, chromedp.Text(chromedp.ID("job-status")))
 		return err == nil && s == schema.JobFailed
 	})
-	// The summary and the retry button come with a fresh load.
+	// A fresh load shows the same.
 	jobURL, err := chromedp.Run(ctx, chromedp.Location())
 	if err != nil {
 		t.Fatal(err)
@@ -80,7 +82,7 @@ func TestScriptsAndJobsUIInBrowser(t *testing.T) {
 		}
 		t.Fatalf("grid: %v\n%s\nhosts %+v\njobs %+v\nworkflow: %v", err, html, hs, js, werr)
 	}
-	do("retry failed", chromedp.Click(chromedp.ID("retry-failed")))
+	do("retry failed", chromedp.Click(chromedp.ID("retry-failed")), chromedp.WaitVisible(chromedp.ID("confirm-yes")), chromedp.Click(chromedp.ID("confirm-yes")))
 	eventually(t, 30*time.Second, "the retry job's page", func() bool {
 		loc, err := chromedp.Run(ctx, chromedp.Location())
 		return err == nil && loc != jobURL && strings.Contains(loc, "/jobs/")

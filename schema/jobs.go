@@ -442,3 +442,17 @@ func (s *Store) JobOutputs(ctx context.Context, jobID int64, idx int, after int6
 	}
 	return os, nil
 }
+
+// JobHostsPage is one page of a job's hosts by index, optionally in one
+// state, from offset; output is left out.
+func (s *Store) JobHostsPage(ctx context.Context, jobID int64, state string, offset, limit int) ([]JobHost, error) {
+	var hs []JobHost
+	q := s.DB.NewSelect().Model(&hs).ExcludeColumn("output").Where("job_id = ?", jobID).OrderExpr("idx").Offset(int64(offset)).Limit(int64(limit))
+	if state != "" {
+		q = q.Where("state = ?", state)
+	}
+	if err := q.Scan(ctx); err != nil {
+		return nil, fmt.Errorf("store: job hosts page: %w", err)
+	}
+	return hs, nil
+}

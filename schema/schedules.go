@@ -82,3 +82,12 @@ func (s *Store) DeleteJobSchedule(ctx context.Context, name string) error {
 	}
 	return nil
 }
+
+// JobSchedules lists the definitions of every job schedule by name.
+func (s *Store) JobSchedules(ctx context.Context) ([]JobSchedule, error) {
+	var out []JobSchedule
+	if err := s.DB.NewSelect().Model(&out).OrderExpr("name").Scan(ctx); err != nil {
+		return nil, fmt.Errorf("store: job schedules: %w", err)
+	}
+	return out, nil
+}
