@@ -8,4 +8,3 @@ func (a *API) adminRoutes() []route    { return nil } // users, credentials, gro
 func (a *API) jobPageRoutes() []route  { return nil } // job preview, host table and CSV, schedules
 func (a *API) listRoutes() []route     { return nil } // paged lists: jobs, runs, CIs, tickets, audit
 func (a *API) cmdbPageRoutes() []route { return nil } // CI, label, type and relation editing
-func (a *API) consoleRoutes() []route  { return nil } // home, API reference
