@@ -36,7 +36,7 @@ func (v Violation) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s (%s): %s", v.ID, v.Impact, v.Help)
 	for i, n := range v.Nodes {
-		if i == 300 {
+		if i == 3 {
 			fmt.Fprintf(&b, "\n    … and %d more", len(v.Nodes)-i)
 			break
 		}
