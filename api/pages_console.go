@@ -16,10 +16,10 @@ func (a *API) consoleRoutes() []route {
 	}
 }
 
-// docsCSP is the API reference's policy: Swagger UI (vendored, served from
-// /static) sets style attributes on the elements it renders (collapsing
-// sections, syntax highlighting), which style-src 'self' would block, so
-// this one page also allows inline styles. Scripts stay 'self' only.
+// docsCSP is the API reference's policy: the site's, plus data: images,
+// which Swagger UI's stylesheet uses for its icons. Scripts and styles
+// stay 'self' only: Swagger UI (vendored, served from /static) sets its
+// inline styles through the DOM, which style-src does not block.
 const docsCSP = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"
 
 // docs is the interactive API reference: Swagger UI over
