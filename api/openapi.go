@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"sort"
-	"strings"
 
 	"github.com/labstack/echo/v4"
 )
@@ -56,53 +54,4 @@ func parseOpenAPI() (*openAPIDoc, error) {
 
 func (a *API) openAPI(c echo.Context) error {
 	return c.Blob(http.StatusOK, echo.MIMEApplicationJSON, openAPISpec)
-}
-
-// docs renders the OpenAPI document as a page, served locally: no CDN.
-func (a *API) docs(c echo.Context) error {
-	d, err := parseOpenAPI()
-	if err != nil {
-		return err
-	}
-	type param struct {
-		Name, In, Description string
-		Required              bool
-	}
-	type op struct {
-		ID, Method, Path, Summary, Roles, Body string
-		Params                                 []param
-		Responses                              []string
-	}
-	var ops []op
-	for path, methods := range d.Paths {
-		for m, o := range methods {
-			x := op{ID: strings.ToLower(m) + strings.NewReplacer("/", "-", "{", "", "}", "").Replace(path),
-				Method: strings.ToUpper(m), Path: path, Summary: o.Summary, Roles: o.Roles}
-			for _, p := range o.Parameters {
-				x.Params = append(x.Params, param{p.Name, p.In, p.Description, p.Required})
-			}
-			if o.RequestBody != nil {
-				for _, ct := range o.RequestBody.Content {
-					x.Body = strings.TrimPrefix(ct.Schema.Ref, "#/components/schemas/")
-				}
-			}
-			for code := range o.Responses {
-				x.Responses = append(x.Responses, code)
-			}
-			sort.Strings(x.Responses)
-			ops = append(ops, x)
-		}
-	}
-	sort.Slice(ops, func(i, j int) bool {
-		if ops[i].Path != ops[j].Path {
-			return ops[i].Path < ops[j].Path
-		}
-		return ops[i].Method < ops[j].Method
-	})
-	p := a.newPage(c, "API reference", "")
-	return a.render(c, http.StatusOK, "docs", struct {
-		*page
-		Spec *openAPIDoc
-		Ops  []op
-	}{p, d, ops})
 }

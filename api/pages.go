@@ -33,7 +33,7 @@ func loadPages() (*pages, error) {
 	funcs["inc"] = func(i int) int { return i + 1 }
 	funcs["state"] = stateBadge
 	p := &pages{byName: map[string]*template.Template{}}
-	for _, name := range []string{"login", "runs", "run", "error", "docs", "cmdb", "cmdb_types", "cmdb_ci", "cmdb_import", "cmdb_discover", "cmdb_ci_form", "cmdb_confirm", "cmdb_type_edit",
+	for _, name := range []string{"login", "runs", "run", "error", "docs", "docs_plain", "cmdb", "cmdb_types", "cmdb_ci", "cmdb_import", "cmdb_discover", "cmdb_ci_form", "cmdb_confirm", "cmdb_type_edit",
 		"scripts", "script", "script_edit", "jobs", "job_new", "job", "job_host", "job_confirm", "schedules", "schedule_new", "approvals", "approval", "approval_link",
 		"account", "users", "credentials", "groups", "policies", "risk_rules", "chat_identities", "confirm", "home", "audit"} {
 		files := []string{"templates/layout.html", "templates/" + name + ".html"}
@@ -150,7 +150,10 @@ func (a *API) render(c echo.Context, status int, name string, data any) error {
 	if err := a.pages.byName[name].ExecuteTemplate(&b, "layout", data); err != nil {
 		return fmt.Errorf("ui: render %s: %w", name, err)
 	}
-	c.Response().Header().Set("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'")
+	// A page may have set a policy of its own (the API reference's).
+	if c.Response().Header().Get("Content-Security-Policy") == "" {
+		c.Response().Header().Set("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'")
+	}
 	c.Response().Header().Set("X-Frame-Options", "DENY")
 	return c.HTML(status, b.String())
 }
