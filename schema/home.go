@@ -39,11 +39,12 @@ func (s *Store) Overview(ctx context.Context, deciders []string, since time.Time
 	}); err != nil {
 		return nil, err
 	}
-	if o.ToDecide, err = s.Tickets(ctx, TicketQuery{ToDecide: deciders, Limit: n}); err != nil {
-		return nil, err
-	}
-	if o.ToDecideTotal, err = s.WaitingCount(ctx, deciders); err != nil {
-		return nil, err
+	if len(deciders) > 0 {
+		var info PageInfo
+		if o.ToDecide, info, err = s.TicketList(ctx, TicketQuery{ToDecide: deciders, Limit: n}); err != nil {
+			return nil, err
+		}
+		o.ToDecideTotal = info.Total
 	}
 	return o, nil
 }
@@ -64,11 +65,6 @@ func (s *Store) WaitingCount(ctx context.Context, deciders []string) (int, error
 	if len(deciders) == 0 {
 		return 0, nil
 	}
-	n, err := s.DB.NewSelect().Model((*Ticket)(nil)).Where("status = ?", TicketPending).
-		Where("id IN (SELECT ticket_id FROM approval_ticket_approvers WHERE username IN (?))", bun.In(deciders)).
-		Where("requester NOT IN (?)", bun.In(deciders[:1])).Count(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("store: waiting tickets: %w", err)
-	}
-	return int(n), nil
+	_, info, err := s.TicketList(ctx, TicketQuery{ToDecide: deciders, Limit: 1})
+	return info.Total, err
 }
