@@ -197,7 +197,7 @@ func (d *decoder) syntax(src []byte, err error) {
 		var v any
 		var se *json.SyntaxError
 		if jerr := json.Unmarshal(src, &v); errors.As(jerr, &se) {
-			line, col := offsetPos(src, int(se.Offset))
+			line, col := offsetPos(src, int(se.Offset)-1) // Offset is just past the bad byte
 			d.addAt(line, col, "", "invalid JSON: "+se.Error())
 			return
 		}
@@ -217,7 +217,7 @@ func (d *decoder) syntax(src []byte, err error) {
 	col := 1
 	if line-1 < len(d.lines) {
 		for _, r := range d.lines[line-1] {
-			if r != ' ' && r != '\t' {
+			if r != ' ' {
 				break
 			}
 			col++
