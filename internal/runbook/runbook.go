@@ -143,8 +143,8 @@ type Pos struct {
 }
 
 // Nested returns the step lists the step holds in its arguments (the
-// branches of a parallel, the body of a foreach), in argument order;
-// compensation steps are in OnFailure.
+// branches of a parallel in order, the body of a foreach), arguments
+// taken by name; compensation steps are in OnFailure.
 func (s *Step) Nested() [][]*Step {
 	var out [][]*Step
 	var walk func(v any)
@@ -168,8 +168,8 @@ func (s *Step) Nested() [][]*Step {
 	return out
 }
 
-// Walk calls f for every step of the runbook, depth first in document
-// order, compensation steps after the step's own nested steps.
+// Walk calls f for every step of the runbook, depth first: a step, then
+// its Nested lists, then its compensation steps.
 func (r *Runbook) Walk(f func(s *Step)) { walkSteps(r.Steps, f) }
 
 func walkSteps(steps []*Step, f func(s *Step)) {
