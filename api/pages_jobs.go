@@ -230,6 +230,8 @@ func hostRows(hs []schema.JobHost) []hostRow {
 	return out
 }
 
+// hostStates are the states of a job's hosts in the order job.js knows
+// them by (the grid's digits).
 var hostStates = []string{schema.HostPending, schema.HostRunning, schema.HostSucceeded, schema.HostFailed, schema.HostSkipped}
 
 // hostStateParam is the ?state= a host list is narrowed to, if any.
@@ -249,10 +251,13 @@ type stateCount struct {
 
 type jobPageData struct {
 	*page
-	Job             *schema.Job
-	Counts          []stateCount
-	Failed, Done    int
-	Hosts           []schema.JobHost
+	Job          *schema.Job
+	Counts       []stateCount
+	Failed, Done int
+	// Grid is every host's state in host order, one digit each (the
+	// index in hostStates); job.js draws a square per digit. A page of
+	// 10,000 hosts carries 10 KB for its grid, not an element per host.
+	Grid            string
 	CanEdit         bool
 	Controls        []jobControl
 	ConcurrencyWhen string
@@ -278,7 +283,7 @@ func (a *API) jobPage(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	hosts, err := a.store.JobHosts(ctx, j.ID, "", -1, schema.MaxJobHosts)
+	states, err := a.store.JobHostStates(ctx, j.ID)
 	if err != nil {
 		return err
 	}
@@ -299,7 +304,7 @@ func (a *API) jobPage(c echo.Context) error {
 	}
 	p := a.newPage(c, "Job "+strconv.FormatInt(j.ID, 10), "jobs")
 	d := jobPageData{page: p, Job: j, Failed: counts[schema.HostFailed],
-		Done: counts[schema.HostSucceeded] + counts[schema.HostFailed] + counts[schema.HostSkipped], Hosts: hosts,
+		Done: counts[schema.HostSucceeded] + counts[schema.HostFailed] + counts[schema.HostSkipped], Grid: gridOf(states),
 		CanEdit: canOperate(p.User), Controls: controlsFor(j.Status), ConcurrencyWhen: concurrencyWhen,
 		ShowConcurrency: slices.Contains(strings.Fields(concurrencyWhen), j.Status), Ended: j.EndedAt != nil,
 		TemporalURL: a.temporalURL(j.WorkflowID, ""), Rows: hostRows(rows), State: state, States: hostStates,
@@ -325,6 +330,16 @@ func (a *API) jobPage(c echo.Context) error {
 		d.Ticket, _ = a.store.TicketByWorkflowID(ctx, workflows.JobTicketWorkflowID(j.WorkflowID))
 	}
 	return a.render(c, http.StatusOK, "job", d)
+}
+
+// gridOf encodes hosts' states for the job page's grid: one digit per
+// host, its state's index in hostStates.
+func gridOf(states []string) string {
+	b := make([]byte, len(states))
+	for i, s := range states {
+		b[i] = '0' + byte(max(slices.Index(hostStates, s), 0))
+	}
+	return string(b)
 }
 
 // jobHostsCSV exports a job's hosts (optionally those in one state) as

@@ -269,6 +269,16 @@ func (s *Store) JobHosts(ctx context.Context, jobID int64, state string, after, 
 	return hs, nil
 }
 
+// JobHostStates returns the state of each of a job's hosts, in host
+// order: the whole job at a glance, without the rows' other columns.
+func (s *Store) JobHostStates(ctx context.Context, jobID int64) ([]string, error) {
+	var states []string
+	if err := s.DB.NewSelect().Table("job_hosts").Column("state").Where("job_id = ?", jobID).OrderExpr("idx").Scan(ctx, &states); err != nil {
+		return nil, fmt.Errorf("store: job host states: %w", err)
+	}
+	return states, nil
+}
+
 // JobCounts counts a job's hosts by state.
 func (s *Store) JobCounts(ctx context.Context, jobID int64) (map[string]int, error) {
 	var rows []struct {
