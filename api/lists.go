@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	_ "time/tzdata" // zones for tz in forms, on hosts without /usr/share/zoneinfo
 
 	"github.com/labstack/echo/v4"
 	"github.com/opsflow/opsflow/schema"
@@ -64,24 +65,39 @@ func textParam(q url.Values, name string, bad fieldErrors) string {
 }
 
 // rangeParams reads since and until: RFC 3339 times, or from a form a
-// date ("2026-01-02", UTC) or a local date-time without zone (taken as
-// UTC). A date as until means the end of that day.
+// date ("2026-01-02") or a date-time without zone, both read in the
+// viewer's time zone (tz, an IANA name that ui/static/time.js fills in;
+// UTC without it). A date as until means the end of that day.
 func rangeParams(q url.Values, bad fieldErrors) (since, until time.Time) {
-	return listTime(q.Get("since"), "since", false, bad), listTime(q.Get("until"), "until", true, bad)
+	loc := zoneParam(q.Get("tz"), bad)
+	return listTime(q.Get("since"), "since", false, loc, bad), listTime(q.Get("until"), "until", true, loc, bad)
 }
 
-func listTime(v, name string, end bool, bad fieldErrors) time.Time {
+// zoneParam reads an IANA time zone name ("Asia/Shanghai"); empty is UTC.
+func zoneParam(v string, bad fieldErrors) *time.Location {
+	if v == "" {
+		return time.UTC
+	}
+	loc, err := time.LoadLocation(v)
+	if err != nil || len(v) > 64 || v == "Local" {
+		bad.add("tz", "must be an IANA time zone name such as Europe/Berlin")
+		return time.UTC
+	}
+	return loc
+}
+
+func listTime(v, name string, end bool, loc *time.Location, bad fieldErrors) time.Time {
 	if v == "" {
 		return time.Time{}
 	}
-	if t, err := time.Parse("2006-01-02", v); err == nil {
+	if t, err := time.ParseInLocation("2006-01-02", v, loc); err == nil {
 		if end {
 			t = t.AddDate(0, 0, 1)
 		}
-		return t
+		return t.UTC()
 	}
-	if t, err := time.Parse("2006-01-02T15:04", v); err == nil {
-		return t
+	if t, err := time.ParseInLocation("2006-01-02T15:04", v, loc); err == nil {
+		return t.UTC()
 	}
 	return timeParam(v, name, bad)
 }

@@ -5,10 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/labstack/echo/v4"
 	"github.com/opsflow/opsflow/schema"
 )
 
@@ -191,5 +194,60 @@ func TestListEndpointsPageAndFilter(t *testing.T) {
 	}
 	if res := e.do(http.MethodGet, "/api/v1/audit", "viewer", nil); res.Status != http.StatusForbidden {
 		t.Fatalf("viewer reads the audit log: %d", res.Status)
+	}
+}
+
+// TestRangeParamsInTheViewersZone: dates and times typed in a filter or
+// delegation form are read in the zone the form carries (tz), UTC without
+// one; a zone that is not an IANA name is refused by field.
+func TestRangeParamsInTheViewersZone(t *testing.T) {
+	at := func(s string) time.Time {
+		v, err := time.Parse(time.RFC3339, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	for _, tc := range []struct {
+		q            string
+		since, until time.Time
+		bad          string
+	}{
+		{q: "since=2026-01-02&until=2026-01-02", since: at("2026-01-02T00:00:00Z"), until: at("2026-01-03T00:00:00Z")},
+		{q: "since=2026-01-02&until=2026-01-02&tz=Asia/Shanghai", since: at("2026-01-01T16:00:00Z"), until: at("2026-01-02T16:00:00Z")},
+		{q: "since=2026-07-01T09:30&tz=America/New_York", since: at("2026-07-01T13:30:00Z")},
+		{q: "since=2026-07-01T09:30:00%2B02:00&tz=America/New_York", since: at("2026-07-01T07:30:00Z")},
+		{q: "since=2026-01-02&tz=Mars/Olympus", since: at("2026-01-02T00:00:00Z"), bad: "tz"},
+		{q: "since=2026-01-02&tz=Local", since: at("2026-01-02T00:00:00Z"), bad: "tz"},
+		{q: "until=yesterday", bad: "until"},
+	} {
+		q, err := url.ParseQuery(tc.q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bad := fieldErrors{}
+		since, until := rangeParams(q, bad)
+		if !since.Equal(tc.since) || !until.Equal(tc.until) {
+			t.Errorf("%s: since %v until %v, want %v and %v", tc.q, since, until, tc.since, tc.until)
+		}
+		if _, ok := bad[tc.bad]; (tc.bad != "") != ok || (tc.bad == "" && len(bad) > 0) {
+			t.Errorf("%s: field errors %v, want one for %q", tc.q, bad, tc.bad)
+		}
+	}
+
+	// The delegation form reads its datetime-local fields the same way.
+	for _, tc := range []struct {
+		form url.Values
+		want time.Time
+	}{
+		{url.Values{"ends_at": {"2026-12-24T18:00"}}, at("2026-12-24T18:00:00Z")},
+		{url.Values{"ends_at": {"2026-12-24T18:00"}, "tz": {"Europe/Berlin"}}, at("2026-12-24T17:00:00Z")},
+	} {
+		req := httptest.NewRequest(http.MethodPost, "/account/delegations", strings.NewReader(tc.form.Encode()))
+		req.Header.Set(echo.HeaderContentType, echo.MIMEApplicationForm)
+		bad := fieldErrors{}
+		if got := formTime(echo.New().NewContext(req, httptest.NewRecorder()), "ends_at", bad); !got.Equal(tc.want) || len(bad) > 0 {
+			t.Errorf("%v: %v %v, want %v", tc.form, got, bad, tc.want)
+		}
 	}
 }

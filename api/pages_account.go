@@ -213,24 +213,31 @@ func containsToken(ts []schema.APIToken, id int64) bool {
 	return false
 }
 
-// formTime reads a datetime-local value (taken as UTC) or RFC 3339.
-func formTime(v, field string, bad fieldErrors) time.Time {
+// formTime reads a datetime-local value, in the zone named by the form's
+// tz (the viewer's, filled in by ui/static/time.js; UTC without it), or
+// RFC 3339.
+func formTime(c echo.Context, field string, bad fieldErrors) time.Time {
+	v := c.FormValue(field)
 	if v == "" {
 		return time.Time{}
 	}
-	for _, layout := range []string{"2006-01-02T15:04", "2006-01-02T15:04:05", time.RFC3339} {
-		if t, err := time.ParseInLocation(layout, v, time.UTC); err == nil {
-			return t
+	loc := zoneParam(c.FormValue("tz"), bad)
+	for _, layout := range []string{"2006-01-02T15:04", "2006-01-02T15:04:05"} {
+		if t, err := time.ParseInLocation(layout, v, loc); err == nil {
+			return t.UTC()
 		}
 	}
-	bad.add(field, "must be a date and time such as 2026-12-24T18:00 (UTC)")
+	if t, err := time.Parse(time.RFC3339, v); err == nil {
+		return t
+	}
+	bad.add(field, "must be a date and time such as 2026-12-24T18:00")
 	return time.Time{}
 }
 
 func (a *API) accountDelegateForm(c echo.Context) error {
 	bad := fieldErrors{}
-	req := delegationRequest{To: strings.TrimSpace(c.FormValue("to")), StartsAt: formTime(c.FormValue("starts_at"), "starts_at", bad),
-		EndsAt: formTime(c.FormValue("ends_at"), "ends_at", bad)}
+	req := delegationRequest{To: strings.TrimSpace(c.FormValue("to")), StartsAt: formTime(c, "starts_at", bad),
+		EndsAt: formTime(c, "ends_at", bad)}
 	if c.FormValue("ends_at") == "" {
 		bad.add("ends_at", "required: when the delegation ends")
 	}

@@ -201,7 +201,7 @@ func statusOptions(statuses []string) []statusOption {
 
 func (a *API) jobsPage(c echo.Context) error {
 	ctx := c.Request().Context()
-	l := newListView(c, "/jobs", "status", "script", "created_by", "host", "since", "until", "q")
+	l := newListView(c, "/jobs", "status", "script", "created_by", "host", "since", "until", "tz", "q")
 	bad := fieldErrors{}
 	f, err := a.jobFilter(ctx, c.QueryParams(), bad)
 	if err != nil {
@@ -244,7 +244,7 @@ type runRow struct {
 
 func (a *API) runsPage(c echo.Context) error {
 	ctx := c.Request().Context()
-	l := newListView(c, "/runs", "kind", "status", "started_by", "since", "until", "q")
+	l := newListView(c, "/runs", "kind", "status", "started_by", "since", "until", "tz", "q")
 	bad := fieldErrors{}
 	f := runFilter(c.QueryParams(), bad)
 	var rs []schema.Run
@@ -359,7 +359,7 @@ func (a *API) approvalsPage(c echo.Context) error {
 	default:
 		return newError(http.StatusNotFound, CodeNotFound, "no such tab")
 	}
-	l := newListView(c, "/approvals", "tab", "status", "requester", "since", "until", "q")
+	l := newListView(c, "/approvals", "tab", "status", "requester", "since", "until", "tz", "q")
 	bad := fieldErrors{}
 	tq, err := a.ticketQuery(ctx, c.QueryParams(), userOf(c).Username, mine, bad)
 	if err != nil {
@@ -387,7 +387,7 @@ func (a *API) approvalsPage(c echo.Context) error {
 
 // auditPage is the audit log, for those who may read it.
 func (a *API) auditPage(c echo.Context) error {
-	l := newListView(c, "/audit", "actor", "action", "target", "since", "until", "q")
+	l := newListView(c, "/audit", "actor", "action", "target", "since", "until", "tz", "q")
 	bad := fieldErrors{}
 	f := auditFilter(c.QueryParams(), bad)
 	var es []schema.AuditEntry

@@ -1,5 +1,7 @@
 // Shows every <time datetime> in the viewer's time zone; the UTC time the
-// server wrote stays in the title (on hover).
+// server wrote stays in the title (on hover). Forms that take a date or
+// time carry the viewer's zone in a hidden tz field, so what is typed is
+// read in that zone; their labels name it.
 (function () {
   function local() {
     var fmt;
@@ -14,6 +16,11 @@
       t.textContent = fmt.format(d);
       t.dataset.local = "1";
     });
+    var zone;
+    try { zone = Intl.DateTimeFormat().resolvedOptions().timeZone; } catch (e) { return; }
+    if (!zone) return;
+    document.querySelectorAll('input[type=hidden][name=tz]').forEach(function (i) { i.value = zone; });
+    document.querySelectorAll(".tz-name").forEach(function (s) { s.textContent = zone; });
   }
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", local); else local();
   window.opsflowLocalTimes = local;
