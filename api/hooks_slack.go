@@ -275,6 +275,32 @@ func (a *API) linkChatIdentity(c echo.Context) error {
 	return c.JSON(http.StatusCreated, ci)
 }
 
+// listChatIdentities lists the linked chat accounts (of ?username=).
+func (a *API) listChatIdentities(c echo.Context) error {
+	cis, err := a.store.ChatIdentities(c.Request().Context(), c.QueryParam("username"))
+	if err != nil {
+		return err
+	}
+	if cis == nil {
+		cis = []schema.ChatIdentity{}
+	}
+	return c.JSON(http.StatusOK, map[string]any{"items": cis})
+}
+
+// unlinkChatIdentity removes a chat account's link.
+func (a *API) unlinkChatIdentity(c echo.Context) error {
+	if err := a.unlinkChat(c, c.Param("provider"), c.Param("external_id")); err != nil {
+		return err
+	}
+	return c.NoContent(http.StatusNoContent)
+}
+
+// unlinkChat is unlinkChatIdentity without the HTTP parts.
+func (a *API) unlinkChat(c echo.Context, provider, externalID string) error {
+	setAudit(c, "chat-identity.unlink", provider+":"+externalID)
+	return a.store.UnlinkChatIdentity(c.Request().Context(), provider, externalID)
+}
+
 // linkChat is linkChatIdentity without the HTTP parts.
 func (a *API) linkChat(c echo.Context, req chatIdentityRequest) (*schema.ChatIdentity, error) {
 	setAudit(c, "chat-identity.link", req.Provider+":"+req.ExternalID)

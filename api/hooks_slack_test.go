@@ -6,11 +6,13 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -302,4 +304,70 @@ func TestSlackSocketMode(t *testing.T) {
 		}
 		return false
 	})
+}
+
+// TestChatIdentityUnlink: an admin lists linked chat accounts and unlinks
+// one through the API and from the page; an unlinked account decides as
+// nobody, unlinking it again is a 404, other roles may do neither, and
+// each unlink is audited.
+func TestChatIdentityUnlink(t *testing.T) {
+	e := newEnv(t)
+	p := fmt.Sprintf("U_UNLINK%d", time.Now().UnixNano())
+	approver := e.users[schema.RoleApprover].Username
+	link := func(id string) {
+		t.Helper()
+		if r := e.do(http.MethodPost, "/api/v1/chat-identities", "admin", map[string]string{"provider": "slack", "external_id": id, "username": approver}); r.Status != 201 {
+			t.Fatalf("link %s: %d %s", id, r.Status, r.Body)
+		}
+	}
+	link(p)
+	var list struct{ Items []schema.ChatIdentity }
+	r := e.do(http.MethodGet, "/api/v1/chat-identities?username="+approver, "admin", nil)
+	r.json(t, &list)
+	if r.Status != 200 || !slices.ContainsFunc(list.Items, func(ci schema.ChatIdentity) bool { return ci.ExternalID == p && ci.Username == approver }) {
+		t.Fatalf("list: %d %s", r.Status, r.Body)
+	}
+	for _, who := range []string{"viewer", "operator", "approver"} {
+		if r := e.do(http.MethodGet, "/api/v1/chat-identities", who, nil); r.Status != http.StatusForbidden {
+			t.Errorf("%s lists chat identities: %d", who, r.Status)
+		}
+		if r := e.do(http.MethodDelete, "/api/v1/chat-identities/slack/"+p, who, nil); r.Status != http.StatusForbidden {
+			t.Errorf("%s unlinks: %d", who, r.Status)
+		}
+	}
+	if _, err := e.store.ChatUser(context.Background(), "slack", p); err != nil {
+		t.Fatalf("linked account decides as nobody: %v", err)
+	}
+	if r := e.do(http.MethodDelete, "/api/v1/chat-identities/slack/"+p, "admin", nil); r.Status != http.StatusNoContent {
+		t.Fatalf("unlink: %d %s", r.Status, r.Body)
+	}
+	if _, err := e.store.ChatUser(context.Background(), "slack", p); !errors.Is(err, schema.ErrNotFound) {
+		t.Fatalf("unlinked account still maps to a user: %v", err)
+	}
+	if r := e.do(http.MethodDelete, "/api/v1/chat-identities/slack/"+p, "admin", nil); r.Status != http.StatusNotFound {
+		t.Fatalf("second unlink: %d %s", r.Status, r.Body)
+	}
+
+	// From the page.
+	link(p + "P")
+	ck, csrf := e.sessionLogin(e.users["admin"].Username)
+	if got := e.postFormAs(ck, "/chat-identities/unlink", url.Values{"csrf_token": {csrf}, "provider": {"slack"}, "external_id": {p + "P"}}); got != http.StatusOK && got != http.StatusSeeOther {
+		t.Fatalf("unlink form: %d", got)
+	}
+	if _, err := e.store.ChatUser(context.Background(), "slack", p+"P"); !errors.Is(err, schema.ErrNotFound) {
+		t.Fatalf("unlinked from the page, still maps: %v", err)
+	}
+	es, err := e.store.Audit(context.Background(), schema.AuditFilter{Action: "chat-identity.unlink", Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, a := range es {
+		if a.Target == "slack:"+p || a.Target == "slack:"+p+"P" {
+			n++
+		}
+	}
+	if n < 2 {
+		t.Fatalf("unlinks audited: %d rows, want 2 (of %d)", n, len(es))
+	}
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -111,7 +110,17 @@ func (a *API) getJob(c echo.Context) error {
 	return c.JSON(http.StatusOK, v)
 }
 
+// jobHosts pages a job's hosts by cursor; ?format=csv exports every host
+// (in the state asked for) instead, as the job page's download does.
 func (a *API) jobHosts(c echo.Context) error {
+	switch c.QueryParam("format") {
+	case "", "json":
+	case "csv":
+		return a.jobHostsCSV(c)
+	default:
+		return &Error{Status: http.StatusBadRequest, Code: CodeBadRequest, Message: "invalid format",
+			Fields: map[string]string{"format": "must be json or csv"}}
+	}
 	j, err := a.jobParam(c)
 	if err != nil {
 		return err
@@ -129,11 +138,11 @@ func (a *API) jobHosts(c echo.Context) error {
 		}
 		after = n
 	}
-	state := c.QueryParam("state")
-	if state != "" && !slices.Contains([]string{schema.HostPending, schema.HostRunning, schema.HostSucceeded, schema.HostFailed, schema.HostSkipped}, state) {
-		bad.add("state", "must be pending, running, succeeded, failed or skipped")
-	}
 	if err := bad.err(); err != nil {
+		return err
+	}
+	state, err := hostStateParam(c)
+	if err != nil {
 		return err
 	}
 	hs, err := a.store.JobHosts(c.Request().Context(), j.ID, state, after, limit)

@@ -44,6 +44,7 @@ func (a *API) adminRoutes() []route {
 
 		{Method: http.MethodGet, Path: "/chat-identities", Roles: admins, handler: a.chatIdentitiesPage},
 		{Method: http.MethodPost, Path: "/chat-identities", Roles: admins, handler: a.chatIdentityLinkForm},
+		{Method: http.MethodPost, Path: "/chat-identities/unlink", Roles: admins, handler: a.chatIdentityUnlinkForm},
 	}
 }
 
@@ -426,4 +427,12 @@ func (a *API) chatIdentityLinkForm(c echo.Context) error {
 		return a.showChatIdentities(c, status, f)
 	}
 	return redirectFlash(c, "/chat-identities", ci.Provider+" account "+ci.ExternalID+" linked to "+ci.Username+".")
+}
+
+func (a *API) chatIdentityUnlinkForm(c echo.Context) error {
+	provider, id := c.FormValue("provider"), c.FormValue("external_id")
+	if err := a.unlinkChat(c, provider, id); err != nil {
+		return err
+	}
+	return redirectFlash(c, "/chat-identities", provider+" account "+id+" unlinked.")
 }

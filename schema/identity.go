@@ -35,6 +35,19 @@ func (s *Store) LinkChatIdentity(ctx context.Context, ci *ChatIdentity) error {
 	return err
 }
 
+// UnlinkChatIdentity removes a chat account's link; ErrNotFound if it
+// had none.
+func (s *Store) UnlinkChatIdentity(ctx context.Context, provider, externalID string) error {
+	res, err := s.DB.NewDelete().Model((*ChatIdentity)(nil)).Where("provider = ? AND external_id = ?", provider, externalID).Exec(ctx)
+	if err != nil {
+		return fmt.Errorf("store: unlink chat identity: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("store: chat identity %s/%s: %w", provider, externalID, ErrNotFound)
+	}
+	return nil
+}
+
 // ChatUser returns the enabled user linked to a chat account, or
 // ErrNotFound.
 func (s *Store) ChatUser(ctx context.Context, provider, externalID string) (*User, error) {
