@@ -54,8 +54,9 @@
       if (page.next_cursor) return hosts(page.next_cursor);
     });
   }
-  // refresh swaps in the server's rendering of the live parts.
-  function refresh() {
+  // refresh swaps in the server's rendering of the live parts; ended
+  // says the job has ended (a failed fetch then says to reload).
+  function refresh(ended) {
     return fetch(location.pathname + location.search, {credentials: "same-origin"})
       .then(function (r) { if (!r.ok) throw new Error("page: " + r.status); return r.text(); })
       .then(function (html) {
@@ -67,20 +68,23 @@
       })
       .catch(function () {
         var note = document.getElementById("ended");
-        if (note) note.hidden = false;
+        if (note && ended) note.hidden = false;
       });
   }
   function tick() {
     getJSON("/api/v1/jobs/" + id).then(function (j) {
-      if (status && status.textContent !== j.status) { status.textContent = j.status; status.className = "status " + j.status; }
+      var changed = status && status.textContent !== j.status;
+      if (changed) { status.textContent = j.status; status.className = "status " + j.status; }
       setCounts(j);
       showControls(j.status);
       var sig = JSON.stringify(j.counts || {});
       var work = sig === lastCounts && !final(j.status) ? Promise.resolve() : hosts("");
       lastCounts = sig;
       return work.then(function () {
-        if (final(j.status)) return refresh();
-        setTimeout(tick, 1000);
+        if (final(j.status)) return refresh(true);
+        // A new state can bring parts the page did not have, such as the
+        // line linking the approval ticket the job now waits for.
+        return (changed ? refresh(false) : Promise.resolve()).then(function () { setTimeout(tick, 1000); });
       });
     }).catch(function () { setTimeout(tick, 3000); });
   }
