@@ -15,8 +15,9 @@ const (
 	auditActorKey  = "opsflow.audit.actor"
 	auditDetailKey = "opsflow.audit.detail"
 	auditDoneKey   = "opsflow.audit.done" // the handler wrote the entry itself
-	// auditSkipKey marks a request refused by a rate limit: it is not
-	// written, or a flood would write it.
+	// auditSkipKey marks a request that is not written: one refused by a
+	// rate limit (or a flood would write it), or a form post that changed
+	// nothing (notAudited).
 	auditSkipKey = "opsflow.audit.skip"
 	// authRefusedKey says why authentication refused the request's
 	// credentials (a bad, revoked or malformed token).
@@ -27,6 +28,11 @@ func setAudit(c echo.Context, action, target string) {
 	c.Set(auditActionKey, action)
 	c.Set(auditTargetKey, target)
 }
+
+// notAudited marks a form post that only shows a page again — a preview,
+// a confirmation, another parameter row — and changed nothing, so the
+// audit log does not read as if it had.
+func notAudited(c echo.Context) { c.Set(auditSkipKey, true) }
 
 // audit records every mutating request on a route, allowed or not, and
 // every request whose credentials were refused, in the append-only audit

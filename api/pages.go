@@ -33,8 +33,8 @@ func loadPages() (*pages, error) {
 	funcs["inc"] = func(i int) int { return i + 1 }
 	funcs["state"] = stateBadge
 	p := &pages{byName: map[string]*template.Template{}}
-	for _, name := range []string{"login", "runs", "run", "error", "docs", "docs_plain", "cmdb", "cmdb_types", "cmdb_ci", "cmdb_import", "cmdb_discover", "cmdb_ci_form", "cmdb_confirm", "cmdb_type_edit",
-		"scripts", "script", "script_edit", "jobs", "job_new", "job", "job_host", "job_confirm", "schedules", "schedule_new", "approvals", "approval", "approval_link",
+	for _, name := range []string{"login", "runs", "run", "error", "docs", "docs_plain", "cmdb", "cmdb_types", "cmdb_ci", "cmdb_import", "cmdb_discover", "cmdb_ci_form", "cmdb_type_edit",
+		"scripts", "script", "script_edit", "jobs", "job_new", "job", "job_host", "schedules", "schedule_new", "approvals", "approval", "approval_link",
 		"account", "users", "credentials", "groups", "policies", "risk_rules", "chat_identities", "confirm", "home", "audit"} {
 		files := []string{"templates/layout.html", "templates/" + name + ".html"}
 		for _, part := range partials[name] {

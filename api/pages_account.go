@@ -55,32 +55,6 @@ func redirectFlash(c echo.Context, path, msg string) error {
 	return c.Redirect(http.StatusSeeOther, path+"?flash="+url.QueryEscape(msg))
 }
 
-// confirmed reports whether a destructive form was confirmed; if not it
-// renders the confirmation step, which posts the same form again with
-// confirm=yes (no script needed).
-func (a *API) confirmed(c echo.Context, question, button, back string) (bool, error) {
-	if c.FormValue("confirm") == "yes" {
-		return true, nil
-	}
-	params, _ := c.FormParams()
-	var keep []hiddenField
-	for k, vs := range params {
-		if k == csrfField || k == "confirm" {
-			continue
-		}
-		for _, v := range vs {
-			keep = append(keep, hiddenField{k, v})
-		}
-	}
-	return false, a.render(c, http.StatusOK, "confirm", struct {
-		*page
-		Question, Button, Action, Back string
-		Fields                         []hiddenField
-	}{a.newPage(c, "Confirm", ""), question, button, c.Request().URL.Path, back, keep})
-}
-
-type hiddenField struct{ Name, Value string }
-
 type tokenRow struct {
 	schema.APIToken
 	State string
@@ -194,7 +168,7 @@ func (a *API) accountRevokeTokenForm(c echo.Context) error {
 	} else if !containsToken(ts, id) {
 		return newError(http.StatusNotFound, CodeNotFound, "no such token of yours")
 	}
-	if ok, err := a.confirmed(c, "Revoke this API token? Whatever uses it stops working.", "Revoke token", "/account"); !ok {
+	if ok, err := a.askFirst(c, "Revoke this API token? Whatever uses it stops working.", "Revoke token", "/account"); !ok {
 		return err
 	}
 	t, err := a.endToken(c, id)

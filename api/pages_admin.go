@@ -109,7 +109,7 @@ func (a *API) userRoleForm(c echo.Context) error {
 func (a *API) userDisabledForm(disable bool) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		if disable {
-			if ok, err := a.confirmed(c, "Disable this user? Their sessions end and their API tokens are revoked.", "Disable user", "/users"); !ok {
+			if ok, err := a.askFirst(c, "Disable this user? Their sessions end and their API tokens are revoked.", "Disable user", "/users"); !ok {
 				return err
 			}
 			return a.userChange(c, updateUserRequest{Disabled: &disable}, "disabled; their sessions ended and tokens were revoked.")
@@ -269,7 +269,7 @@ func (a *API) credentialDeleteForm(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if ok, err := a.confirmed(c, "Delete credential "+cr.Name+"? Jobs and schedules can no longer use it.", "Delete credential", "/credentials"); !ok {
+	if ok, err := a.askFirst(c, "Delete credential "+cr.Name+"? Jobs and schedules can no longer use it.", "Delete credential", "/credentials"); !ok {
 		return err
 	}
 	if err := a.removeCredential(c, id); err != nil {
@@ -280,7 +280,7 @@ func (a *API) credentialDeleteForm(c echo.Context) error {
 
 func (a *API) hostKeyForgetForm(c echo.Context) error {
 	addr := strings.TrimSpace(c.FormValue("address"))
-	if ok, err := a.confirmed(c, "Forget the host key of "+addr+"? The key the host presents next is trusted.", "Forget host key", "/credentials"); !ok {
+	if ok, err := a.askFirst(c, "Forget the host key of "+addr+"? The key the host presents next is trusted.", "Forget host key", "/credentials"); !ok {
 		return err
 	}
 	out, err := a.forgetHostKeyAt(c, addr)
@@ -324,7 +324,7 @@ func splitList(s string) []string {
 func (a *API) groupSaveForm(c echo.Context) error {
 	name, members := strings.TrimSpace(c.FormValue("name")), splitList(c.FormValue("members"))
 	if len(members) == 0 {
-		if ok, err := a.confirmed(c, "Remove group "+name+"? A group without members is removed; policies naming it lose those approvers.", "Remove group", "/groups"); !ok {
+		if ok, err := a.askFirst(c, "Remove group "+name+"? A group without members is removed; policies naming it lose those approvers.", "Remove group", "/groups"); !ok {
 			return err
 		}
 	}
@@ -385,7 +385,7 @@ func (a *API) riskRuleDeleteForm(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if ok, err := a.confirmed(c, "Delete this risk rule? Scripts it flagged are no longer flagged by it.", "Delete rule", "/risk-rules"); !ok {
+	if ok, err := a.askFirst(c, "Delete this risk rule? Scripts it flagged are no longer flagged by it.", "Delete rule", "/risk-rules"); !ok {
 		return err
 	}
 	if err := a.removeRiskRule(c, id); err != nil {

@@ -340,17 +340,6 @@ func (a *API) ciUpdateForm(c echo.Context) error {
 	return c.Redirect(http.StatusSeeOther, fmt.Sprintf("/cmdb/cis/%d?flash=%s", saved.ID, url.QueryEscape(msg)))
 }
 
-// confirmPage asks before a destructive action.
-type confirmPage struct {
-	*page
-	Question string
-	Detail   string
-	Action   string
-	Cascade  bool
-	Back     string
-	Button   string
-}
-
 func (a *API) ciDeletePage(c echo.Context) error {
 	ci, _, err := a.ciAndType(c)
 	if err != nil {
@@ -360,14 +349,14 @@ func (a *API) ciDeletePage(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	p := confirmPage{page: a.newPage(c, "Delete "+ci.Name, "cmdb"), Question: fmt.Sprintf("Delete %s %s?", ci.Type, ci.Name),
-		Action: fmt.Sprintf("/cmdb/cis/%d/delete", ci.ID), Back: fmt.Sprintf("/cmdb/cis/%d", ci.ID), Button: "Delete " + ci.Name}
-	p.Detail = "Its history is kept; the CI cannot be restored."
+	cf := confirmation{Title: "Delete " + ci.Name + "?", Message: fmt.Sprintf("Delete %s %s?", ci.Type, ci.Name),
+		Detail: "Its history is kept; the CI cannot be restored.", Action: fmt.Sprintf("/cmdb/cis/%d/delete", ci.ID),
+		Back: fmt.Sprintf("/cmdb/cis/%d", ci.ID), Button: "Delete " + ci.Name, Danger: true}
 	if len(rels) > 0 {
-		p.Cascade = true
-		p.Detail = fmt.Sprintf("Its %d relation(s) will be deleted with it. Its history is kept; the CI cannot be restored.", len(rels))
+		cf.Fields = []hiddenField{{"cascade", "true"}}
+		cf.Detail = fmt.Sprintf("Its %d relation(s) will be deleted with it. Its history is kept; the CI cannot be restored.", len(rels))
 	}
-	return a.render(c, http.StatusOK, "cmdb_confirm", p)
+	return a.confirmPage(c, cf)
 }
 
 func (a *API) ciDeleteForm(c echo.Context) error {
@@ -508,10 +497,10 @@ func (a *API) relationDeletePage(c echo.Context) error {
 		return err
 	}
 	src, dst := refs[r.SourceID], refs[r.TargetID]
-	return a.render(c, http.StatusOK, "cmdb_confirm", confirmPage{page: a.newPage(c, "Delete relation", "cmdb"),
-		Question: fmt.Sprintf("Delete the relation %s %s %s?", src.Name, r.Type, dst.Name),
-		Detail:   "Both CIs stay; the change is recorded in their history.",
-		Action:   fmt.Sprintf("/cmdb/relations/%d/delete?ci=%s", r.ID, strings.TrimPrefix(back, "/cmdb/cis/")), Back: back, Button: "Delete relation"})
+	return a.confirmPage(c, confirmation{Title: "Delete relation?",
+		Message: fmt.Sprintf("Delete the relation %s %s %s?", src.Name, r.Type, dst.Name),
+		Detail:  "Both CIs stay; the change is recorded in their history.",
+		Action:  fmt.Sprintf("/cmdb/relations/%d/delete?ci=%s", r.ID, strings.TrimPrefix(back, "/cmdb/cis/")), Back: back, Button: "Delete relation", Danger: true})
 }
 
 func (a *API) relationDeleteForm(c echo.Context) error {

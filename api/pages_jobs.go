@@ -172,6 +172,7 @@ func (a *API) jobCreateForm(c echo.Context) error {
 	}
 	pg.NeedConfirm = len(hosts) > ConfirmHostsAbove
 	if c.FormValue("preview") != "" {
+		notAudited(c)
 		return a.render(c, http.StatusOK, "job_new", pg)
 	}
 	if pg.NeedConfirm && !form.ConfirmHosts {
@@ -457,7 +458,7 @@ func (a *API) jobControlForm(c echo.Context) error {
 	if op == "abort" && j.EndedAt == nil && !confirmed(c) {
 		return a.confirmPage(c, confirmation{Title: fmt.Sprintf("Abort job #%d?", j.ID),
 			Message: fmt.Sprintf("Hosts not yet run (%d of %d are not done) will be skipped; hosts running now are stopped. This cannot be undone.", j.Total-a.doneHosts(c, j), j.Total),
-			Action:  c.Request().URL.Path, Button: "Abort the job", Danger: true, Back: jobURL(j)})
+			Action:  c.Request().URL.Path, Button: "Abort the job", Danger: true, Resubmit: true, Back: jobURL(j)})
 	}
 	setAudit(c, "job."+op, "job:"+strconv.FormatInt(j.ID, 10))
 	return a.jobFormUpdate(c, j, update, nil)
@@ -499,7 +500,7 @@ func (a *API) jobRetryForm(c echo.Context) error {
 	if !confirmed(c) {
 		return a.confirmPage(c, confirmation{Title: fmt.Sprintf("Retry the failed hosts of job #%d?", j.ID),
 			Message: fmt.Sprintf("A new job runs script %d v%d again on the %d failed hosts: %s.", j.ScriptID, j.ScriptVersion, len(req.Targets.Hosts), abbreviate(req.Targets.Hosts, 10)),
-			Action:  c.Request().URL.Path, Button: "Retry failed hosts", Back: jobURL(j)})
+			Action:  c.Request().URL.Path, Button: "Retry failed hosts", Resubmit: true, Back: jobURL(j)})
 	}
 	nj, _, err := a.launchJob(c, req, &j.ID)
 	if err != nil {

@@ -211,7 +211,7 @@ func (a *API) policyDeleteForm(c echo.Context) error {
 	if _, err := a.store.ApprovalPolicyByName(c.Request().Context(), name); err != nil {
 		return err
 	}
-	if ok, err := a.confirmed(c, "Delete policy "+name+"? Jobs it gated run without its approval; open tickets keep their copy.", "Delete policy", "/policies"); !ok {
+	if ok, err := a.askFirst(c, "Delete policy "+name+"? Jobs it gated run without its approval; open tickets keep their copy.", "Delete policy", "/policies"); !ok {
 		return err
 	}
 	if err := a.removePolicy(c, name); errors.Is(err, schema.ErrNotFound) {

@@ -204,7 +204,7 @@ func (a *API) scheduleOpForm(c echo.Context) error {
 	if op == "delete" && !confirmed(c) {
 		return a.confirmPage(c, confirmation{Title: "Delete schedule " + name + "?", Nav: "schedules",
 			Message: "It stops firing, and its definition is removed; jobs it already started stay. This cannot be undone.",
-			Action:  c.Request().URL.Path, Button: "Delete the schedule", Danger: true, Back: "/schedules"})
+			Action:  c.Request().URL.Path, Button: "Delete the schedule", Danger: true, Resubmit: true, Back: "/schedules"})
 	}
 	if err := a.scheduleOp(c, name, op); err != nil {
 		if e := toError(err); e.Status < 500 {
@@ -221,7 +221,7 @@ func (a *API) discoveryScheduleDeleteForm(c echo.Context) error {
 	if !confirmed(c) {
 		return a.confirmPage(c, confirmation{Title: "Delete discovery schedule " + id + "?", Nav: "schedules",
 			Message: "The recurring discovery stops; CIs it found stay.", Action: c.Request().URL.Path,
-			Button: "Delete the discovery schedule", Danger: true, Back: "/schedules"})
+			Button: "Delete the discovery schedule", Danger: true, Resubmit: true, Back: "/schedules"})
 	}
 	if err := a.removeDiscoverySchedule(c, id); err != nil {
 		if e := toError(err); e.Status < 500 {

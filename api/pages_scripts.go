@@ -185,6 +185,7 @@ func (a *API) scriptSubmit(c echo.Context, sc *schema.Script) error {
 	}
 	pg.page, pg.Script = a.newPage(c, title, "jobs"), sc
 	if c.FormValue("add_param") != "" {
+		notAudited(c)
 		pg.Params = append(pg.Params, paramRow{Type: schema.ParamString})
 		return a.render(c, http.StatusOK, "script_edit", pg)
 	}

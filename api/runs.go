@@ -227,9 +227,21 @@ func (a *API) startWorkflow(c echo.Context, kind, id, target string, wf any, inp
 	r := schema.Run{WorkflowID: id, RunID: run.GetRunID(), Kind: kind, Status: schema.RunRunning,
 		StartedBy: user.Username, Target: target, StartedAt: time.Now().UTC()}
 	// The start request's audit entry is the workflow start's: one row,
-	// written with the read model in one transaction.
-	ae := a.auditEntry(c, "workflow.start", "run:"+id, http.StatusCreated)
+	// written with the read model in one transaction. It keeps the action
+	// the handler named (job.create on job:42), else workflow.start on
+	// the run; the detail names the workflow either way.
+	action, auditTarget := "workflow.start", "run:"+id
+	if s, ok := c.Get(auditActionKey).(string); ok {
+		action = s
+	}
+	if s, ok := c.Get(auditTargetKey).(string); ok {
+		auditTarget = s
+	}
+	ae := a.auditEntry(c, action, auditTarget, http.StatusCreated)
 	ae.Detail = kind + " on " + target
+	if action != "workflow.start" {
+		ae.Detail += " (workflow " + id + ")"
+	}
 	created, err := a.store.RecordRunStartAudited(ctx, &r, ae)
 	if err != nil {
 		return runView{}, false, err

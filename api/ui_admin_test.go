@@ -177,8 +177,8 @@ func TestAdminPagesInBrowser(t *testing.T) {
 		t.Fatalf("operator's tokens: %+v", ts)
 	}
 	tid := strconv.FormatInt(ts[0].ID, 10)
-	do("revoke token", chromedp.Click(chromedp.ID("revoke-"+tid)), chromedp.WaitVisible(chromedp.ID("confirm-question")),
-		chromedp.Click(chromedp.ID("confirm")), chromedp.WaitVisible(chromedp.ID("flash")))
+	do("revoke token", chromedp.Click(chromedp.ID("revoke-"+tid)), chromedp.WaitVisible(chromedp.ID("confirm-message")),
+		chromedp.Click(chromedp.ID("confirm-yes")), chromedp.WaitVisible(chromedp.ID("flash")))
 	if s := text(`tokens`); !strings.Contains(s, "revoked") {
 		t.Fatalf("tokens after revoking: %q", s)
 	}

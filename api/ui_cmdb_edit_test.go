@@ -182,12 +182,12 @@ func TestCMDBEditInBrowser(t *testing.T) {
 	}
 	run("delete relation",
 		chromedp.Click(chromedp.ID("delete-relation-"+strconv.FormatInt(rels[0].ID, 10))),
-		chromedp.WaitVisible(chromedp.ID("confirm-question")),
+		chromedp.WaitVisible(chromedp.ID("confirm-message")),
 	)
 	if rs, _ := e.store.Relations(ctx, schema.RelationFilter{CIID: web.ID}); len(rs) != 1 {
 		t.Fatal("the confirmation page deleted the relation")
 	}
-	run("confirm relation delete", chromedp.Click(chromedp.ID("confirm-delete")), chromedp.WaitVisible(chromedp.ID("flash")))
+	run("confirm relation delete", chromedp.Click(chromedp.ID("confirm-yes")), chromedp.WaitVisible(chromedp.ID("flash")))
 	if rs, _ := e.store.Relations(ctx, schema.RelationFilter{CIID: web.ID}); len(rs) != 0 {
 		t.Fatalf("relation kept: %+v", rs)
 	}
@@ -200,15 +200,15 @@ func TestCMDBEditInBrowser(t *testing.T) {
 	run("delete CI",
 		chromedp.Navigate(e.srv.URL+"/cmdb/cis/"+strconv.FormatInt(web.ID, 10)),
 		chromedp.Click(chromedp.ID("delete-ci")),
-		chromedp.WaitVisible(chromedp.ID("confirm-question")),
+		chromedp.WaitVisible(chromedp.ID("confirm-message")),
 	)
-	if q := text("confirm"); !strings.Contains(q, p+"web") || !strings.Contains(q, "1 relation") {
+	if q := text("confirm-message") + " " + text("confirm-detail"); !strings.Contains(q, p+"web") || !strings.Contains(q, "1 relation") {
 		t.Fatalf("confirmation: %q", q)
 	}
 	if _, err := e.store.CI(ctx, web.ID); err != nil {
 		t.Fatal("the confirmation page deleted the CI")
 	}
-	run("confirm CI delete", chromedp.Click(chromedp.ID("confirm-delete")), chromedp.WaitVisible(chromedp.ID("flash")))
+	run("confirm CI delete", chromedp.Click(chromedp.ID("confirm-yes")), chromedp.WaitVisible(chromedp.ID("flash")))
 	if _, err := e.store.CI(ctx, web.ID); !errors.Is(err, schema.ErrNotFound) {
 		t.Fatalf("CI kept: %v", err)
 	}
