@@ -237,8 +237,7 @@ func TestNewcomerJourneysInBrowser(t *testing.T) {
 		actions []string
 	}{
 		{admin.Username, []string{"user.create", "credential.create", "cmdb.ci.create", "run:discovery:", "approval-policy.save"}},
-		// A job's start is its workflow's.
-		{opName, []string{"script.create", "script.version.create", "run:job:", "job.pause", "job.resume", "job.abort"}},
+		{opName, []string{"script.create", "script.version.create", "job.create", "job.pause", "job.resume", "job.abort"}},
 		{approverName, []string{"approval.decide"}},
 	} {
 		j.fill("#f-actor", who.actor)
