@@ -412,6 +412,10 @@ func TestRealApprovalCancelledWhileWaiting(t *testing.T) {
 				t.Errorf("on timeout %q: the cancellation was taken for the timeout: %+v", onTimeout, d)
 			}
 		}
+		if onTimeout == schema.OnTimeoutApprove {
+			// The history with the cancel-is-not-timeout marker, for replay.
+			replayAndRecord(t, c, tk.WorkflowID, run.GetRunID(), "approval_v2_cancelled.json")
+		}
 	}
 }
 
