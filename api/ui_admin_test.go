@@ -5,9 +5,11 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/pem"
+	"errors"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -16,6 +18,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/opsflow/opsflow/internal/testenv"
 	"github.com/opsflow/opsflow/schema"
+	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -218,4 +221,129 @@ func bearerStatus(t *testing.T, e *env, token string) int {
 	}
 	res.Body.Close()
 	return res.StatusCode
+}
+
+// TestAdminMaintenanceInBrowser walks the admin's upkeep forms: reset a
+// user's password, disable them (confirmed; they can no longer log in)
+// and enable them again; edit a policy's level; add and delete a risk
+// rule; forget a host key; link and unlink a chat account. The setup
+// (users, a policy, a recorded key) is written to the store; every change
+// under test goes through the pages.
+func TestAdminMaintenanceInBrowser(t *testing.T) {
+	e := newEnvWith(t, envOptions{noWorkers: true})
+	bg := context.Background()
+	admin := e.createUser(schema.RoleAdmin, "admin-password-1")
+	user := e.createUser(schema.RoleOperator, "operator-initial-1")
+	policy := "maint-" + strconv.FormatInt(time.Now().UnixNano(), 36) // an id a CSS selector takes as it is
+	if err := e.store.SaveApprovalPolicy(bg, &schema.ApprovalPolicy{Name: policy, Spec: schema.ApprovalPolicySpec{
+		Levels: []schema.ApprovalLevel{{ApproverSet: schema.ApproverSet{Users: []string{admin.Username}}, Rule: schema.RuleAny, Timeout: "1h"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	pub, _, _ := ed25519.GenerateKey(rand.Reader)
+	sshPub, _ := ssh.NewPublicKey(pub)
+	keyAddr := "10.250.0.7:22"
+	if _, err := e.store.RecordHostKey(bg, keyAddr, 0, strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sshPub)))); err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithTimeout(testenv.Browser(t), 150*time.Second)
+	defer cancel()
+	do, text := browserSteps(t, ctx)
+	e.browserLogin(ctx, admin.Username, "admin-password-1")
+	uid := strconv.FormatInt(user.ID, 10)
+	stored := func() *schema.User {
+		t.Helper()
+		u, err := e.store.UserByUsername(bg, user.Username)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return u
+	}
+
+	// Reset the password; disable, confirmed; enable.
+	do("reset password", chromedp.Navigate(e.srv.URL+"/users"), chromedp.WaitVisible(chromedp.ID("users")),
+		chromedp.SendKeys(chromedp.ID("pw-"+uid), "operator-reset-22"), chromedp.Click(chromedp.ID("reset-pw-"+uid)), chromedp.WaitVisible(chromedp.ID("flash")))
+	if bcrypt.CompareHashAndPassword([]byte(stored().PasswordHash), []byte("operator-reset-22")) != nil {
+		t.Fatal("the reset password does not check")
+	}
+	do("disable", chromedp.Navigate(e.srv.URL+"/users"), chromedp.WaitVisible(chromedp.ID("users")),
+		chromedp.Click(chromedp.ID("disable-"+uid)), chromedp.WaitVisible(chromedp.ID("confirm-message")))
+	if stored().Disabled {
+		t.Fatal("the confirmation page disabled the user")
+	}
+	do("confirm disable", chromedp.Click(chromedp.ID("confirm-yes")), chromedp.WaitVisible(chromedp.ID("flash")))
+	if !stored().Disabled || !strings.Contains(text(chromedp.ID("users")), "disabled") {
+		t.Fatal("user not disabled")
+	}
+	if ck, _ := e.trySessionLogin(user.Username, "operator-reset-22"); ck != nil {
+		t.Fatal("a disabled user logged in")
+	}
+	do("enable", chromedp.Click(chromedp.ID("enable-"+uid)), chromedp.WaitVisible(chromedp.ID("flash")))
+	if stored().Disabled {
+		t.Fatal("user still disabled")
+	}
+	if ck, _ := e.trySessionLogin(user.Username, "operator-reset-22"); ck == nil {
+		t.Fatal("the enabled user cannot log in with the reset password")
+	}
+
+	// Edit the policy: the form comes filled in; a changed timeout is saved.
+	do("edit policy", chromedp.Navigate(e.srv.URL+"/policies"), chromedp.WaitVisible(chromedp.ID("edit-"+policy)),
+		chromedp.Click(chromedp.ID("edit-"+policy)), chromedp.WaitVisible(chromedp.ID("p-l0-timeout")))
+	if v, _ := chromedp.Run(ctx, chromedp.Value(chromedp.ID("p-l0-users"))); v != admin.Username {
+		t.Fatalf("the edit form's level users: %q", v)
+	}
+	do("save policy", chromedp.SetValue(chromedp.ID("p-l0-timeout"), "8h"), chromedp.Click(chromedp.ID("save-policy")),
+		chromedp.WaitVisible(chromedp.CSS(`section[data-policy="`+policy+`"]`)))
+	if p, err := e.store.ApprovalPolicyByName(bg, policy); err != nil || p.Spec.Levels[0].Timeout != "8h" || p.Spec.Levels[0].Users[0] != admin.Username {
+		t.Fatalf("edited policy %+v %v", p, err)
+	}
+
+	// A risk rule added and deleted (confirmed).
+	pattern := `opsflow-maintenance-` + strconv.FormatInt(time.Now().UnixNano(), 36)
+	do("add rule", chromedp.Navigate(e.srv.URL+"/risk-rules"), chromedp.WaitVisible(chromedp.ID("rule-form")),
+		chromedp.SendKeys(chromedp.ID("r-pattern"), pattern), chromedp.SetValue(chromedp.ID("r-action"), "block"),
+		chromedp.Click(chromedp.ID("create-rule")), chromedp.WaitVisible(chromedp.ID("flash")))
+	rule := func() *schema.RiskRule {
+		rs, err := e.store.RiskRules(bg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range rs {
+			if rs[i].Pattern == pattern {
+				return &rs[i]
+			}
+		}
+		return nil
+	}
+	r := rule()
+	if r == nil || r.Action != "block" || r.CreatedBy != admin.Username {
+		t.Fatalf("stored rule %+v", r)
+	}
+	do("delete rule", chromedp.Click(chromedp.ID("delete-rule-"+strconv.FormatInt(r.ID, 10))), chromedp.WaitVisible(chromedp.ID("confirm-message")),
+		chromedp.Click(chromedp.ID("confirm-yes")), chromedp.WaitVisible(chromedp.ID("flash")))
+	if rule() != nil {
+		t.Fatal("rule kept")
+	}
+
+	// Forget a recorded host key (confirmed).
+	do("forget host key", chromedp.Navigate(e.srv.URL+"/credentials"), chromedp.WaitVisible(chromedp.ID("host-keys")),
+		chromedp.Click(chromedp.CSS(`button[data-address="`+keyAddr+`"]`)), chromedp.WaitVisible(chromedp.ID("confirm-message")),
+		chromedp.Click(chromedp.ID("confirm-yes")), chromedp.WaitVisible(chromedp.ID("flash")))
+	if keys, _ := e.store.HostKeys(bg, "", 1000); slices.ContainsFunc(keys, func(k schema.HostKey) bool { return k.Address == keyAddr }) {
+		t.Fatal("host key kept")
+	}
+
+	// Link a chat account to the user, then unlink it.
+	chatID := "U" + strings.ToUpper(strconv.FormatInt(time.Now().UnixNano(), 36))
+	do("link chat account", chromedp.Navigate(e.srv.URL+"/chat-identities"), chromedp.WaitVisible(chromedp.ID("chat-form")),
+		chromedp.SetValue(chromedp.ID("ci-provider"), "slack"), chromedp.SendKeys(chromedp.ID("ci-external"), chatID),
+		chromedp.SetValue(chromedp.ID("ci-user"), user.Username), chromedp.Click(chromedp.ID("link-chat")), chromedp.WaitVisible(chromedp.ID("flash")))
+	if u, err := e.store.ChatUser(bg, "slack", chatID); err != nil || u.Username != user.Username {
+		t.Fatalf("linked account: %+v %v", u, err)
+	}
+	do("unlink chat account", chromedp.Navigate(e.srv.URL+"/chat-identities"), chromedp.WaitVisible(chromedp.ID("chat-form")),
+		chromedp.Click(chromedp.ID("unlink-slack-"+chatID)), chromedp.WaitVisible(chromedp.ID("flash")))
+	if _, err := e.store.ChatUser(bg, "slack", chatID); !errors.Is(err, schema.ErrNotFound) {
+		t.Fatalf("unlinked account still maps: %v", err)
+	}
 }
