@@ -412,3 +412,40 @@ func TestRunbookCancelCompensates(t *testing.T) {
 		t.Fatalf("runs: %+v", run)
 	}
 }
+
+// TestRunbookForeachChunks: a foreach of more items than one run holds
+// runs them as chunk child runs; every item runs once and the read model
+// has each item's body step.
+func TestRunbookForeachChunks(t *testing.T) {
+	e := newRunbookEnv(t)
+	items := make([]any, 600)
+	for i := range items {
+		items[i] = i
+	}
+	e.run("chunks", rbHead+`inputs:
+  - {name: items, type: list, items: int}
+steps:
+  - id: each
+    kind: foreach
+    with:
+      items: ${{ inputs.items }}
+      concurrency: 50
+      steps:
+        - {id: nap, kind: wait, with: {duration: "${{ string(item % 7 + 1) + 's' }}"}}
+  - id: after
+    kind: wait
+    when: steps.each.outputs.succeeded == 600
+    with: {duration: 1s}
+`, map[string]any{"items": items}, -1)
+	res, err := e.result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o := res.Steps["each"].Outputs; o["total"] != float64(600) || o["succeeded"] != float64(600) || res.Steps["after"].Status != schema.StepSucceeded {
+		t.Fatalf("each: %+v, after: %+v", o, res.Steps["after"])
+	}
+	rows := e.steps("chunks")
+	if len(rows) != 602 || rows["each[599].nap"].Status != schema.StepSucceeded {
+		t.Fatalf("read model: %d rows", len(rows))
+	}
+}
