@@ -133,7 +133,7 @@ func (s *Store) Run(ctx context.Context, workflowID string) (*Run, error) {
 // late or repeated update (activities run at least once) cannot reopen it.
 func (s *Store) RecordRunStatus(ctx context.Context, workflowID, runID, kind, status, summary string, at time.Time) error {
 	r := &Run{WorkflowID: workflowID, RunID: runID, Kind: kind, Status: status, StartedAt: at.UTC(), Summary: summary}
-	if status != RunRunning {
+	if status != RunRunning && status != RunAwaitingRetry {
 		end := at.UTC()
 		r.EndedAt = &end
 	}

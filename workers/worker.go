@@ -22,6 +22,9 @@ type Deps struct {
 	// LocalTransport runs local-transport jobs on this worker
 	// (OPSFLOW_LOCAL_TRANSPORT=1); see activities.SSH.
 	LocalTransport bool
+	// RunbookSource reads stored runbooks for runbook steps (the runbook
+	// store); nil refuses runbook steps.
+	RunbookSource activities.RunbookSource
 }
 
 // New builds a worker for queue with every workflow and activity that queue
@@ -46,12 +49,14 @@ func Register(r worker.Registry, queue string, deps Deps) (int, error) {
 		r.RegisterWorkflow(workflows.BatchJob)
 		r.RegisterWorkflow(workflows.ScheduledJob)
 		r.RegisterWorkflow(workflows.Approval)
+		r.RegisterWorkflow(workflows.Runbook)
 		r.RegisterActivity(&activities.Runs{Store: deps.Store})
 		r.RegisterActivity(&activities.Demo{})
 		r.RegisterActivity(&activities.CMDB{Store: deps.Store})
 		r.RegisterActivity(&activities.Jobs{Store: deps.Store, Secrets: deps.Secrets})
 		r.RegisterActivity(&activities.Approvals{Store: deps.Store, Notifiers: deps.Notifiers, Secrets: deps.Secrets})
-		return 10, nil
+		r.RegisterActivity(&activities.Runbooks{Store: deps.Store, Secrets: deps.Secrets, Notifiers: deps.Notifiers, Source: deps.RunbookSource})
+		return 12, nil
 	case workflows.TaskQueueSSH:
 		r.RegisterActivity(&activities.SSH{Store: deps.Store, Secrets: deps.Secrets, LocalTransport: deps.LocalTransport})
 		return 1, nil

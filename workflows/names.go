@@ -31,6 +31,7 @@ const (
 	KindDiscovery = "discovery"
 	KindJob       = "job"
 	KindApproval  = "approval"
+	KindRunbook   = "runbook"
 )
 
 // Query and update names.
@@ -43,6 +44,11 @@ const (
 	QueryTicket          = "ticket"
 	UpdateDecide         = "decide"
 	UpdateWithdraw       = "withdraw"
+	// QueryRunbook answers a runbook run's RunbookProgress.
+	QueryRunbook = "runbook"
+	// UpdateRetryStep makes a runbook run waiting after a failed step go
+	// on from that step.
+	UpdateRetryStep = "retry_step"
 	// SignalHostsDone carries []activities.HostDone from a host group to
 	// its job's workflow.
 	SignalHostsDone = "hosts_done"
@@ -107,3 +113,28 @@ func JobTicketWorkflowID(jobWorkflowID string) string { return KindApproval + ":
 // ScheduledJobWorkflowID is the BatchJob of the job a schedule's firing
 // (workflow firingWorkflowID) creates: one per firing, also on retries.
 func ScheduledJobWorkflowID(firingWorkflowID string) string { return KindJob + ":" + firingWorkflowID }
+
+// Runbook runs. A runbook run's ID is RunWorkflowID(KindRunbook, …); what
+// it starts is named after it, its step's path and the step's attempt
+// (a retry from a failed step starts a new job, ticket or child run).
+
+// RunbookJobWorkflowID is the BatchJob of attempt n of script step path.
+func RunbookJobWorkflowID(run, path string, n int) string {
+	return fmt.Sprintf("%s:%s/%s#%d", KindJob, run, path, n)
+}
+
+// RunbookTicketWorkflowID is the Approval of attempt n of approval step path.
+func RunbookTicketWorkflowID(run, path string, n int) string {
+	return fmt.Sprintf("%s:%s/%s#%d", KindApproval, run, path, n)
+}
+
+// RunbookChildWorkflowID is the child run of attempt n of runbook step path.
+func RunbookChildWorkflowID(run, path string, n int) string {
+	return fmt.Sprintf("%s:%s/%s#%d", KindRunbook, strings.TrimPrefix(run, KindRunbook+":"), path, n)
+}
+
+// RunbookChunkWorkflowID is chunk i of attempt n of foreach step path: a
+// Runbook run of part of the foreach's items.
+func RunbookChunkWorkflowID(run, path string, n, i int) string {
+	return fmt.Sprintf("%s/%s#%d@%d", run, path, n, i)
+}
