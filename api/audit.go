@@ -15,8 +15,9 @@ const (
 	auditActorKey  = "opsflow.audit.actor"
 	auditDetailKey = "opsflow.audit.detail"
 	auditDoneKey   = "opsflow.audit.done" // the handler wrote the entry itself
-	// auditSkipKey marks a request refused by a rate limit: it is not
-	// written, or a flood would write it.
+	// auditSkipKey marks a request that is not written: one refused by
+	// a rate limit (or a flood would write it), or one whose method is
+	// unsafe but that changes nothing (runbook validation).
 	auditSkipKey = "opsflow.audit.skip"
 	// authRefusedKey says why authentication refused the request's
 	// credentials (a bad, revoked or malformed token).

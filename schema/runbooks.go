@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -60,16 +61,16 @@ const MaxRunbookSource = 1 << 20
 // would shadow.
 var reservedRunbookNames = []string{"validate", "schema.json"}
 
+// RunbookNameReserved reports a name the runbook API's paths keep for
+// themselves.
+func RunbookNameReserved(name string) bool { return slices.Contains(reservedRunbookNames, name) }
+
 func validateRunbookInput(in *RunbookInput) error {
 	bad := map[string]string{}
 	if !credNameRE.MatchString(in.Name) {
 		bad["metadata.name"] = "must be 1-100 letters, digits, '.', '_' or '-'"
-	} else {
-		for _, r := range reservedRunbookNames {
-			if in.Name == r {
-				bad["metadata.name"] = fmt.Sprintf("%q is reserved", r)
-			}
-		}
+	} else if RunbookNameReserved(in.Name) {
+		bad["metadata.name"] = fmt.Sprintf("%q is reserved", in.Name)
 	}
 	switch {
 	case strings.TrimSpace(in.Source) == "":
