@@ -16,8 +16,8 @@ const (
 	auditDetailKey = "opsflow.audit.detail"
 	auditDoneKey   = "opsflow.audit.done" // the handler wrote the entry itself
 	// auditSkipKey marks a request that is not written: one refused by a
-	// rate limit (or a flood would write it), or a form post that changed
-	// nothing (notAudited).
+	// rate limit (or a flood would write it), or one whose method is
+	// unsafe but that changes nothing (notAudited).
 	auditSkipKey = "opsflow.audit.skip"
 	// authRefusedKey says why authentication refused the request's
 	// credentials (a bad, revoked or malformed token).

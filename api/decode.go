@@ -8,6 +8,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -15,28 +16,101 @@ import (
 	"github.com/labstack/echo/v4"
 )
 
-// maxBody caps JSON request bodies.
+// maxBody caps request bodies, JSON or a raw document.
 const maxBody = 1 << 20
+
+// yamlMediaTypes are the media types of a raw YAML document sent as the
+// whole body (a runbook, for one). YAML is a superset of JSON, so such a
+// body may be a JSON document too.
+var yamlMediaTypes = []string{"application/yaml", "text/yaml", "application/x-yaml"}
 
 // decodeJSON reads the request body strictly into v: JSON content type, one
 // object, no unknown fields, every type mismatch named by its field.
 func decodeJSON(c echo.Context, v any) error {
-	req := c.Request()
-	if ct := req.Header.Get(echo.HeaderContentType); ct != "" {
-		mt, _, err := mime.ParseMediaType(ct)
-		if err != nil || mt != echo.MIMEApplicationJSON {
-			return newError(http.StatusUnsupportedMediaType, CodeUnsupportedMedia, "Content-Type must be application/json")
-		}
+	if mt, err := mediaType(c); err != nil || (mt != "" && mt != echo.MIMEApplicationJSON) {
+		return newError(http.StatusUnsupportedMediaType, CodeUnsupportedMedia, "Content-Type must be application/json")
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(c.Response(), req.Body, maxBody))
+	body, err := readBody(c)
+	if err != nil {
+		return err
+	}
+	return decodeBody(body, v)
+}
+
+// decodeJSONOrDocument reads a body that is either JSON, decoded into v as
+// decodeJSON does (doc nil), or, sent with a YAML media type, a raw
+// document returned as it came (checked by decodeDocument).
+func decodeJSONOrDocument(c echo.Context, v any) (doc []byte, err error) {
+	mt, err := mediaType(c)
+	if err != nil || (mt != "" && mt != echo.MIMEApplicationJSON && !slices.Contains(yamlMediaTypes, mt)) {
+		return nil, newError(http.StatusUnsupportedMediaType, CodeUnsupportedMedia,
+			"Content-Type must be application/json or a YAML type ("+strings.Join(yamlMediaTypes, ", ")+")")
+	}
+	body, err := readBody(c)
+	if err != nil {
+		return nil, err
+	}
+	if slices.Contains(yamlMediaTypes, mt) {
+		return body, decodeDocument(body)
+	}
+	return nil, decodeBody(body, v)
+}
+
+// mediaType is the request's media type, lowercase; "" when none is sent.
+func mediaType(c echo.Context) (string, error) {
+	ct := c.Request().Header.Get(echo.HeaderContentType)
+	if ct == "" {
+		return "", nil
+	}
+	mt, _, err := mime.ParseMediaType(ct)
+	return mt, err
+}
+
+// readBody reads the whole body, at most maxBody bytes.
+func readBody(c echo.Context) ([]byte, error) {
+	body, err := io.ReadAll(http.MaxBytesReader(c.Response(), c.Request().Body, maxBody))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return newError(http.StatusRequestEntityTooLarge, CodeTooLarge, fmt.Sprintf("request body exceeds %d bytes", maxBody))
+			return nil, newError(http.StatusRequestEntityTooLarge, CodeTooLarge, fmt.Sprintf("request body exceeds %d bytes", maxBody))
 		}
-		return newError(http.StatusBadRequest, CodeBadRequest, "reading request body failed")
+		return nil, newError(http.StatusBadRequest, CodeBadRequest, "reading request body failed")
 	}
-	return decodeBody(body, v)
+	return body, nil
+}
+
+// decodeDocument checks a raw document body as checkText checks JSON
+// strings: text a person wrote, so valid UTF-8 without NUL or control
+// characters but tab and newlines. A bad character is a 422 naming its
+// line and column.
+func decodeDocument(body []byte) error {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return newError(http.StatusBadRequest, CodeBadRequest, "request body is required")
+	}
+	line, col := 1, 1
+	for i := 0; i < len(body); {
+		r, size := utf8.DecodeRune(body[i:])
+		reason := ""
+		switch {
+		case r == utf8.RuneError && size <= 1:
+			reason = "must be valid UTF-8 text"
+		case r == 0:
+			reason = "must not contain NUL characters"
+		case r < 0x20 && r != '\t' && r != '\n' && r != '\r':
+			reason = fmt.Sprintf("must not contain control characters (U+%04X)", r)
+		}
+		if reason != "" {
+			return &Error{Status: http.StatusUnprocessableEntity, Code: CodeValidation, Message: "invalid body",
+				Fields: map[string]string{"body": fmt.Sprintf("line %d, column %d: %s", line, col, reason)}}
+		}
+		if r == '\n' {
+			line, col = line+1, 1
+		} else {
+			col++
+		}
+		i += size
+	}
+	return nil
 }
 
 // decodeBody is decodeJSON without the HTTP parts; it is fuzzed.

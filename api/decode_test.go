@@ -24,6 +24,7 @@ func requestTypes() []any {
 		}{}, // PATCH /jobs/{id}
 		&scheduleRequest{}, &schema.ScriptInput{}, &riskRuleRequest{},
 		&[]json.RawMessage{}, &importJSONRow{}, // CMDB JSON import
+		&runbookRequest{},
 	}
 }
 
@@ -37,10 +38,19 @@ func FuzzDecodeBody(f *testing.F) {
 	for _, s := range []string{`{}`, `{"username":"a","role":"viewer"}`, `{"username":1}`, `[`, `null`, `{"x":1}`, `{"steps":"3"}`, "\x00", `{"a":1}{}`,
 		`{"title":"a\u0000b"}`, `{"comment":"\ud800"}`, `{"members":["x","\u0001"]}`, `{"spec":{"levels":[{"users":["\ud83d\ude00","\udc00"]}]}}`,
 		"{\"name\":\"\xff\"}", `[{"name":"订单-api-01","labels":{"k\u0000":"v"}}]`, `{"targets":{"selector":"a in (b,c)","hosts":[1]}}`,
-		`{"concurrency":99999999999999999999}`, `{"\\u0000":1}`, `{"a":"\\\ud800"}`, `"\ud800\udc00"`} {
+		`{"concurrency":99999999999999999999}`, "apiVersion: opsflow/v1\nkind: Runbook\n\x00", `{"source":"steps: []","comment":"\u0007"}`, `{"\\u0000":1}`, `{"a":"\\\ud800"}`, `"\ud800\udc00"`} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
+		// A raw document body (a runbook sent as YAML) is checked as text.
+		if err := decodeDocument(body); err != nil {
+			var ae *Error
+			if !errors.As(err, &ae) || ae.Status < 400 || ae.Status >= 500 || ae.Code == "" || (ae.Code == CodeValidation && len(ae.Fields) == 0) {
+				t.Fatalf("decode document %q: %#v", body, err)
+			}
+		} else if bad := badString(reflect.ValueOf(string(body))); bad != "" {
+			t.Fatalf("decode document %q let through %q", body, bad)
+		}
 		for _, v := range requestTypes() {
 			err := decodeBody(body, v)
 			if err != nil {

@@ -26,9 +26,10 @@ type openAPIDoc struct {
 }
 
 type openAPIOp struct {
-	Summary    string `json:"summary"`
-	Roles      string `json:"x-roles"`
-	Parameters []struct {
+	OperationID string `json:"operationId"`
+	Summary     string `json:"summary"`
+	Roles       string `json:"x-roles"`
+	Parameters  []struct {
 		Name        string `json:"name"`
 		In          string `json:"in"`
 		Required    bool   `json:"required"`

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"github.com/opsflow/opsflow/internal/runbook"
 	"github.com/opsflow/opsflow/internal/secret"
 	"github.com/opsflow/opsflow/schema"
 	"github.com/opsflow/opsflow/workflows"
@@ -49,6 +50,9 @@ type Deps struct {
 	// X-Forwarded-For, X-Real-IP and X-Request-Id are believed
 	// (OPSFLOW_TRUSTED_PROXIES); nobody's by default.
 	TrustedProxies []string
+	// Runbooks holds the runbook step kinds documents are checked
+	// against; nil means the built-in kinds.
+	Runbooks *runbook.Registry
 }
 
 // API holds the handlers.
@@ -66,6 +70,7 @@ type API struct {
 	slack     *SlackHook
 	baseURL   string
 	dingtalk  string // the enterprise robot's app secret
+	runbooks  *runbook.Registry
 
 	trusted     []*net.IPNet    // proxies whose forwarding headers count
 	known       map[string]bool // "METHOD /route" of every route
@@ -107,7 +112,7 @@ var (
 func (a *API) routes() []route {
 	rs := a.coreRoutes()
 	// Each area of the web console keeps its routes beside its handlers.
-	for _, area := range [][]route{a.accountRoutes(), a.adminRoutes(), a.jobPageRoutes(), a.listRoutes(), a.cmdbPageRoutes(), a.consoleRoutes()} {
+	for _, area := range [][]route{a.accountRoutes(), a.adminRoutes(), a.jobPageRoutes(), a.listRoutes(), a.cmdbPageRoutes(), a.consoleRoutes(), a.runbookRoutes()} {
 		rs = append(rs, area...)
 	}
 	return rs
@@ -262,6 +267,9 @@ func NewAPI(d Deps) (*API, *echo.Echo, error) {
 	if d.Registry == nil {
 		d.Registry = prometheus.NewRegistry()
 	}
+	if d.Runbooks == nil {
+		d.Runbooks = runbook.Builtin()
+	}
 	pg, err := loadPages()
 	if err != nil {
 		return nil, nil, err
@@ -274,7 +282,7 @@ func NewAPI(d Deps) (*API, *echo.Echo, error) {
 	secure := d.SecureCookies || strings.HasPrefix(strings.ToLower(d.BaseURL), "https://")
 	a := &API{store: d.Store, temporal: d.Temporal, namespace: d.Namespace, uiURL: d.TemporalUIURL,
 		log: d.Logger, version: d.Version, secure: secure, reg: d.Registry, pages: pg, secrets: d.Secrets,
-		slack: d.Slack, baseURL: d.BaseURL, dingtalk: d.DingTalkAppSecret,
+		slack: d.Slack, baseURL: d.BaseURL, dingtalk: d.DingTalkAppSecret, runbooks: d.Runbooks,
 		trusted: trusted, known: map[string]bool{}, bodyTimeout: bodyTimeout,
 		anon:    newLimiter(anonRate, anonBurst, limiterKeys),
 		loginIP: newLimiter(loginIPRate, loginIPBurst, limiterKeys), loginUser: newLimiter(loginUserRate, loginUserBurst, limiterKeys),

@@ -76,13 +76,15 @@ var lists = map[string]listSpec{
 	"tickets": {id: sortCol{"id", colInt}, defSort: "id", defDesc: true, sorts: map[string]sortCol{
 		"id": {"id", colInt}, "created": {"created_at", colTime}, "status": {"status", colText},
 		"requester": {"requester", colText}, "title": {"title", colText}}},
+	"runbooks": {id: sortCol{"id", colInt}, defSort: "name", defDesc: false, sorts: map[string]sortCol{
+		"id": {"id", colInt}, "name": {"name", colText}, "created": {"created_at", colTime}, "updated": {"updated_at", colTime}}},
 	"audit": {id: sortCol{"id", colInt}, defSort: "id", defDesc: true, sorts: map[string]sortCol{
 		"id": {"id", colInt}, "at": {"at", colTime}, "actor": {"actor", colText},
 		"action": {"action", colText}, "target": {"target", colText}, "status": {"status", colInt}}},
 }
 
 // ListSorts returns the sort keys a list ("jobs", "runs", "cis",
-// "tickets", "audit") allows, sorted, and its default key and order.
+// "tickets", "audit", "runbooks") allows, sorted, and its default key and order.
 func ListSorts(list string) (keys []string, def, defOrder string) {
 	spec := lists[list]
 	for k := range spec.sorts {

@@ -396,14 +396,9 @@ func (s *Store) AddScriptVersion(ctx context.Context, id int64, in ScriptInput, 
 	}
 	var v *ScriptVersion
 	err := s.DB.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		// Lock the script row so two new versions cannot take one number
-		// (SQLite's write transactions are exclusive already).
+		// Lock the script row so two new versions cannot take one number.
 		sc := new(Script)
-		q := tx.NewSelect().Model(sc).Where("id = ?", id)
-		if s.Engine == Postgres {
-			q = q.For("UPDATE")
-		}
-		if err := q.Scan(ctx); err != nil {
+		if err := s.forUpdate(tx.NewSelect().Model(sc).Where("id = ?", id)).Scan(ctx); err != nil {
 			return notFound(err)
 		}
 		var err error
@@ -414,6 +409,16 @@ func (s *Store) AddScriptVersion(ctx context.Context, id int64, in ScriptInput, 
 		return nil, fmt.Errorf("store: add script version: %w", err)
 	}
 	return v, nil
+}
+
+// forUpdate locks the rows q reads until the transaction ends, so two
+// writers that read-then-write them (the next version number) queue
+// (SQLite's write transactions are exclusive already).
+func (s *Store) forUpdate(q *bun.SelectQuery) *bun.SelectQuery {
+	if s.Engine == Postgres {
+		return q.For("UPDATE")
+	}
+	return q
 }
 
 func (s *Store) addVersion(ctx context.Context, tx bun.Tx, sc *Script, in ScriptInput, author string) (*ScriptVersion, error) {

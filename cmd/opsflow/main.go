@@ -1,5 +1,6 @@
 // Command opsflow runs opsflow's API, workers and migrations against an
-// external Temporal cluster and Postgres.
+// external Temporal cluster and Postgres, and is a client of a running
+// API (opsflow runbook …).
 package main
 
 import (
@@ -31,6 +32,12 @@ commands:
   secrets reseal [--dry-run]  re-seal every stored secret with the primary key, after a
                               rotation: OPSFLOW_SECRET_KEY=new, OPSFLOW_SECRET_OLD_KEYS=old
   version                     print the version
+
+client commands (against a running API: OPSFLOW_URL, OPSFLOW_TOKEN):
+  runbook validate FILE...    check runbook documents offline; errors as FILE:LINE:COL: path: reason
+  runbook push [--comment TEXT] FILE
+                              create the runbook FILE names, or add FILE as its next version
+                              (the same source as the latest version changes nothing)
 
 Environment: OPSFLOW_DATABASE_URL (required), OPSFLOW_SECRET_KEY or OPSFLOW_SECRET_KEY_FILE
 (required by api and worker: 32 bytes, base64; OPSFLOW_SECRET_OLD_KEYS for rotation), TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE,
@@ -123,6 +130,8 @@ func run(args []string) error {
 		return migrate(ctx, a, args[1])
 	case "secrets":
 		return secrets(ctx, cfg, log, args[1:])
+	case "runbook":
+		return runbookCmd(ctx, args[1:], os.Stdout, os.Getenv)
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 		return nil

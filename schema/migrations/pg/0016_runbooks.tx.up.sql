@@ -1,0 +1,38 @@
+-- A runbook is a name over immutable versions of its document. Deleting a
+-- runbook marks it deleted: its versions stay, for the runs that used
+-- them and for the audit log; a new runbook may then take the name.
+CREATE TABLE runbooks (
+	id             BIGSERIAL PRIMARY KEY,
+	name           TEXT NOT NULL,
+	description    TEXT NOT NULL DEFAULT '',
+	labels         TEXT NOT NULL DEFAULT '{}',
+	latest_version BIGINT NOT NULL DEFAULT 0,
+	created_by     TEXT NOT NULL DEFAULT '',
+	created_at     TIMESTAMPTZ NOT NULL,
+	updated_at     TIMESTAMPTZ NOT NULL,
+	deleted_at     TIMESTAMPTZ,
+	deleted_by     TEXT NOT NULL DEFAULT ''
+);
+CREATE UNIQUE INDEX runbooks_live_name_idx ON runbooks (name) WHERE deleted_at IS NULL;
+CREATE INDEX runbooks_updated_at_idx ON runbooks (updated_at, id);
+
+-- Versions are immutable: the source is kept as submitted, with its
+-- SHA-256 (hex), and a change is a new version.
+CREATE TABLE runbook_versions (
+	runbook_id BIGINT NOT NULL REFERENCES runbooks (id),
+	version    BIGINT NOT NULL,
+	source     TEXT NOT NULL,
+	sha256     TEXT NOT NULL,
+	comment    TEXT NOT NULL DEFAULT '',
+	created_by TEXT NOT NULL DEFAULT '',
+	created_at TIMESTAMPTZ NOT NULL,
+	PRIMARY KEY (runbook_id, version)
+);
+
+CREATE FUNCTION runbook_versions_immutable() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	RAISE EXCEPTION 'runbook_versions are immutable';
+END;
+$$;
+CREATE TRIGGER runbook_versions_no_change BEFORE UPDATE OR DELETE ON runbook_versions
+	FOR EACH ROW EXECUTE FUNCTION runbook_versions_immutable();
