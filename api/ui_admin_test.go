@@ -293,7 +293,7 @@ func TestAdminMaintenanceInBrowser(t *testing.T) {
 		t.Fatalf("the edit form's level users: %q", v)
 	}
 	do("save policy", chromedp.SetValue(chromedp.ID("p-l0-timeout"), "8h"), chromedp.Click(chromedp.ID("save-policy")),
-		chromedp.WaitVisible(chromedp.CSS(`section[data-policy="`+policy+`"]`)))
+		chromedp.WaitVisible(chromedp.ID("flash")))
 	if p, err := e.store.ApprovalPolicyByName(bg, policy); err != nil || p.Spec.Levels[0].Timeout != "8h" || p.Spec.Levels[0].Users[0] != admin.Username {
 		t.Fatalf("edited policy %+v %v", p, err)
 	}
