@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"regexp"
 	"strconv"
 	"strings"
@@ -35,8 +36,11 @@ type Runbooks struct {
 	Secrets *secret.Keyring
 	// Notifiers deliver notify steps; "web" needs none.
 	Notifiers []Notifier
-	// HTTP sends http steps; nil is http.DefaultClient.
-	HTTP *http.Client
+	// HTTP sends http steps; nil is a client that may not connect to the
+	// worker itself or link-local addresses (httpguard.go) beyond
+	// HTTPAllowNets.
+	HTTP          *http.Client
+	HTTPAllowNets []netip.Prefix
 	// Source reads stored runbooks for runbook steps; nil refuses them.
 	Source RunbookSource
 }
@@ -395,6 +399,7 @@ func (a *Runbooks) RunbookHTTP(ctx context.Context, in RunbookHTTPInput) (Runboo
 		}
 		req.Header.Set(k, v)
 	}
+	var cred *schema.Credential
 	if in.Credential != "" {
 		c, err := a.Store.CredentialByName(ctx, in.Credential)
 		if errors.Is(err, schema.ErrNotFound) {
@@ -402,6 +407,15 @@ func (a *Runbooks) RunbookHTTP(ctx context.Context, in RunbookHTTPInput) (Runboo
 		} else if err != nil {
 			return RunbookHTTPResult{}, err
 		}
+		// A runbook's author names the URL: only a secret made for http
+		// steps, and only to the URLs an admin scoped it to, may go.
+		if c.Kind != schema.CredHTTP {
+			return RunbookHTTPResult{}, invalid("credential %s is a %s credential: http steps send only http credentials", c.Name, c.Kind)
+		}
+		if !c.HTTPScopeAllows(req.URL) {
+			return RunbookHTTPResult{}, invalid("credential %s may not be sent to %s (its scope: %s)", c.Name, req.URL.Redacted(), c.Scope)
+		}
+		cred = c
 		sec, err := a.Secrets.Open(c.Secret, c.SealContext())
 		if err != nil {
 			return RunbookHTTPResult{}, invalid("credential %s: %v", c.Name, err)
@@ -414,7 +428,18 @@ func (a *Runbooks) RunbookHTTP(ctx context.Context, in RunbookHTTPInput) (Runboo
 	}
 	hc := a.HTTP
 	if hc == nil {
-		hc = http.DefaultClient
+		hc = guardedHTTPClient(a.HTTPAllowNets)
+	}
+	if cred != nil {
+		// A redirect goes on only within the credential's scope.
+		c := *hc
+		c.CheckRedirect = func(r *http.Request, via []*http.Request) error {
+			if len(via) >= 10 || !cred.HTTPScopeAllows(r.URL) {
+				return fmt.Errorf("redirect to %s: outside credential %s's scope", r.URL.Redacted(), cred.Name)
+			}
+			return nil
+		}
+		hc = &c
 	}
 	resp, err := hc.Do(req)
 	if err != nil {

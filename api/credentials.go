@@ -40,15 +40,27 @@ type credentialScopeRequest struct {
 }
 
 // checkScope refuses a non-admin setting where a credential may be used,
-// and a scope that is no label selector.
-func checkScope(c echo.Context, scope string, allowUnlisted bool, bad fieldErrors) error {
+// and a scope that is not of the credential's kind: a label selector of
+// host CIs, or for an http credential the URL prefixes it may be sent to
+// (required).
+func checkScope(c echo.Context, kind, scope string, allowUnlisted bool, bad fieldErrors) error {
 	if (scope != "" || allowUnlisted) && userOf(c).Role != schema.RoleAdmin {
 		return newError(http.StatusForbidden, CodeForbidden, "only an admin sets where a credential may be used (scope, allow_unlisted_hosts)")
 	}
-	if len(scope) > 1000 {
+	switch {
+	case len(scope) > 1000:
 		bad.add("scope", "at most 1000 characters")
-	} else if err := schema.ValidateSelector(scope); scope != "" && err != nil {
-		bad.add("scope", err.Error())
+	case kind == schema.CredHTTP:
+		if _, err := schema.ParseHTTPScope(scope); err != nil {
+			bad.add("scope", err.Error())
+		}
+		if allowUnlisted {
+			bad.add("allow_unlisted_hosts", "an http credential goes to URLs, not hosts")
+		}
+	case scope != "":
+		if err := schema.ValidateSelector(scope); err != nil {
+			bad.add("scope", err.Error())
+		}
 	}
 	return nil
 }
@@ -98,13 +110,13 @@ func (a *API) addCredential(c echo.Context, req credentialRequest) (*schema.Cred
 	ctx := c.Request().Context()
 	setAudit(c, "credential.create", "credential:"+req.Name)
 	bad := fieldErrors{}
-	if err := checkScope(c, req.Scope, req.AllowUnlistedHosts, bad); err != nil {
+	if err := checkScope(c, req.Kind, req.Scope, req.AllowUnlistedHosts, bad); err != nil {
 		return nil, err
 	}
 	if !credNameRE.MatchString(req.Name) {
 		bad.add("name", "must be 1-100 letters, digits, '.', '_' or '-'")
 	}
-	if req.Username == "" || strings.ContainsAny(req.Username, " \t\r\n@:") {
+	if (req.Username == "" && req.Kind != schema.CredHTTP) || strings.ContainsAny(req.Username, " \t\r\n@:") {
 		bad.add("username", "required, without spaces, '@' or ':'")
 	}
 	cr := &schema.Credential{Name: req.Name, Kind: req.Kind, Username: req.Username, Description: req.Description, CreatedBy: userOf(c).Username,
@@ -137,10 +149,23 @@ func (a *API) addCredential(c echo.Context, req credentialRequest) (*schema.Cred
 			}
 		}
 		cr.Address, cr.HostKey = req.Address, strings.TrimSpace(req.HostKey)
+	case schema.CredHTTP:
+		// A token (or, with a username, a password) for runbooks' http
+		// steps, sent only to the URLs of its scope.
+		if req.Address != "" || req.HostKey != "" {
+			bad.add("address", "an http credential has no address or host key: its scope names the URLs")
+		}
+		if req.PrivateKey != "" || req.Passphrase != "" {
+			bad.add("private_key", "an http credential takes password (the token, or the password with a username)")
+		}
+		if req.JumpHost != "" {
+			bad.add("jump_host", "an http credential is sent by the worker, not through a jump host")
+		}
+		auth = schema.CredPassword
 	case schema.CredLocal:
 		bad.add("kind", "local is built in: jobs with transport local use it")
 	default:
-		bad.add("kind", "must be ssh_key, password or jump_host")
+		bad.add("kind", "must be ssh_key, password, jump_host or http")
 	}
 	var secretValue string
 	switch auth {
@@ -159,6 +184,8 @@ func (a *API) addCredential(c echo.Context, req credentialRequest) (*schema.Cred
 		if req.Password == "" {
 			if req.Kind == schema.CredJumpHost {
 				bad.add("private_key", "a jump host needs a private_key or a password")
+			} else if req.Kind == schema.CredHTTP {
+				bad.add("password", "required: the token (or the password, with a username)")
 			} else {
 				bad.add("password", "required for a password credential")
 			}
@@ -244,11 +271,11 @@ func (a *API) rescopeCredential(c echo.Context, id int64, req credentialScopeReq
 		allow = *req.AllowUnlistedHosts
 	}
 	bad := fieldErrors{}
-	if err := checkScope(c, scope, allow, bad); err != nil {
+	if err := checkScope(c, cr.Kind, scope, allow, bad); err != nil {
 		return nil, err
 	}
-	if cr.Kind != schema.CredSSHKey && cr.Kind != schema.CredPassword {
-		bad.add("id", "only ssh_key and password credentials log into hosts; a "+cr.Kind+" credential has no scope")
+	if cr.Kind != schema.CredSSHKey && cr.Kind != schema.CredPassword && cr.Kind != schema.CredHTTP {
+		bad.add("id", "only ssh_key, password and http credentials have a scope; a "+cr.Kind+" credential has none")
 	}
 	if err := bad.err(); err != nil {
 		return nil, err

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/pem"
 	"fmt"
+	"maps"
 	"net/http"
 	"strings"
 	"testing"
@@ -113,5 +114,54 @@ func TestCredentialsAreSealedAndNeverReturned(t *testing.T) {
 	}
 	if r := e.do(http.MethodPost, "/api/v1/credentials", "viewer", map[string]string{}); r.Status != 403 {
 		t.Fatalf("viewer: %d", r.Status)
+	}
+}
+
+// TestHTTPCredentials: an http credential (for runbooks' http steps) is
+// an admin's to create, needs the URL prefixes it may go to, never comes
+// back in a response, and logs into no host.
+func TestHTTPCredentials(t *testing.T) {
+	e := newEnv(t)
+	name := fmt.Sprintf("hook-token-%d", time.Now().UnixNano())
+	body := map[string]any{"name": name, "kind": "http", "password": "tok-secret-42", "scope": "https://hooks.example.com/v1/"}
+	if r := e.do(http.MethodPost, "/api/v1/credentials", "operator", body); r.Status != http.StatusForbidden {
+		t.Fatalf("operator creates an http credential: %d %s", r.Status, r.Body)
+	}
+	for field, change := range map[string]map[string]any{
+		"scope":    {"scope": ""},
+		"password": {"password": ""},
+		"address":  {"address": "10.0.0.1:22"},
+	} {
+		b := maps.Clone(body)
+		maps.Copy(b, change)
+		b["name"] = name + "-" + field
+		r := e.do(http.MethodPost, "/api/v1/credentials", "admin", b)
+		if r.Status != http.StatusUnprocessableEntity || !strings.Contains(string(r.Body), `"`+field+`"`) {
+			t.Errorf("http credential with bad %s: %d %s", field, r.Status, r.Body)
+		}
+	}
+	if b := maps.Clone(body); true {
+		b["scope"], b["name"] = "env=prod", name+"-selector"
+		if r := e.do(http.MethodPost, "/api/v1/credentials", "admin", b); r.Status != http.StatusUnprocessableEntity {
+			t.Errorf("http credential scoped by a selector: %d %s", r.Status, r.Body)
+		}
+	}
+	r := e.do(http.MethodPost, "/api/v1/credentials", "admin", body)
+	if r.Status != http.StatusCreated || strings.Contains(string(r.Body), "tok-secret-42") {
+		t.Fatalf("create: %d %s", r.Status, r.Body)
+	}
+	var cr schema.Credential
+	r.json(t, &cr)
+	sid := e.script(fmt.Sprintf("httpcred%d", time.Now().UnixNano()), "true", nil)
+	j := e.do(http.MethodPost, "/api/v1/jobs", "admin", map[string]any{"script_id": sid, "credential_id": cr.ID,
+		"targets": map[string]any{"hosts": []string{"10.0.0.1"}}})
+	if j.Status != http.StatusUnprocessableEntity || !strings.Contains(string(j.Body), "credential_id") {
+		t.Fatalf("job logging in with an http credential: %d %s", j.Status, j.Body)
+	}
+	if r := e.do(http.MethodPatch, fmt.Sprintf("/api/v1/credentials/%d", cr.ID), "admin", map[string]any{"scope": "ftp://x/"}); r.Status != http.StatusUnprocessableEntity {
+		t.Fatalf("rescoped to a bad URL: %d %s", r.Status, r.Body)
+	}
+	if r := e.do(http.MethodPatch, fmt.Sprintf("/api/v1/credentials/%d", cr.ID), "admin", map[string]any{"scope": "https://hooks.example.com/v2/"}); r.Status != http.StatusOK {
+		t.Fatalf("rescope: %d %s", r.Status, r.Body)
 	}
 }

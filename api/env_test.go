@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -96,7 +97,8 @@ func newEnvWith(t testing.TB, o envOptions) *env {
 		if o.noWorkers {
 			break
 		}
-		w, err := workers.New(c, q, workers.Deps{Store: st, Secrets: keys, Notifiers: o.notifiers, LocalTransport: !o.noLocal})
+		w, err := workers.New(c, q, workers.Deps{Store: st, Secrets: keys, Notifiers: o.notifiers, LocalTransport: !o.noLocal,
+			HTTPStepAllowNets: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}) // http steps call the tests' servers
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -136,7 +136,7 @@ type hostKeyRow struct {
 }
 
 // credentialKinds are the kinds a form may create (local is built in).
-var credentialKinds = []string{schema.CredSSHKey, schema.CredPassword, schema.CredJumpHost}
+var credentialKinds = []string{schema.CredSSHKey, schema.CredPassword, schema.CredJumpHost, schema.CredHTTP}
 
 func (a *API) credentialsPage(c echo.Context) error {
 	return a.showCredentials(c, http.StatusOK, form{})

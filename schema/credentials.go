@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/url"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/uptrace/bun"
@@ -22,7 +25,75 @@ const (
 	CredLocal = "local"
 	// AuthNone is the Auth of the local credential.
 	AuthNone = "none"
+	// CredHTTP is a secret that runbooks' http steps send: basic auth
+	// with Username when it has one, else a bearer token. Its Scope is
+	// required: the URL prefixes it may be sent to (HTTPScopeAllows).
+	CredHTTP = "http"
 )
+
+// ParseHTTPScope reads an http credential's scope: URL prefixes
+// (http:// or https://, a host, optionally a path; no user, query or
+// fragment), separated by spaces or commas.
+func ParseHTTPScope(scope string) ([]*url.URL, error) {
+	var out []*url.URL
+	for _, f := range strings.FieldsFunc(scope, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' }) {
+		u, err := url.Parse(f)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" {
+			return nil, fmt.Errorf("%q is no URL prefix such as https://api.example.com/v1/", f)
+		}
+		if !cleanURLPath(u.Path) {
+			return nil, fmt.Errorf("%q: the path has . or .. segments", f)
+		}
+		out = append(out, u)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("required: the URL prefixes this secret may be sent to")
+	}
+	return out, nil
+}
+
+// HTTPScopeAllows reports whether an http credential may be sent with a
+// request to u: same scheme, host and port as one of its scope's
+// prefixes, and a path under that prefix's, segment by segment. A path
+// with . or .. segments is refused (a server would resolve it elsewhere).
+func (c *Credential) HTTPScopeAllows(u *url.URL) bool {
+	if c.Kind != CredHTTP || u.User != nil || !cleanURLPath(u.Path) {
+		return false
+	}
+	prefixes, err := ParseHTTPScope(c.Scope)
+	if err != nil {
+		return false
+	}
+	for _, p := range prefixes {
+		if p.Scheme != u.Scheme || hostPort(p) != hostPort(u) {
+			continue
+		}
+		pp := strings.TrimSuffix(p.Path, "/")
+		if pp == "" || u.Path == pp || strings.HasPrefix(u.Path, pp+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+// hostPort is u's host, lower case, with the scheme's default port.
+func hostPort(u *url.URL) string {
+	port := u.Port()
+	if port == "" {
+		port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
+	}
+	return net.JoinHostPort(strings.ToLower(u.Hostname()), port)
+}
+
+// cleanURLPath reports whether p has no . or .. segments.
+func cleanURLPath(p string) bool {
+	for _, seg := range strings.Split(p, "/") {
+		if seg == "." || seg == ".." {
+			return false
+		}
+	}
+	return true
+}
 
 // MaxJumpChain bounds how many jump hosts a connection goes through.
 const MaxJumpChain = 3

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"testing"
 	"time"
 
@@ -113,5 +114,41 @@ func TestJumpChain(t *testing.T) {
 				t.Fatalf("a second key replaced the first: %q %v", key, err)
 			}
 		})
+	}
+}
+
+// TestHTTPScopeAllows: an http credential goes only to its scope's
+// scheme, host and port, under its path segment by segment.
+func TestHTTPScopeAllows(t *testing.T) {
+	c := &schema.Credential{Kind: schema.CredHTTP, Scope: "https://api.example.com/v1/, http://Hooks.internal:8080"}
+	for raw, want := range map[string]bool{
+		"https://api.example.com/v1/jobs":     true,
+		"https://api.example.com:443/v1":      true,
+		"https://API.example.com/v1/x?y=1":    true,
+		"http://hooks.internal:8080/anything": true,
+		"https://api.example.com/v10/jobs":    false,
+		"https://api.example.com/v2":          false,
+		"http://api.example.com/v1/jobs":      false,
+		"https://api.example.com:8443/v1/":    false,
+		"https://api.example.com.evil/v1/":    false,
+		"https://u:p@api.example.com/v1/":     false,
+		"https://api.example.com/v1/../admin": false,
+		"http://hooks.internal/anything":      false,
+	} {
+		u, err := url.Parse(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := c.HTTPScopeAllows(u); got != want {
+			t.Errorf("%s: %v, want %v", raw, got, want)
+		}
+	}
+	if (&schema.Credential{Kind: schema.CredPassword, Scope: "https://api.example.com/"}).HTTPScopeAllows(&url.URL{Scheme: "https", Host: "api.example.com", Path: "/"}) {
+		t.Error("a password credential passes as an http one")
+	}
+	for _, bad := range []string{"", "ftp://x/", "https://", "https://x/?q=1", "https://u@x/", "env=prod"} {
+		if _, err := schema.ParseHTTPScope(bad); err == nil {
+			t.Errorf("scope %q accepted", bad)
+		}
 	}
 }

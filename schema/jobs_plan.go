@@ -133,6 +133,8 @@ func (s *Store) PlanJob(ctx context.Context, req *JobRequest) (*ScriptVersion, m
 			req.Targets.Transport = TransportLocal
 		} else if cr.Kind == CredJumpHost {
 			bad.add("credential_id", "a jump_host credential logs into the bastion; give the hosts' credential (which names the jump host)")
+		} else if cr.Kind == CredHTTP {
+			bad.add("credential_id", "an http credential is sent by runbooks' http steps to its URLs; it logs into no host")
 		} else {
 			cred = cr
 		}

@@ -4,6 +4,7 @@ package workers
 
 import (
 	"fmt"
+	"net/netip"
 
 	"github.com/opsflow/opsflow/activities"
 	"github.com/opsflow/opsflow/internal/secret"
@@ -25,6 +26,10 @@ type Deps struct {
 	// RunbookSource reads stored runbooks for runbook steps (the runbook
 	// store); nil refuses runbook steps.
 	RunbookSource activities.RunbookSource
+	// HTTPStepAllowNets are networks runbooks' http steps may reach
+	// beyond the default (OPSFLOW_HTTP_STEP_ALLOW_NETS): by default not
+	// the worker's loopback nor link-local addresses.
+	HTTPStepAllowNets []netip.Prefix
 }
 
 // New builds a worker for queue with every workflow and activity that queue
@@ -55,7 +60,7 @@ func Register(r worker.Registry, queue string, deps Deps) (int, error) {
 		r.RegisterActivity(&activities.CMDB{Store: deps.Store})
 		r.RegisterActivity(&activities.Jobs{Store: deps.Store, Secrets: deps.Secrets})
 		r.RegisterActivity(&activities.Approvals{Store: deps.Store, Notifiers: deps.Notifiers, Secrets: deps.Secrets})
-		r.RegisterActivity(&activities.Runbooks{Store: deps.Store, Secrets: deps.Secrets, Notifiers: deps.Notifiers, Source: deps.RunbookSource})
+		r.RegisterActivity(&activities.Runbooks{Store: deps.Store, Secrets: deps.Secrets, Notifiers: deps.Notifiers, Source: deps.RunbookSource, HTTPAllowNets: deps.HTTPStepAllowNets})
 		return 12, nil
 	case workflows.TaskQueueSSH:
 		r.RegisterActivity(&activities.SSH{Store: deps.Store, Secrets: deps.Secrets, LocalTransport: deps.LocalTransport})

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -89,7 +90,7 @@ func newRunbookEnv(t *testing.T) *runbookEnv {
 	var s testsuite.WorkflowTestSuite
 	env := newTestEnv(&s)
 	env.RegisterWorkflow(workflows.Runbook)
-	env.RegisterActivity(&activities.Runbooks{Store: st, Secrets: keys})
+	env.RegisterActivity(&activities.Runbooks{Store: st, Secrets: keys, HTTPAllowNets: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
 	env.RegisterActivity(&activities.Runs{Store: st})
 	return &runbookEnv{t: t, env: env, store: st, keys: keys, hits: h, url: srv.URL}
 }

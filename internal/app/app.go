@@ -340,8 +340,13 @@ func (a *App) StartWorkers(queues []string) (stop func(), err error) {
 			w.Stop()
 		}
 	}
+	allow, err := activities.ParseNets(a.Cfg.HTTPStepAllowNets)
+	if err != nil {
+		return nil, fmt.Errorf("OPSFLOW_HTTP_STEP_ALLOW_NETS: %w", err)
+	}
 	for _, q := range queues {
-		w, err := workers.New(a.Temporal, q, workers.Deps{Store: a.Store, Secrets: a.Secrets, Notifiers: a.notifiers(), LocalTransport: a.Cfg.LocalTransport})
+		w, err := workers.New(a.Temporal, q, workers.Deps{Store: a.Store, Secrets: a.Secrets, Notifiers: a.notifiers(), LocalTransport: a.Cfg.LocalTransport,
+			HTTPStepAllowNets: allow})
 		if err != nil {
 			stop()
 			return nil, err

@@ -36,7 +36,12 @@ type Config struct {
 	// by default: enable it only on a dedicated worker, never on the API's
 	// host, since such a script can read everything opsflow can.
 	LocalTransport bool
-	Chat           ChatConfig
+	// HTTPStepAllowNets are networks (CIDRs, comma-separated) runbooks'
+	// http steps on this process's workers may reach beyond the default,
+	// which leaves out the worker's own loopback and link-local addresses
+	// such as the cloud metadata service (OPSFLOW_HTTP_STEP_ALLOW_NETS).
+	HTTPStepAllowNets string
+	Chat              ChatConfig
 }
 
 // ChatConfig holds the approval channels' settings; an empty one is off.
@@ -61,18 +66,19 @@ type ChatConfig struct {
 // ConfigFromEnv reads Config with defaults.
 func ConfigFromEnv() Config {
 	return Config{
-		HTTPAddr:       env("OPSFLOW_HTTP_ADDR", "127.0.0.1:8080"),
-		DatabaseURL:    os.Getenv("OPSFLOW_DATABASE_URL"),
-		DataDir:        env("OPSFLOW_DATA_DIR", "./.opsflow"),
-		TemporalUIURL:  strings.TrimRight(os.Getenv("OPSFLOW_TEMPORAL_UI_URL"), "/"),
-		LogLevel:       env("OPSFLOW_LOG_LEVEL", "info"),
-		LogFormat:      env("OPSFLOW_LOG_FORMAT", "text"),
-		SecureCookies:  os.Getenv("OPSFLOW_SECURE_COOKIES") == "true",
-		MetricsAddr:    os.Getenv("OPSFLOW_METRICS_ADDR"),
-		EventRetention: durationEnv("OPSFLOW_CMDB_EVENTS_RETENTION", 7*24*time.Hour),
-		BaseURL:        strings.TrimRight(env("OPSFLOW_BASE_URL", "http://"+env("OPSFLOW_HTTP_ADDR", "127.0.0.1:8080")), "/"),
-		TrustedProxies: listEnv("OPSFLOW_TRUSTED_PROXIES"),
-		LocalTransport: os.Getenv("OPSFLOW_LOCAL_TRANSPORT") == "1" || os.Getenv("OPSFLOW_LOCAL_TRANSPORT") == "true",
+		HTTPAddr:          env("OPSFLOW_HTTP_ADDR", "127.0.0.1:8080"),
+		DatabaseURL:       os.Getenv("OPSFLOW_DATABASE_URL"),
+		DataDir:           env("OPSFLOW_DATA_DIR", "./.opsflow"),
+		TemporalUIURL:     strings.TrimRight(os.Getenv("OPSFLOW_TEMPORAL_UI_URL"), "/"),
+		LogLevel:          env("OPSFLOW_LOG_LEVEL", "info"),
+		LogFormat:         env("OPSFLOW_LOG_FORMAT", "text"),
+		SecureCookies:     os.Getenv("OPSFLOW_SECURE_COOKIES") == "true",
+		MetricsAddr:       os.Getenv("OPSFLOW_METRICS_ADDR"),
+		EventRetention:    durationEnv("OPSFLOW_CMDB_EVENTS_RETENTION", 7*24*time.Hour),
+		BaseURL:           strings.TrimRight(env("OPSFLOW_BASE_URL", "http://"+env("OPSFLOW_HTTP_ADDR", "127.0.0.1:8080")), "/"),
+		TrustedProxies:    listEnv("OPSFLOW_TRUSTED_PROXIES"),
+		LocalTransport:    os.Getenv("OPSFLOW_LOCAL_TRANSPORT") == "1" || os.Getenv("OPSFLOW_LOCAL_TRANSPORT") == "true",
+		HTTPStepAllowNets: os.Getenv("OPSFLOW_HTTP_STEP_ALLOW_NETS"),
 		Chat: ChatConfig{
 			SlackBotToken:      os.Getenv("OPSFLOW_SLACK_BOT_TOKEN"),
 			SlackSigningSecret: os.Getenv("OPSFLOW_SLACK_SIGNING_SECRET"),
