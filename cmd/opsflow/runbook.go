@@ -194,6 +194,7 @@ type runState struct {
 	Summary    string          `json:"summary"`
 	Steps      []runStep       `json:"steps"`
 	FailedStep json.RawMessage `json:"failed_step"`
+	Paused     bool            `json:"paused"`
 }
 
 // runRunbook starts a run of a runbook version (the latest unless given)
@@ -251,6 +252,7 @@ var finalRunStatus = map[string]bool{runCompleted: true, "failed": true, "cancel
 // run goes on.
 func (c *apiClient) waitRun(ctx context.Context, id, status string, out io.Writer) error {
 	seen := map[string]string{}
+	paused := false
 	for {
 		var run runState
 		err := c.get(ctx, "/api/v1/runs/"+url.PathEscape(id), &run)
@@ -279,6 +281,10 @@ func (c *apiClient) waitRun(ctx context.Context, id, status string, out io.Write
 			if !finalRunStatus[status] && status != runAwaitingRetry {
 				fmt.Fprintf(out, "run %s: %s\n", id, status)
 			}
+		}
+		if run.Paused != paused {
+			paused = run.Paused
+			fmt.Fprintf(out, "run %s: %s\n", id, map[bool]string{true: "paused", false: "resumed"}[paused])
 		}
 		switch {
 		case status == runCompleted:

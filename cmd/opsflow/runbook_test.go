@@ -394,7 +394,7 @@ func TestRunbookRunCommand(t *testing.T) {
 		script: map[string][]runState{
 			"ok": {
 				{Status: "running", Steps: []runStep{step("a", "running")}},
-				{Status: "running", Steps: []runStep{step("a", "running")}},
+				{Status: "running", Steps: []runStep{step("a", "running")}, Paused: true},
 				{Status: "running", Steps: []runStep{step("a", "completed"), step("b", "running")}},
 				{Status: "completed", Steps: []runStep{step("a", "completed"), step("b", "completed")}, Summary: "2 steps"},
 			},
@@ -419,8 +419,8 @@ func TestRunbookRunCommand(t *testing.T) {
 		t.Fatalf("run --wait: %v\n%s", err, out.String())
 	}
 	want := "run runbook-deploy-1 of deploy version 3: running\n" + srv.URL + "/runs/runbook-deploy-1\n" +
-		"step steps[a] (script): running\n" +
-		"step steps[a] (script): completed\nstep steps[b] (script): running\n" +
+		"step steps[a] (script): running\nrun runbook-deploy-1: paused\n" +
+		"step steps[a] (script): completed\nstep steps[b] (script): running\nrun runbook-deploy-1: resumed\n" +
 		"step steps[b] (script): completed\nrun runbook-deploy-1 completed: 2 steps\n"
 	if out.String() != want {
 		t.Errorf("output:\n%s\nwant:\n%s", out.String(), want)
