@@ -316,7 +316,7 @@ func TestDocsServedLocally(t *testing.T) {
 		t.Fatalf("docs: %d %.500s", res.Status, body)
 	}
 	plain := e.do(http.MethodGet, "/api/docs/plain", "", nil)
-	if plain.Status != 200 || !strings.Contains(string(plain.Body), "/api/v1/runs/{id}/cancel") || strings.Contains(string(plain.Body), "https://") {
+	if plain.Status != 200 || !strings.Contains(string(plain.Body), "/api/v1/runs/{id}/cancel") || !strings.Contains(string(plain.Body), "<code>cancelRun</code>") || strings.Contains(string(plain.Body), "https://") {
 		t.Fatalf("plain docs: %d", plain.Status)
 	}
 	spec := e.do(http.MethodGet, "/api/openapi.json", "", nil)

@@ -22,6 +22,10 @@ type openAPIDoc struct {
 		Version     string `json:"version"`
 		Description string `json:"description"`
 	} `json:"info"`
+	Servers []struct {
+		URL         string `json:"url"`
+		Description string `json:"description"`
+	} `json:"servers"`
 	Paths map[string]map[string]openAPIOp `json:"paths"`
 }
 

@@ -43,14 +43,14 @@ func (a *API) docsPlain(c echo.Context) error {
 		Required              bool
 	}
 	type op struct {
-		ID, Method, Path, Summary, Roles, Body string
-		Params                                 []param
-		Responses                              []string
+		ID, OperationID, Method, Path, Summary, Roles, Body string
+		Params                                              []param
+		Responses                                           []string
 	}
 	var ops []op
 	for path, methods := range d.Paths {
 		for m, o := range methods {
-			x := op{ID: strings.ToLower(m) + strings.NewReplacer("/", "-", "{", "", "}", "").Replace(path),
+			x := op{ID: strings.ToLower(m) + strings.NewReplacer("/", "-", "{", "", "}", "").Replace(path), OperationID: o.OperationID,
 				Method: strings.ToUpper(m), Path: path, Summary: o.Summary, Roles: o.Roles}
 			for _, p := range o.Parameters {
 				x.Params = append(x.Params, param{p.Name, p.In, p.Description, p.Required})

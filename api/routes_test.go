@@ -2,6 +2,7 @@ package api
 
 import (
 	"net/http"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -100,6 +101,36 @@ func TestOpenAPICoversEveryRoute(t *testing.T) {
 			if !served[m+" "+path] {
 				t.Errorf("api/openapi.json documents %s %s, which no route serves", strings.ToUpper(m), path)
 			}
+		}
+	}
+}
+
+// TestOpenAPIOperationIDs: generated clients (oapi-codegen,
+// openapi-generator) name their methods after operationIds, so every
+// operation has one, unique and an identifier in camelCase, and the
+// document names a server for the clients' base URL.
+func TestOpenAPIOperationIDs(t *testing.T) {
+	d, err := parseOpenAPI()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Servers) == 0 || d.Servers[0].URL == "" {
+		t.Errorf("servers: %+v", d.Servers)
+	}
+	ident := regexp.MustCompile(`^[a-z][A-Za-z0-9]*$`)
+	seen := map[string]string{}
+	for path, ops := range d.Paths {
+		for m, op := range ops {
+			where := strings.ToUpper(m) + " " + path
+			switch prev, dup := seen[op.OperationID]; {
+			case op.OperationID == "":
+				t.Errorf("%s has no operationId", where)
+			case !ident.MatchString(op.OperationID):
+				t.Errorf("%s: operationId %q is not a camelCase identifier", where, op.OperationID)
+			case dup:
+				t.Errorf("operationId %s on %s and %s", op.OperationID, prev, where)
+			}
+			seen[op.OperationID] = where
 		}
 	}
 }

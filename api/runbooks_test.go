@@ -408,28 +408,3 @@ func TestRunbookValidateAndSchema(t *testing.T) {
 		t.Fatalf("schema kinds %v", kinds)
 	}
 }
-
-// TestRunbookOpenAPIOperationIDs: every runbook operation has an
-// operationId, and no two operations share one.
-func TestRunbookOpenAPIOperationIDs(t *testing.T) {
-	d, err := parseOpenAPI()
-	if err != nil {
-		t.Fatal(err)
-	}
-	seen := map[string]string{}
-	for path, ops := range d.Paths {
-		for m, op := range ops {
-			where := strings.ToUpper(m) + " " + path
-			if op.OperationID == "" {
-				if strings.HasPrefix(path, "/api/v1/runbooks") {
-					t.Errorf("%s has no operationId", where)
-				}
-				continue
-			}
-			if prev, dup := seen[op.OperationID]; dup {
-				t.Errorf("operationId %s on %s and %s", op.OperationID, prev, where)
-			}
-			seen[op.OperationID] = where
-		}
-	}
-}

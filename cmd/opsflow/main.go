@@ -1,6 +1,6 @@
 // Command opsflow runs opsflow's API, workers and migrations against an
 // external Temporal cluster and Postgres, and is a client of a running
-// API (opsflow runbook …).
+// API (opsflow runbook|job|approvals …).
 package main
 
 import (
@@ -33,11 +33,32 @@ commands:
                               rotation: OPSFLOW_SECRET_KEY=new, OPSFLOW_SECRET_OLD_KEYS=old
   version                     print the version
 
-client commands (against a running API: OPSFLOW_URL, OPSFLOW_TOKEN):
+client commands (against a running API: OPSFLOW_URL, OPSFLOW_TOKEN; flags may follow arguments):
   runbook validate FILE...    check runbook documents offline; errors as FILE:LINE:COL: path: reason
   runbook push [--comment TEXT] FILE
                               create the runbook FILE names, or add FILE as its next version
                               (the same source as the latest version changes nothing)
+  runbook run NAME [--version N] [--input k=v ...] [--input-json k=JSON ...] [--wait]
+                              start a run; with --wait print each step's status as it changes
+                              and exit non-zero unless the run completes
+  job run --script NAME [--version N] (--selector SEL | --hosts a,b) [--param k=v ...]
+          [--param-json k=JSON ...] [--credential NAME|ID] [--transport ssh|local]
+          [--concurrency N|N%] [--wait]
+                              run a script from the library on hosts; with --wait print each
+                              host's output as it finishes, then a summary, and exit non-zero
+                              unless the job succeeds
+  approvals list [--all] [--status S] [--limit N]
+                              the tickets waiting for my decision (--all: every ticket)
+  approvals approve ID [--comment TEXT]
+  approvals reject ID --comment TEXT
+                              vote; prints whether it counted ("approved, 2 of 3")
+
+  Values: k=v is typed as the script version or runbook declares k (an int or bool input
+  gets 5 or true, a list input a,b,c; everything else stays a string, "8080" included);
+  k=JSON is sent exactly as given, e.g. --input-json 'ports=[80,443]' --input-json 'tag="007"'.
+  job run and runbook run send an Idempotency-Key (--idempotency-key KEY, default random):
+  the same key again reports the first job or run instead of starting another.
+  Ctrl-C during --wait stops waiting only; the run goes on (the message says how to cancel).
 
 Environment: OPSFLOW_DATABASE_URL (required), OPSFLOW_SECRET_KEY or OPSFLOW_SECRET_KEY_FILE
 (required by api and worker: 32 bytes, base64; OPSFLOW_SECRET_OLD_KEYS for rotation), TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE,
@@ -132,6 +153,10 @@ func run(args []string) error {
 		return secrets(ctx, cfg, log, args[1:])
 	case "runbook":
 		return runbookCmd(ctx, args[1:], os.Stdout, os.Getenv)
+	case "job":
+		return jobCmd(ctx, args[1:], os.Stdout, os.Getenv)
+	case "approvals":
+		return approvalsCmd(ctx, args[1:], os.Stdout, os.Getenv)
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 		return nil

@@ -3,16 +3,19 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -21,6 +24,7 @@ import (
 	"github.com/opsflow/opsflow/internal/secret"
 	"github.com/opsflow/opsflow/internal/testenv"
 	"github.com/opsflow/opsflow/schema"
+	"github.com/opsflow/opsflow/workflows"
 	"go.temporal.io/sdk/client"
 )
 
@@ -118,18 +122,41 @@ func TestRunbookValidateCommand(t *testing.T) {
 // Postgres database, and returns its URL and store. Storing runbooks
 // never calls Temporal, so its lazy client points nowhere.
 func startAPI(t *testing.T) (string, *schema.Store) {
+	return startAPIWith(t, false)
+}
+
+// startStack is startAPI on the package's real Temporal server, with
+// workers on every task queue as `opsflow worker` runs them, the local
+// transport on (OPSFLOW_LOCAL_TRANSPORT=1): jobs and approvals run.
+func startStack(t *testing.T) (string, *schema.Store) {
+	return startAPIWith(t, true)
+}
+
+func startAPIWith(t *testing.T, withTemporal bool) (string, *schema.Store) {
 	t.Helper()
 	t.Setenv("OPSFLOW_SECRET_KEY", secret.NewKey())
 	cfg := app.ConfigFromEnv()
 	cfg.DatabaseURL, cfg.DataDir = testenv.PostgresURL(t), t.TempDir()
+	opts := &client.Options{HostPort: "127.0.0.1:1"}
+	if withTemporal {
+		opts = &client.Options{HostPort: testenv.Temporal(t), Namespace: testenv.TemporalNamespace}
+		cfg.LocalTransport = true
+	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	ctx, cancel := context.WithCancel(context.Background())
-	a, err := app.Open(ctx, cfg, log, &client.Options{HostPort: "127.0.0.1:1"})
+	a, err := app.Open(ctx, cfg, log, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := a.Migrate(ctx); err != nil {
 		t.Fatal(err)
+	}
+	if withTemporal {
+		stopWorkers, err := a.StartWorkers(workflows.TaskQueues)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(stopWorkers)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -151,6 +178,13 @@ func startAPI(t *testing.T) (string, *schema.Store) {
 
 func apiToken(t *testing.T, st *schema.Store, role string) string {
 	t.Helper()
+	_, tok := apiUser(t, st, role)
+	return tok
+}
+
+// apiUser creates a user with role and returns its name and an API token.
+func apiUser(t *testing.T, st *schema.Store, role string) (username, token string) {
+	t.Helper()
 	ctx := context.Background()
 	u := &schema.User{Username: fmt.Sprintf("cli-%s-%d", role, time.Now().UnixNano()), Role: role, PasswordHash: "!"}
 	if err := st.CreateUser(ctx, u); err != nil {
@@ -160,18 +194,38 @@ func apiToken(t *testing.T, st *schema.Store, role string) string {
 	if err := st.CreateToken(ctx, &schema.APIToken{UserID: u.ID, Name: "cli", Prefix: tok[:10], TokenHash: hash}); err != nil {
 		t.Fatal(err)
 	}
-	return tok
+	return u.Username, tok
+}
+
+// envOf is the environment of a client command against base with token.
+func envOf(base, token string) func(string) string {
+	return func(k string) string {
+		return map[string]string{"OPSFLOW_URL": base, "OPSFLOW_TOKEN": token}[k]
+	}
+}
+
+// syncBuffer is a command's output, read while the command writes it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 func TestRunbookPushCommand(t *testing.T) {
 	base, st := startAPI(t)
 	ctx := context.Background()
-	envOf := func(token string) func(string) string {
-		return func(k string) string {
-			return map[string]string{"OPSFLOW_URL": base, "OPSFLOW_TOKEN": token}[k]
-		}
-	}
-	operator := envOf(apiToken(t, st, schema.RoleOperator))
+	operator := envOf(base, apiToken(t, st, schema.RoleOperator))
 	push := func(getenv func(string) string, args ...string) (string, error) {
 		var out bytes.Buffer
 		err := runbookCmd(ctx, append([]string{"push"}, args...), &out, getenv)
@@ -222,10 +276,10 @@ func TestRunbookPushCommand(t *testing.T) {
 	}
 
 	// Refusals: a viewer, no token, no URL.
-	if _, err := push(envOf(apiToken(t, st, schema.RoleViewer)), file); err == nil || !strings.Contains(err.Error(), "HTTP 403") {
+	if _, err := push(envOf(base, apiToken(t, st, schema.RoleViewer)), file); err == nil || !strings.Contains(err.Error(), "HTTP 403") {
 		t.Fatalf("viewer push: %v", err)
 	}
-	if _, err := push(envOf("opf_not-a-token"), file); err == nil || !strings.Contains(err.Error(), "HTTP 401") {
+	if _, err := push(envOf(base, "opf_not-a-token"), file); err == nil || !strings.Contains(err.Error(), "HTTP 401") {
 		t.Fatalf("bad token push: %v", err)
 	}
 	if _, err := push(func(string) string { return "" }, file); err == nil || !strings.Contains(err.Error(), "OPSFLOW_URL") {
@@ -233,5 +287,213 @@ func TestRunbookPushCommand(t *testing.T) {
 	}
 	if _, err := push(operator, writeFile(t, "anon.yaml", "kind: Runbook\nsteps: []\n")); err == nil || !strings.Contains(err.Error(), "no metadata.name") {
 		t.Fatalf("nameless push: %v", err)
+	}
+}
+
+// fakeRuns serves the runbook-run contract that POST
+// /api/v1/runbooks/{name}/runs and GET /api/v1/runs/{id} follow: a run
+// view {id, status, steps: [{path, id, kind, status}], failed_step}. Each
+// GET of a run answers the next of its scripted views, then the last
+// again. The runbook's versions are served as the real API serves them.
+type fakeRuns struct {
+	t      *testing.T
+	mu     sync.Mutex
+	token  string
+	script map[string][]runState // by the run's first input "scenario"
+	bodies []map[string]any
+	keys   map[string]string // Idempotency-Key → run id
+	runs   map[string][]runState
+	polls  map[string]int
+	cancel int
+}
+
+const fakeRunbookSource = `apiVersion: opsflow/v1
+kind: Runbook
+metadata: {name: deploy}
+inputs:
+  - {name: scenario, type: enum, values: [ok, retry, failed, forever]}
+  - {name: count, type: int}
+  - {name: tag, type: string}
+  - {name: dry, type: bool}
+  - {name: hosts, type: list}
+  - {name: ports, type: list, items: int}
+steps:
+  - {id: a, kind: wait, with: {duration: 1s}}
+`
+
+func (f *fakeRuns) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	reply := func(status int, v any) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(status)
+		_ = json.NewEncoder(w).Encode(v)
+	}
+	if r.Header.Get("Authorization") != "Bearer "+f.token {
+		reply(401, map[string]any{"error": map[string]any{"code": "unauthorized", "message": "authentication required"}})
+		return
+	}
+	switch p := r.URL.Path; {
+	case r.Method == "GET" && p == "/api/v1/runbooks/deploy":
+		reply(200, map[string]any{"name": "deploy", "latest_version": 3, "latest": map[string]any{"version": 3, "source": fakeRunbookSource}})
+	case r.Method == "GET" && p == "/api/v1/runbooks/deploy/versions/2":
+		reply(200, map[string]any{"version": 2, "source": "not: [a runbook"})
+	case r.Method == "GET" && strings.HasPrefix(p, "/api/v1/runbooks/"):
+		reply(404, map[string]any{"error": map[string]any{"code": "not_found", "message": "runbook not found"}})
+	case r.Method == "POST" && p == "/api/v1/runbooks/deploy/runs":
+		var body map[string]any
+		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+			reply(400, map[string]any{"error": map[string]any{"code": "bad_request", "message": err.Error()}})
+			return
+		}
+		key := r.Header.Get("Idempotency-Key")
+		if id, ok := f.keys[key]; ok && key != "" {
+			reply(200, runState{ID: id, Status: "running"})
+			return
+		}
+		inputs, _ := body["inputs"].(map[string]any)
+		if _, ok := inputs["count"].(float64); !ok && inputs["count"] != nil {
+			reply(422, map[string]any{"error": map[string]any{"code": "validation", "message": "invalid inputs", "fields": map[string]string{"inputs.count": "must be an integer"}}})
+			return
+		}
+		f.bodies = append(f.bodies, body)
+		id := fmt.Sprintf("runbook-deploy-%d", len(f.bodies))
+		f.keys[key] = id
+		scenario, _ := inputs["scenario"].(string)
+		f.runs[id] = f.script[scenario]
+		reply(201, runState{ID: id, Status: "running"})
+	case r.Method == "GET" && strings.HasPrefix(p, "/api/v1/runs/"):
+		id := strings.TrimPrefix(p, "/api/v1/runs/")
+		views, ok := f.runs[id]
+		if !ok {
+			reply(404, map[string]any{"error": map[string]any{"code": "not_found", "message": "run not found"}})
+			return
+		}
+		v := views[min(f.polls[id], len(views)-1)]
+		f.polls[id]++
+		v.ID = id
+		reply(200, v)
+	case r.Method == "POST" && strings.HasSuffix(p, "/cancel"):
+		f.cancel++
+		reply(202, map[string]any{})
+	default:
+		f.t.Errorf("fake runs API: unexpected %s %s", r.Method, p)
+		reply(404, map[string]any{"error": map[string]any{"code": "not_found", "message": "no route"}})
+	}
+}
+
+// TestRunbookRunCommand runs `opsflow runbook run` against a fake of the
+// runs API: inputs typed by the version's declarations, the
+// Idempotency-Key, step statuses printed as they change, and --wait's exit
+// for each final status and for Ctrl-C.
+func TestRunbookRunCommand(t *testing.T) {
+	step := func(id, status string) runStep {
+		return runStep{Path: "steps[" + id + "]", ID: id, Kind: "script", Status: status}
+	}
+	f := &fakeRuns{t: t, token: "opf_fake", keys: map[string]string{}, runs: map[string][]runState{}, polls: map[string]int{},
+		script: map[string][]runState{
+			"ok": {
+				{Status: "running", Steps: []runStep{step("a", "running")}},
+				{Status: "running", Steps: []runStep{step("a", "running")}, Paused: true},
+				{Status: "running", Steps: []runStep{step("a", "completed"), step("b", "running")}},
+				{Status: "completed", Steps: []runStep{step("a", "completed"), step("b", "completed")}, Summary: "2 steps"},
+			},
+			"retry": {
+				{Status: "running", Steps: []runStep{step("a", "running")}},
+				{Status: "awaiting_retry", Steps: []runStep{step("a", "failed")}, FailedStep: json.RawMessage(`"steps[a]"`)},
+			},
+			"failed":  {{Status: "failed", Steps: []runStep{step("a", "failed")}, Summary: "step a failed"}},
+			"forever": {{Status: "running", Steps: []runStep{step("a", "running")}}},
+		}}
+	srv := httptest.NewServer(f)
+	defer srv.Close()
+	env := envOf(srv.URL, f.token)
+	ctx := context.Background()
+
+	// Values typed as version 3 declares them; JSON as given; flags after
+	// the name.
+	var out syncBuffer
+	err := runbookCmd(ctx, []string{"run", "deploy", "--input", "scenario=ok", "--input", "count=5", "--input", "tag=007", "--input", "dry=true",
+		"--input", "hosts=web-1, web-2", "--input", "ports=80,443", "--input-json", `extra={"k":[1]}`, "--wait", "--idempotency-key", "k1"}, &out, env)
+	if err != nil {
+		t.Fatalf("run --wait: %v\n%s", err, out.String())
+	}
+	want := "run runbook-deploy-1 of deploy version 3: running\n" + srv.URL + "/runs/runbook-deploy-1\n" +
+		"step steps[a] (script): running\nrun runbook-deploy-1: paused\n" +
+		"step steps[a] (script): completed\nstep steps[b] (script): running\nrun runbook-deploy-1: resumed\n" +
+		"step steps[b] (script): completed\nrun runbook-deploy-1 completed: 2 steps\n"
+	if out.String() != want {
+		t.Errorf("output:\n%s\nwant:\n%s", out.String(), want)
+	}
+	sent, _ := json.Marshal(f.bodies[0])
+	if string(sent) != `{"inputs":{"count":5,"dry":true,"extra":{"k":[1]},"hosts":["web-1","web-2"],"ports":[80,443],"scenario":"ok","tag":"007"},"version":3}` {
+		t.Errorf("sent %s", sent)
+	}
+	// The same key: the first run, nothing started.
+	out = syncBuffer{}
+	if err := runbookCmd(ctx, []string{"run", "deploy", "--input", "scenario=ok", "--idempotency-key", "k1"}, &out, env); err != nil ||
+		!strings.HasPrefix(out.String(), "run runbook-deploy-1 of deploy version 3: running (already started with this Idempotency-Key)\n") || len(f.bodies) != 1 {
+		t.Fatalf("same key: %v %q", err, out.String())
+	}
+	// A version whose declarations cannot be read: numbers and booleans
+	// by their look.
+	out = syncBuffer{}
+	if err := runbookCmd(ctx, []string{"run", "deploy", "--version", "2", "--input", "n=5", "--input", "b=false", "--input", "s=5a"}, &out, env); err != nil {
+		t.Fatal(err)
+	}
+	if sent, _ := json.Marshal(f.bodies[1]); string(sent) != `{"inputs":{"b":false,"n":5,"s":"5a"},"version":2}` {
+		t.Errorf("sent %s", sent)
+	}
+
+	// A step failed and waits for a retry: the step, and exit 1.
+	stdout, stderr, code := opsflowExit(t, []string{"OPSFLOW_URL=" + srv.URL, "OPSFLOW_TOKEN=" + f.token}, "runbook", "run", "deploy", "--input", "scenario=retry", "--wait")
+	if code != 1 || !strings.Contains(stdout, "step steps[a] (script): failed\n") ||
+		!strings.Contains(stderr, "opsflow: run runbook-deploy-3: step steps[a] failed; the run waits for a retry from that step on "+srv.URL+"/runs/runbook-deploy-3") {
+		t.Fatalf("awaiting_retry: exit %d\n%s%s", code, stdout, stderr)
+	}
+	c, err := newClient(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.poll = 10 * time.Millisecond
+	run := func(ctx context.Context, out io.Writer, scenario string, inputs ...string) error {
+		v := newValues()
+		for _, in := range append(inputs, "scenario="+scenario) {
+			if err := v.textFlag().Set(in); err != nil {
+				return err
+			}
+		}
+		return c.runRunbook(ctx, runbookRun{name: "deploy", inputs: v, wait: true}, out)
+	}
+	if err := run(ctx, io.Discard, "failed"); err == nil || err.Error() != "run runbook-deploy-4 failed: step a failed" {
+		t.Errorf("failed run: %v", err)
+	}
+	// The API's refusal, with its field's reason.
+	if err := run(ctx, io.Discard, "ok", "count=many"); err == nil || err.Error() != "runbook run deploy: invalid inputs (HTTP 422)\n  inputs.count: must be an integer" {
+		t.Errorf("bad input: %v", err)
+	}
+	if err := run(ctx, io.Discard, "ok", "nope"); err == nil || !strings.Contains(err.Error(), "want NAME=VALUE") {
+		t.Errorf("bad flag: %v", err)
+	}
+	if err := c.runRunbook(ctx, runbookRun{name: "missing", inputs: newValues()}, io.Discard); err == nil || !strings.Contains(err.Error(), "runbook not found (HTTP 404)") {
+		t.Errorf("missing runbook: %v", err)
+	}
+
+	// Ctrl-C stops the waiting and says how to cancel; the run goes on.
+	waitCtx, interrupt := context.WithCancel(ctx)
+	defer interrupt()
+	var slow syncBuffer
+	done := make(chan error, 1)
+	go func() { done <- run(waitCtx, &slow, "forever") }()
+	testenv.Eventually(t, 30*time.Second, "the first step's status", func() bool { return strings.Contains(slow.String(), "step steps[a] (script): running") })
+	interrupt()
+	err = <-done
+	if err == nil || !strings.HasPrefix(err.Error(), "stopped waiting; run runbook-deploy-5 goes on") || !strings.Contains(err.Error(), srv.URL+"/api/v1/runs/runbook-deploy-5/cancel") {
+		t.Fatalf("interrupted: %v", err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.cancel != 0 {
+		t.Errorf("the run was canceled")
 	}
 }

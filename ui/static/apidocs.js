@@ -20,6 +20,9 @@
       var name = text(i.closest("tr").querySelector(".parameter__name"));
       if (name) i.setAttribute("aria-label", name.replace(/\s*\*\s*required$/, ""));
     });
+    root.querySelectorAll("select#servers:not([aria-label])").forEach(function (s) {
+      s.setAttribute("aria-label", "Server");
+    });
     root.querySelectorAll("select:not([aria-label]):not([id])").forEach(function (s) {
       var cls = s.className || "";
       s.setAttribute("aria-label", /content-type/.test(cls) ? "Content type" : "Choose");
@@ -44,6 +47,8 @@
       defaultModelsExpandDepth: 0,
       docExpansion: "list",
       filter: true,
+      // Generated clients name their methods after these.
+      displayOperationId: true,
       displayRequestDuration: true,
       // The highlighter's themes colour some tokens below 4.5:1 on their
       // background (numbers in agate: 3.45:1); plain text reads at 12:1.
