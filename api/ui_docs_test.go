@@ -47,10 +47,10 @@ func TestAPIReferenceInBrowser(t *testing.T) {
 	do("open the reference", chromedp.Navigate(e.srv.URL+"/api/docs"), chromedp.WaitVisible(chromedp.CSS("#swagger-ui .opblock")))
 
 	// The job request's fields, and its targets' fields (a nested schema).
-	jobs := `#operations-jobs-post_api_v1_jobs`
+	jobs := `#operations-jobs-createJob`
 	do("expand POST /api/v1/jobs", chromedp.Click(chromedp.CSS(jobs+" .opblock-summary-control")),
 		chromedp.WaitVisible(chromedp.CSS(jobs+" .opblock-section-request-body .model-box")))
-	body := text(chromedp.ID("operations-jobs-post_api_v1_jobs"))
+	body := text(chromedp.ID("operations-jobs-createJob"))
 	for _, field := range []string{"script_id", "version", "params", "targets", "credential_id", "policy", "transport", "selector"} {
 		if !strings.Contains(body, field) {
 			t.Errorf("POST /api/v1/jobs's request body does not show %q:\n%s", field, body)
@@ -58,11 +58,11 @@ func TestAPIReferenceInBrowser(t *testing.T) {
 	}
 
 	// GET /api/v1/me with the session.
-	me := `#operations-users-get_api_v1_me`
+	me := `#operations-users-getMe`
 	do("try GET /api/v1/me", chromedp.Click(chromedp.CSS(me+" .opblock-summary-control")),
 		chromedp.Click(chromedp.CSS(me+" .try-out__btn")), chromedp.Click(chromedp.CSS(me+" .execute")),
 		chromedp.WaitVisible(chromedp.CSS(me+" .live-responses-table tbody .response-col_status")))
-	if s := text(chromedp.ID("operations-users-get_api_v1_me")); !strings.Contains(s, op.Username) {
+	if s := text(chromedp.ID("operations-users-getMe")); !strings.Contains(s, op.Username) {
 		t.Errorf("GET /api/v1/me's response does not name %s:\n%s", op.Username, s)
 	}
 	status, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(me+" .live-responses-table tbody .response-col_status")))
@@ -71,7 +71,7 @@ func TestAPIReferenceInBrowser(t *testing.T) {
 	}
 
 	// POST /api/v1/tokens: an unsafe method, which needs the CSRF token.
-	tok := `#operations-tokens-post_api_v1_tokens`
+	tok := `#operations-tokens-createToken`
 	do("try POST /api/v1/tokens", chromedp.Click(chromedp.CSS(tok+" .opblock-summary-control")),
 		chromedp.Click(chromedp.CSS(tok+" .try-out__btn")), chromedp.WaitVisible(chromedp.CSS(tok+" textarea.body-param__text")),
 		chromedp.Evaluate[chromedp.Void](`document.querySelector("`+tok+` textarea.body-param__text").select()`),

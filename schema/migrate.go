@@ -25,7 +25,7 @@ var sqliteRebuildFiles embed.FS
 
 var sqliteRebuilds = []struct{ name, comment string }{
 	{"0007", "transports"},
-	{"0018", "http_credentials"},
+	{"0019", "http_credentials"},
 }
 
 // MigrationStatus is one migration and whether it has been applied.
