@@ -125,6 +125,7 @@ type RecordRunbookStartInput struct {
 	WorkflowID string
 	RunID      string
 	Runbook    string
+	RunbookID  int64 // 0: not known
 	Version    int64
 	Inputs     map[string]any // secret inputs left out
 	StartedBy  string
@@ -138,7 +139,7 @@ func (a *Runbooks) RecordRunbookStart(ctx context.Context, in RecordRunbookStart
 		StartedBy: in.StartedBy, Target: in.Runbook}); err != nil {
 		return struct{}{}, err
 	}
-	return struct{}{}, a.Store.RecordRunbookRun(ctx, &schema.RunbookRun{WorkflowID: in.WorkflowID, Runbook: in.Runbook,
+	return struct{}{}, a.Store.RecordRunbookRun(ctx, &schema.RunbookRun{WorkflowID: in.WorkflowID, Runbook: in.Runbook, RunbookID: in.RunbookID,
 		Version: in.Version, Inputs: in.Inputs, ParentWorkflowID: in.Parent})
 }
 

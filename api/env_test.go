@@ -96,7 +96,8 @@ func newEnvWith(t testing.TB, o envOptions) *env {
 		if o.noWorkers {
 			break
 		}
-		w, err := workers.New(c, q, workers.Deps{Store: st, Secrets: keys, Notifiers: o.notifiers, LocalTransport: !o.noLocal})
+		w, err := workers.New(c, q, workers.Deps{Store: st, Secrets: keys, Notifiers: o.notifiers, LocalTransport: !o.noLocal,
+			RunbookSource: st.RunbookSource})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -187,6 +187,24 @@ func (s *Store) RunbookVersion(ctx context.Context, runbookID, version int64) (*
 	return v, nil
 }
 
+// RunbookSource returns the text of version (0: the latest) of the live
+// runbook called name, and the version it is: what runbook steps run
+// (activities.RunbookSource).
+func (s *Store) RunbookSource(ctx context.Context, name string, version int64) (string, int64, error) {
+	rb, err := s.Runbook(ctx, name)
+	if err != nil {
+		return "", 0, err
+	}
+	if version == 0 {
+		version = rb.LatestVersion
+	}
+	v, err := s.RunbookVersion(ctx, rb.ID, version)
+	if err != nil {
+		return "", 0, err
+	}
+	return v.Source, v.Version, nil
+}
+
 // RunbookVersions lists a runbook's versions newest first, without their
 // sources.
 func (s *Store) RunbookVersions(ctx context.Context, runbookID int64) ([]RunbookVersion, error) {

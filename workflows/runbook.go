@@ -22,8 +22,11 @@ import (
 // secret values are in Secrets, sealed to the run. PrepareRunbook builds
 // one.
 type RunbookInput struct {
-	Name      string
-	Version   int64
+	Name    string
+	Version int64
+	// RunbookID is the stored runbook the run runs (0: not known, as for
+	// a sub-runbook): the read model names the version by it.
+	RunbookID int64
 	Source    string
 	Inputs    map[string]any
 	Secrets   activities.RunbookSecrets
@@ -220,7 +223,7 @@ func (r *runbookRun) run(ctx workflow.Context) (RunbookResult, error) {
 			}
 		}
 		r.writes = append(r.writes, workflow.ExecuteLocalActivity(workflow.WithLocalActivityOptions(ctx, dbLocalActivity), runbookActivities.RecordRunbookStart,
-			activities.RecordRunbookStartInput{WorkflowID: r.root, RunID: info.WorkflowExecution.RunID, Runbook: r.in.Name, Version: r.in.Version,
+			activities.RecordRunbookStartInput{WorkflowID: r.root, RunID: info.WorkflowExecution.RunID, Runbook: r.in.Name, RunbookID: r.in.RunbookID, Version: r.in.Version,
 				Inputs: inputs, StartedBy: r.in.StartedBy, Parent: r.in.Parent}))
 	}
 	window := r.in.RetryWindow

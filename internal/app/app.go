@@ -341,7 +341,8 @@ func (a *App) StartWorkers(queues []string) (stop func(), err error) {
 		}
 	}
 	for _, q := range queues {
-		w, err := workers.New(a.Temporal, q, workers.Deps{Store: a.Store, Secrets: a.Secrets, Notifiers: a.notifiers(), LocalTransport: a.Cfg.LocalTransport})
+		w, err := workers.New(a.Temporal, q, workers.Deps{Store: a.Store, Secrets: a.Secrets, Notifiers: a.notifiers(), LocalTransport: a.Cfg.LocalTransport,
+			RunbookSource: a.Store.RunbookSource})
 		if err != nil {
 			stop()
 			return nil, err
