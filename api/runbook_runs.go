@@ -115,6 +115,7 @@ func (a *API) launchRunbook(c echo.Context, name string, version int64, inputs m
 	} else if err != nil {
 		return runView{}, false, err
 	}
+	in.Recorded = true // by startWorkflow
 	v, created, err := a.startWorkflow(c, workflows.KindRunbook, id, rb.Name, workflows.Runbook, in)
 	if err != nil {
 		return runView{}, false, err
