@@ -57,9 +57,9 @@ type RunbookInput struct {
 // MaxRunbookSource bounds a runbook's source, as the parser does.
 const MaxRunbookSource = 1 << 20
 
-// reservedRunbookNames are path segments of the runbook API that a name
-// would shadow.
-var reservedRunbookNames = []string{"validate", "schema.json"}
+// reservedRunbookNames are path segments of the runbook API and of the
+// console's runbook pages (/runbooks/new) that a name would shadow.
+var reservedRunbookNames = []string{"validate", "schema.json", "new"}
 
 // RunbookNameReserved reports a name the runbook API's paths keep for
 // themselves.
