@@ -129,20 +129,25 @@ type RecordRunbookStartInput struct {
 	WorkflowID string
 	RunID      string
 	Runbook    string
-	Version    int64
-	Inputs     map[string]any // secret inputs left out
-	StartedBy  string
-	Parent     string // the parent run of a sub-runbook
+	RunbookID  int64 // 0: not known
+	// RunRecorded: the run's row in runs is written already (by the API).
+	RunRecorded bool
+	Version     int64
+	Inputs      map[string]any // secret inputs left out
+	StartedBy   string
+	Parent      string // the parent run of a sub-runbook
 }
 
 // RecordRunbookStart writes the run's row in runs (kind runbook) and in
 // runbook_runs; repeating it changes nothing.
 func (a *Runbooks) RecordRunbookStart(ctx context.Context, in RecordRunbookStartInput) (struct{}, error) {
-	if err := a.Store.RecordRunStart(ctx, &schema.Run{WorkflowID: in.WorkflowID, RunID: in.RunID, Kind: "runbook",
-		StartedBy: in.StartedBy, Target: in.Runbook}); err != nil {
-		return struct{}{}, err
+	if !in.RunRecorded {
+		if err := a.Store.RecordRunStart(ctx, &schema.Run{WorkflowID: in.WorkflowID, RunID: in.RunID, Kind: "runbook",
+			StartedBy: in.StartedBy, Target: in.Runbook}); err != nil {
+			return struct{}{}, err
+		}
 	}
-	return struct{}{}, a.Store.RecordRunbookRun(ctx, &schema.RunbookRun{WorkflowID: in.WorkflowID, Runbook: in.Runbook,
+	return struct{}{}, a.Store.RecordRunbookRun(ctx, &schema.RunbookRun{WorkflowID: in.WorkflowID, Runbook: in.Runbook, RunbookID: in.RunbookID,
 		Version: in.Version, Inputs: in.Inputs, ParentWorkflowID: in.Parent})
 }
 

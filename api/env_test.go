@@ -98,7 +98,7 @@ func newEnvWith(t testing.TB, o envOptions) *env {
 			break
 		}
 		w, err := workers.New(c, q, workers.Deps{Store: st, Secrets: keys, Notifiers: o.notifiers, LocalTransport: !o.noLocal,
-			HTTPStepAllowNets: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}) // http steps call the tests' servers
+			RunbookSource: st.RunbookSource, HTTPStepAllowNets: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}) // http steps call the tests' servers
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -24,8 +24,8 @@ import (
 var (
 	jobStatuses = []string{schema.JobQueued, schema.JobAwaitingApproval, schema.JobRunning, schema.JobPaused,
 		schema.JobSucceeded, schema.JobFailed, schema.JobAborted, schema.JobRejected}
-	runStatuses    = []string{schema.RunRunning, schema.RunCompleted, schema.RunFailed, schema.RunCanceled, schema.RunTerminated, schema.RunTimedOut}
-	runKinds       = []string{workflows.KindJob, workflows.KindApproval, workflows.KindDiscovery, workflows.KindDemo}
+	runStatuses    = []string{schema.RunRunning, schema.RunAwaitingRetry, schema.RunCompleted, schema.RunFailed, schema.RunCanceled, schema.RunTerminated, schema.RunTimedOut}
+	runKinds       = []string{workflows.KindJob, workflows.KindApproval, workflows.KindDiscovery, workflows.KindDemo, workflows.KindRunbook}
 	ticketStatuses = []string{schema.TicketPending, schema.TicketApproved, schema.TicketRejected, schema.TicketExpired, schema.TicketWithdrawn}
 )
 

@@ -35,7 +35,8 @@ func loadPages() (*pages, error) {
 	p := &pages{byName: map[string]*template.Template{}}
 	for _, name := range []string{"login", "runs", "run", "error", "docs", "docs_plain", "cmdb", "cmdb_types", "cmdb_ci", "cmdb_import", "cmdb_discover", "cmdb_ci_form", "cmdb_type_edit",
 		"scripts", "script", "script_edit", "jobs", "job_new", "job", "job_host", "schedules", "schedule_new", "approvals", "approval", "approval_link",
-		"account", "users", "credentials", "groups", "policies", "risk_rules", "chat_identities", "confirm", "home", "audit"} {
+		"account", "users", "credentials", "groups", "policies", "risk_rules", "chat_identities", "confirm", "home", "audit",
+		"runbooks", "runbook", "runbook_edit", "runbook_run"} {
 		files := []string{"templates/layout.html", "templates/" + name + ".html"}
 		for _, part := range partials[name] {
 			files = append(files, "templates/"+part+".html")
@@ -79,7 +80,8 @@ func fmtTime(v any) template.HTML {
 }
 
 // partials are the templates a page uses besides its own and the layout.
-var partials = map[string][]string{"job_new": {"job_params"}, "schedule_new": {"job_params"}}
+var partials = map[string][]string{"job_new": {"job_params"}, "schedule_new": {"job_params"},
+	"runbook": {"runbook_graph"}, "runbook_run": {"runbook_graph"}}
 
 // page is the data every template sees.
 type page struct {
@@ -104,7 +106,7 @@ func (p *page) CanOperate() bool { return p.User != nil && canOperate(p.User) }
 // the section whose prefix is the longest that matches its path.
 var navSections = []struct{ prefix, nav string }{
 	{"/jobs", "jobs"}, {"/scripts", "scripts"}, {"/schedules", "schedules"}, {"/approvals", "approvals"},
-	{"/cmdb", "cmdb"}, {"/runs", "runs"}, {"/audit", "admin"}, {"/users", "admin"}, {"/credentials", "admin"},
+	{"/cmdb", "cmdb"}, {"/runs", "runs"}, {"/runbooks", "runbooks"}, {"/audit", "admin"}, {"/users", "admin"}, {"/credentials", "admin"},
 	{"/host-keys", "admin"}, {"/groups", "admin"}, {"/policies", "admin"}, {"/risk-rules", "admin"},
 	{"/chat-identities", "admin"}, {"/account", "account"}, {"/api/docs", "api"},
 }
@@ -274,6 +276,9 @@ func (a *API) runPage(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	if v.Kind == workflows.KindRunbook {
+		return a.runbookRunPage(c, v)
+	}
 	p := a.newPage(c, "Run "+v.WorkflowID, "runs")
 	return a.render(c, http.StatusOK, "run", struct {
 		*page
@@ -283,6 +288,13 @@ func (a *API) runPage(c echo.Context) error {
 }
 
 func (a *API) cancelRunForm(c echo.Context) error {
+	// A runbook run's cancel runs compensation steps: it is asked first.
+	if workflows.KindOf(c.Param("id")) == workflows.KindRunbook {
+		back := "/runs/" + url.PathEscape(c.Param("id"))
+		if ok, err := a.askFirst(c, "Cancel run "+c.Param("id")+"? The step running stops and its compensation steps run; no later step starts.", "Cancel run", back); !ok {
+			return err
+		}
+	}
 	r, err := a.requestCancel(c)
 	if err != nil {
 		return err

@@ -167,6 +167,8 @@ var stateWords = map[string][2]string{
 	schema.JobAborted:          {"Cancelled", "stopped"},
 	schema.RunCanceled:         {"Cancelled", "stopped"},
 	schema.TicketWithdrawn:     {"Withdrawn", "stopped"},
+	schema.RunAwaitingRetry:    {"Awaiting retry", "waiting"},
+	schema.StepSkipped:         {"Skipped", "stopped"},
 }
 
 // stateWord is a status in the pages' vocabulary.
@@ -298,6 +300,8 @@ func (a *API) runRows(c echo.Context, rs []schema.Run) ([]runRow, error) {
 			rows[i].Link, rows[i].LinkText = "/jobs/"+strconv.FormatInt(id, 10), "Job #"+strconv.FormatInt(id, 10)
 		} else if id, ok := tickets[r.WorkflowID]; ok {
 			rows[i].Link, rows[i].LinkText = "/approvals/"+strconv.FormatInt(id, 10), "Approval #"+strconv.FormatInt(id, 10)
+		} else if r.Kind == workflows.KindRunbook && r.Target != "" {
+			rows[i].Link, rows[i].LinkText = "/runbooks/"+url.PathEscape(r.Target), "Runbook "+r.Target
 		}
 	}
 	return rows, nil

@@ -24,6 +24,13 @@ type runView struct {
 	schema.Run
 	TemporalURL string     `json:"temporal_url,omitempty"`
 	Live        *liveState `json:"live,omitempty"`
+
+	// A runbook run's version, steps and state (addRunbook).
+	Runbook    *runbookRef   `json:"runbook,omitempty"`
+	Parent     string        `json:"parent_id,omitempty"`
+	FailedStep string        `json:"failed_step,omitempty"`
+	Paused     bool          `json:"paused,omitempty"`
+	Steps      []runStepView `json:"steps,omitempty"`
 }
 
 // liveState is what Temporal says about a run right now.
@@ -91,6 +98,9 @@ func (a *API) runDetail(ctx context.Context, id string) (runView, error) {
 		return runView{}, err
 	}
 	v := a.view(*r)
+	if err := a.addRunbook(ctx, &v); err != nil {
+		return runView{}, err
+	}
 	desc, err := a.temporal.DescribeWorkflowExecution(ctx, r.WorkflowID, "")
 	if err != nil {
 		a.log.Warn("describe workflow failed", "workflow_id", r.WorkflowID, "error", err)
@@ -123,6 +133,7 @@ func (a *API) runDetail(ctx context.Context, id string) (runView, error) {
 			v.Status, v.EndedAt = live.Status, live.CloseTime
 		}
 	}
+	a.runbookState(ctx, &v)
 	return v, nil
 }
 

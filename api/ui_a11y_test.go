@@ -116,8 +116,10 @@ func a11yFixtures(t *testing.T, e *env) pageFixtures {
 	if r.Status != http.StatusCreated {
 		t.Fatalf("relation: %d %s", r.Status, r.Body)
 	}
+	e.createRunbook(a11yRunbook(p + "-rb"))
 	return pageFixtures{
 		"*":               "app.css",
+		"runbooks/:name":  p + "-rb",
 		"relations/:id":   strconv.FormatInt(rel.ID, 10),
 		"cis/:id":         strconv.FormatInt(ci.ID, 10),
 		"scripts/:id":     strconv.FormatInt(sid, 10),
@@ -132,6 +134,20 @@ func a11yFixtures(t *testing.T, e *env) pageFixtures {
 		"users/:id":       strconv.FormatInt(e.users[schema.RoleViewer].ID, 10),
 		"types/:name":     "host",
 	}
+}
+
+// a11yRunbook has an input of every type and a step of each shape: a
+// sequence, parallel branches, a foreach and a compensation.
+func a11yRunbook(name string) string {
+	return "apiVersion: opsflow/v1\nkind: Runbook\nmetadata:\n  name: " + name + "\n  description: every shape\n" +
+		"inputs:\n  - {name: env, type: enum, values: [staging, prod], default: staging, description: where}\n  - {name: token, type: secret}\n" +
+		"  - {name: count, type: int, default: 2, min: 1, max: 9}\n  - {name: dry, type: bool, default: true}\n  - {name: hosts, type: selector}\n" +
+		"  - {name: names, type: list}\n  - {name: note, type: string}\n" +
+		"steps:\n  - id: hello\n    kind: notify\n    with: {channel: web, message: hi}\n" +
+		"  - id: both\n    kind: parallel\n    with:\n      branches:\n        - name: left\n          steps: [{id: l1, kind: wait, with: {duration: 1s}}]\n" +
+		"        - name: right\n          steps: [{id: r1, kind: wait, with: {duration: 1s}}]\n" +
+		"  - id: each\n    kind: foreach\n    with:\n      items: \"${{ inputs.names }}\"\n      steps: [{id: e1, kind: notify, with: {channel: web, message: \"${{ item }}\"}}]\n" +
+		"  - id: call\n    kind: http\n    when: inputs.dry == false\n    with: {url: \"http://127.0.0.1:9/x\"}\n    on_failure:\n      - {id: undo, kind: notify, with: {channel: web, message: undo}}\n"
 }
 
 // htmlPageRoutes are the GET routes that answer a browser with a page:

@@ -32,6 +32,7 @@ type RunbookRun struct {
 
 	WorkflowID       string         `bun:"workflow_id,pk" json:"id"`
 	Runbook          string         `bun:"runbook" json:"runbook"`
+	RunbookID        int64          `bun:"runbook_id" json:"runbook_id,omitempty"` // 0: not known (a sub-runbook's run)
 	Version          int64          `bun:"version" json:"version"`
 	Inputs           map[string]any `bun:"inputs,type:text" json:"inputs"` // secret inputs left out
 	ParentWorkflowID string         `bun:"parent_workflow_id" json:"parent_id,omitempty"`

@@ -57,9 +57,9 @@ type RunbookInput struct {
 // MaxRunbookSource bounds a runbook's source, as the parser does.
 const MaxRunbookSource = 1 << 20
 
-// reservedRunbookNames are path segments of the runbook API that a name
-// would shadow.
-var reservedRunbookNames = []string{"validate", "schema.json"}
+// reservedRunbookNames are path segments of the runbook API and of the
+// console's runbook pages (/runbooks/new) that a name would shadow.
+var reservedRunbookNames = []string{"validate", "schema.json", "new"}
 
 // RunbookNameReserved reports a name the runbook API's paths keep for
 // themselves.
@@ -185,6 +185,24 @@ func (s *Store) RunbookVersion(ctx context.Context, runbookID, version int64) (*
 		return nil, fmt.Errorf("store: runbook %d version %d: %w", runbookID, version, notFound(err))
 	}
 	return v, nil
+}
+
+// RunbookSource returns the text of version (0: the latest) of the live
+// runbook called name, and the version it is: what runbook steps run
+// (activities.RunbookSource).
+func (s *Store) RunbookSource(ctx context.Context, name string, version int64) (string, int64, error) {
+	rb, err := s.Runbook(ctx, name)
+	if err != nil {
+		return "", 0, err
+	}
+	if version == 0 {
+		version = rb.LatestVersion
+	}
+	v, err := s.RunbookVersion(ctx, rb.ID, version)
+	if err != nil {
+		return "", 0, err
+	}
+	return v.Source, v.Version, nil
 }
 
 // RunbookVersions lists a runbook's versions newest first, without their

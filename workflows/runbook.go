@@ -22,8 +22,16 @@ import (
 // secret values are in Secrets, sealed to the run. PrepareRunbook builds
 // one.
 type RunbookInput struct {
-	Name      string
-	Version   int64
+	Name    string
+	Version int64
+	// RunbookID is the stored runbook the run runs (0: not known, as for
+	// a sub-runbook): the read model names the version by it.
+	RunbookID int64
+	// Recorded: whoever started the run wrote its row in runs (the API
+	// does, with the start's audit entry, in one transaction); the run
+	// then records only what it runs. A run recording its row as well
+	// could win the race and make the API's start look like a repeat.
+	Recorded  bool
 	Source    string
 	Inputs    map[string]any
 	Secrets   activities.RunbookSecrets
@@ -220,7 +228,7 @@ func (r *runbookRun) run(ctx workflow.Context) (RunbookResult, error) {
 			}
 		}
 		r.writes = append(r.writes, workflow.ExecuteLocalActivity(workflow.WithLocalActivityOptions(ctx, dbLocalActivity), runbookActivities.RecordRunbookStart,
-			activities.RecordRunbookStartInput{WorkflowID: r.root, RunID: info.WorkflowExecution.RunID, Runbook: r.in.Name, Version: r.in.Version,
+			activities.RecordRunbookStartInput{WorkflowID: r.root, RunID: info.WorkflowExecution.RunID, Runbook: r.in.Name, RunbookID: r.in.RunbookID, RunRecorded: r.in.Recorded, Version: r.in.Version,
 				Inputs: inputs, StartedBy: r.in.StartedBy, Parent: r.in.Parent}))
 	}
 	window := r.in.RetryWindow

@@ -18,6 +18,8 @@ type RunbookStart struct {
 	Name    string
 	Version int64
 	Source  string
+	// RunbookID is the stored runbook of that name (0: none).
+	RunbookID int64
 	// Inputs as the caller gave them; secret ones in clear (they are
 	// sealed here and never reach Temporal in clear).
 	Inputs    map[string]any
@@ -65,7 +67,7 @@ func PrepareRunbook(keys *secret.Keyring, req RunbookStart) (string, RunbookInpu
 		sec.Sealed[in.Name] = keys.Seal([]byte(v), activities.RunbookSecretContext(id, in.Name))
 		inputs[in.Name] = activities.SecretRef(in.Name)
 	}
-	return id, RunbookInput{Name: req.Name, Version: req.Version, Source: req.Source, Inputs: inputs, Secrets: sec, StartedBy: req.StartedBy}, nil
+	return id, RunbookInput{Name: req.Name, Version: req.Version, RunbookID: req.RunbookID, Source: req.Source, Inputs: inputs, Secrets: sec, StartedBy: req.StartedBy}, nil
 }
 
 // StartRunbook starts a runbook run (or attaches to the running one of

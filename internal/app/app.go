@@ -346,7 +346,7 @@ func (a *App) StartWorkers(queues []string) (stop func(), err error) {
 	}
 	for _, q := range queues {
 		w, err := workers.New(a.Temporal, q, workers.Deps{Store: a.Store, Secrets: a.Secrets, Notifiers: a.notifiers(), LocalTransport: a.Cfg.LocalTransport,
-			HTTPStepAllowNets: allow})
+			RunbookSource: a.Store.RunbookSource, HTTPStepAllowNets: allow})
 		if err != nil {
 			stop()
 			return nil, err

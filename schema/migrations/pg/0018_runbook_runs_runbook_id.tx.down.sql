@@ -1,0 +1,1 @@
+ALTER TABLE runbook_runs DROP COLUMN runbook_id;
