@@ -160,6 +160,16 @@ func TestRunbookRunStartsAndSucceeds(t *testing.T) {
 	if strings.Contains(string(raw.Body), secret) {
 		t.Fatalf("the run shows the secret: %s", raw.Body)
 	}
+	// Nor does the run's history hold it, in raw bytes or decoded with the
+	// key: inputs, activity inputs and results, local activities' markers.
+	var ps []rawPayload
+	for _, ev := range rawHistory(t, e.temporal, started.WorkflowID) {
+		ps = append(ps, payloadsIn(ev, started.WorkflowID+" "+ev.GetEventType().String())...)
+	}
+	if len(ps) < 5 {
+		t.Fatalf("only %d payloads in the run's history", len(ps))
+	}
+	checkPayloads(t, e.keys, ps, secret)
 	if n := countAuditOn(t, e, "runbook.run", "runbook:"+name); n != 1 {
 		t.Errorf("%d runbook.run audit entries on runbook:%s, want 1", n, name)
 	}
