@@ -11,6 +11,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/opsflow/opsflow/schema"
+	"github.com/opsflow/opsflow/workflows"
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/client"
 )
@@ -62,6 +63,8 @@ func cronField(rs []client.ScheduleRange, lo, hi int) string {
 type scheduleRow struct {
 	scheduleView
 	Def *schema.JobSchedule
+	// Runbook is a runbook schedule's definition.
+	Runbook *schema.RunbookSchedule
 }
 
 // maxScheduleRows bounds the schedules one page describes.
@@ -81,11 +84,20 @@ func (a *API) schedulesPage(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	rdefs, err := a.store.RunbookSchedules(ctx)
+	if err != nil {
+		return err
+	}
 	byName := map[string]*schema.JobSchedule{}
+	rbByName := map[string]*schema.RunbookSchedule{}
 	var names []string
 	for i := range defs {
 		byName[defs[i].Name] = &defs[i]
 		names = append(names, defs[i].Name)
+	}
+	for i := range rdefs {
+		rbByName[rdefs[i].Name] = &rdefs[i]
+		names = append(names, rdefs[i].Name)
 	}
 	for _, v := range jobs {
 		if byName[v.Name] == nil {
@@ -103,7 +115,13 @@ func (a *API) schedulesPage(c echo.Context) error {
 		} else if err != nil {
 			return err
 		}
-		rows = append(rows, scheduleRow{scheduleView: v, Def: byName[name]})
+		row := scheduleRow{scheduleView: v}
+		if v.Kind == workflows.KindRunbook {
+			row.Runbook = rbByName[name]
+		} else {
+			row.Def = byName[name]
+		}
+		rows = append(rows, row)
 	}
 	var discoveries []discoveryScheduleView
 	for _, v := range listed[:min(len(listed), maxScheduleRows)] {

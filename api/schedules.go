@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"regexp"
 	"sort"
@@ -24,14 +25,30 @@ var scheduleNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
 // ScheduledJob naming the schedule; its job definition is a
 // schema.JobSchedule row, secret parameters sealed.
 
+// Runbook schedules are the same, firing a ScheduledRunbook; the runbook,
+// its version and its inputs (sealed whole: some may be secrets) are a
+// schema.RunbookSchedule row.
+
 type scheduleRequest struct {
 	Name string            `json:"name"`
 	Cron string            `json:"cron"`
 	Job  schema.JobRequest `json:"job"`
+	// Runbook, instead of Job, makes a runbook schedule.
+	Runbook *scheduleRunbook `json:"runbook,omitempty"`
+}
+
+// scheduleRunbook is what a runbook schedule runs: a runbook's version
+// (0: its latest at each firing) with inputs.
+type scheduleRunbook struct {
+	Name    string         `json:"name"`
+	Version int64          `json:"version"`
+	Inputs  map[string]any `json:"inputs"`
 }
 
 type scheduleView struct {
-	Name       string      `json:"name"`
+	Name string `json:"name"`
+	// Kind is what the schedule fires: job or runbook.
+	Kind       string      `json:"kind"`
 	Cron       []string    `json:"cron"`
 	Paused     bool        `json:"paused"`
 	Note       string      `json:"note,omitempty"`
@@ -67,6 +84,9 @@ func (a *API) makeSchedule(c echo.Context, req scheduleRequest) error {
 	if err := bad.err(); err != nil {
 		return err
 	}
+	if req.Runbook != nil {
+		return a.makeRunbookSchedule(c, req)
+	}
 	ctx := c.Request().Context()
 	def := req.Job
 	if _, _, _, err := activities.PlanJobFor(ctx, a.store, userOf(c), &def); err != nil {
@@ -90,7 +110,7 @@ func (a *API) makeSchedule(c echo.Context, req scheduleRequest) error {
 	// The definition goes to the database, its parameters sealed; the
 	// Temporal Schedule names it only.
 	row := schema.SealSchedule(a.secrets, req.Name, userOf(c).Username, req.Job)
-	if err := a.saveSchedule(ctx, row); err != nil {
+	if err := a.saveSchedule(ctx, row.Name, func() error { return a.store.CreateJobSchedule(ctx, row) }, a.store.DeleteJobSchedule); err != nil {
 		return err
 	}
 	id := workflows.JobScheduleID(req.Name)
@@ -108,6 +128,85 @@ func (a *API) makeSchedule(c echo.Context, req scheduleRequest) error {
 	if err != nil {
 		_ = a.store.DeleteJobSchedule(context.WithoutCancel(ctx), req.Name)
 	}
+	return scheduleCreateErr(err)
+}
+
+// makeRunbookSchedule checks a runbook schedule request (the runbook and
+// version exist, the inputs fit them), records its definition, inputs
+// sealed, and creates its Temporal Schedule, which carries the name and
+// creator only; bad input writes nothing.
+func (a *API) makeRunbookSchedule(c echo.Context, req scheduleRequest) error {
+	ctx := c.Request().Context()
+	spec := *req.Runbook
+	if req.Job.ScriptID != 0 {
+		return &Error{Status: http.StatusUnprocessableEntity, Code: CodeValidation, Message: "a schedule runs a job or a runbook, not both",
+			Fields: map[string]string{"job": "not with runbook"}}
+	}
+	invalid := func(field, msg string) error {
+		return &Error{Status: http.StatusUnprocessableEntity, Code: CodeValidation, Message: "invalid runbook", Fields: map[string]string{field: msg}}
+	}
+	if spec.Version < 0 {
+		return invalid("runbook.version", "must be 0 (the latest at each firing) or a version number")
+	}
+	rb, err := a.store.Runbook(ctx, spec.Name)
+	if errors.Is(err, schema.ErrNotFound) {
+		return invalid("runbook.name", "no such runbook")
+	} else if err != nil {
+		return err
+	}
+	version := spec.Version
+	if version == 0 {
+		version = rb.LatestVersion
+	}
+	ver, err := a.store.RunbookVersion(ctx, rb.ID, version)
+	if errors.Is(err, schema.ErrNotFound) {
+		return invalid("runbook.version", "no such version")
+	} else if err != nil {
+		return err
+	}
+	if a.secrets == nil {
+		return newError(http.StatusServiceUnavailable, CodeUnavailable, "no secret key configured")
+	}
+	// Checked as a start would check them; the firing checks them again
+	// against the version it runs.
+	if _, _, err := workflows.PrepareRunbook(a.secrets, workflows.RunbookStart{Name: rb.Name, Version: ver.Version, Source: ver.Source,
+		Inputs: spec.Inputs, Unique: "check"}); err != nil {
+		var bad *workflows.InputsError
+		if errors.As(err, &bad) {
+			fields := map[string]string{}
+			for k, v := range bad.Fields {
+				fields["runbook."+k] = v
+			}
+			return &Error{Status: http.StatusUnprocessableEntity, Code: CodeValidation, Message: "invalid inputs", Fields: fields}
+		}
+		return err
+	}
+	user := userOf(c).Username
+	row := schema.SealRunbookSchedule(a.secrets, req.Name, user, rb.Name, spec.Version, spec.Inputs)
+	if err := a.saveSchedule(ctx, row.Name, func() error { return a.store.CreateRunbookSchedule(ctx, row) }, a.store.DeleteRunbookSchedule); err != nil {
+		return err
+	}
+	id := workflows.JobScheduleID(req.Name)
+	_, err = a.temporal.ScheduleClient().Create(ctx, client.ScheduleOptions{
+		ID:   id,
+		Spec: client.ScheduleSpec{CronExpressions: []string{req.Cron}},
+		Action: &client.ScheduleWorkflowAction{
+			ID: id, Workflow: workflows.ScheduledRunbook, TaskQueue: workflows.TaskQueueOps,
+			Args: []any{workflows.ScheduledRunbookInput{Schedule: req.Name, CreatedBy: user}},
+			TypedSearchAttributes: temporal.NewSearchAttributes(workflows.SAKind.ValueSet(workflows.KindRunbook),
+				workflows.SAStartedBy.ValueSet(user), workflows.SATarget.ValueSet(rb.Name)),
+		},
+		Note: "runbook schedule " + req.Name + " by " + user,
+	})
+	if err != nil {
+		_ = a.store.DeleteRunbookSchedule(context.WithoutCancel(ctx), req.Name)
+	}
+	return scheduleCreateErr(err)
+}
+
+// scheduleCreateErr is the answer to a schedule's creation failing in
+// Temporal.
+func scheduleCreateErr(err error) error {
 	var exists *serviceerror.AlreadyExists
 	switch {
 	case errors.As(err, &exists) || err != nil && strings.Contains(err.Error(), "already"):
@@ -122,23 +221,23 @@ func scheduleTaken() error {
 	return &Error{Status: http.StatusConflict, Code: CodeConflict, Message: "schedule exists", Fields: map[string]string{"name": "already taken"}}
 }
 
-// saveSchedule records a schedule's definition. A row left by a schedule
-// whose Temporal Schedule is gone (a crash between the two writes) is
-// replaced.
-func (a *API) saveSchedule(ctx context.Context, row *schema.JobSchedule) error {
-	err := a.store.CreateJobSchedule(ctx, row)
+// saveSchedule records schedule name's definition (create; del removes
+// it). A row left by a schedule whose Temporal Schedule is gone (a crash
+// between the two writes) is replaced.
+func (a *API) saveSchedule(ctx context.Context, name string, create func() error, del func(context.Context, string) error) error {
+	err := create()
 	if !errors.Is(err, schema.ErrConflict) {
 		return err
 	}
-	_, derr := a.temporal.ScheduleClient().GetHandle(ctx, workflows.JobScheduleID(row.Name)).Describe(ctx)
+	_, derr := a.temporal.ScheduleClient().GetHandle(ctx, workflows.JobScheduleID(name)).Describe(ctx)
 	var nf *serviceerror.NotFound
 	if !errors.As(derr, &nf) {
 		return scheduleTaken()
 	}
-	if err := a.store.DeleteJobSchedule(ctx, row.Name); err != nil {
+	if err := del(ctx, name); err != nil {
 		return err
 	}
-	if err := a.store.CreateJobSchedule(ctx, row); errors.Is(err, schema.ErrConflict) {
+	if err := create(); errors.Is(err, schema.ErrConflict) {
 		return scheduleTaken()
 	} else if err != nil {
 		return err
@@ -161,16 +260,27 @@ func (a *API) scheduleState(ctx context.Context, name string) (scheduleView, err
 	if err != nil {
 		return scheduleView{}, err
 	}
-	v := scheduleView{Name: name, NextRuns: d.Info.NextActionTimes, Cron: cronOf(d.Schedule.Spec)}
+	v := scheduleView{Name: name, Kind: workflows.KindJob, NextRuns: d.Info.NextActionTimes, Cron: cronOf(d.Schedule.Spec)}
+	if act, ok := d.Schedule.Action.(*client.ScheduleWorkflowAction); ok {
+		v.Kind = scheduleKind(fmt.Sprint(act.Workflow))
+	}
 	if d.Schedule.State != nil {
 		v.Paused, v.Note = d.Schedule.State.Paused, d.Schedule.State.Note
 	}
 	for _, r := range d.Info.RecentActions {
 		if r.StartWorkflowResult != nil {
-			v.RecentRuns = append(v.RecentRuns, "job:"+r.StartWorkflowResult.WorkflowID)
+			v.RecentRuns = append(v.RecentRuns, v.Kind+":"+r.StartWorkflowResult.WorkflowID)
 		}
 	}
 	return v, nil
+}
+
+// scheduleKind is what a schedule firing workflow type wf runs.
+func scheduleKind(wf string) string {
+	if wf == "ScheduledRunbook" {
+		return workflows.KindRunbook
+	}
+	return workflows.KindJob
 }
 
 func scheduleErr(err error) error {
@@ -206,7 +316,7 @@ func (a *API) scheduleLists(ctx context.Context) ([]scheduleView, []discoverySch
 			return nil, nil, err
 		}
 		if name, ok := workflows.JobScheduleName(e.ID); ok {
-			jobs = append(jobs, scheduleView{Name: name, Paused: e.Paused, Note: e.Note, NextRuns: e.NextActionTimes, Cron: cronOf(e.Spec)})
+			jobs = append(jobs, scheduleView{Name: name, Kind: scheduleKind(e.WorkflowType.Name), Paused: e.Paused, Note: e.Note, NextRuns: e.NextActionTimes, Cron: cronOf(e.Spec)})
 			continue
 		}
 		if !strings.HasPrefix(e.ID, workflows.DiscoverySchedulePrefix) {
@@ -261,6 +371,9 @@ func (a *API) scheduleOp(c echo.Context, name, op string) error {
 		var nf *serviceerror.NotFound
 		if err == nil || errors.As(err, &nf) {
 			if derr := a.store.DeleteJobSchedule(ctx, name); derr != nil {
+				return derr
+			}
+			if derr := a.store.DeleteRunbookSchedule(ctx, name); derr != nil {
 				return derr
 			}
 		}

@@ -101,6 +101,23 @@ func (s *Store) Reseal(ctx context.Context, keys Sealer, dryRun bool) (ResealRep
 				return err
 			}
 		}
+		var rscheds []RunbookSchedule
+		if err := tx.NewSelect().Model(&rscheds).Column("name", "inputs").Where("inputs <> ''").Order("name").Scan(ctx); err != nil {
+			return err
+		}
+		for _, rs := range rscheds {
+			before := rep.Resealed
+			in, err := redo("runbook schedule "+rs.Name+" inputs", rs.Inputs, rs.InputsContext())
+			if err != nil {
+				return err
+			}
+			if rep.Resealed == before || dryRun {
+				continue
+			}
+			if _, err := tx.NewUpdate().Model((*RunbookSchedule)(nil)).Set("inputs = ?", in).Where("name = ?", rs.Name).Exec(ctx); err != nil {
+				return err
+			}
+		}
 		return nil
 	})
 	if err != nil {

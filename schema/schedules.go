@@ -91,3 +91,82 @@ func (s *Store) JobSchedules(ctx context.Context) ([]JobSchedule, error) {
 	}
 	return out, nil
 }
+
+// RunbookSchedule is a runbook schedule's definition: which runbook (and
+// version, 0: the latest at each firing) with which inputs. Like a job
+// schedule's, its Temporal Schedule names it only; the inputs, secret
+// ones included, are sealed here.
+type RunbookSchedule struct {
+	bun.BaseModel `bun:"table:runbook_schedules"`
+
+	Name      string    `bun:"name,pk"`
+	Runbook   string    `bun:"runbook"`
+	Version   int64     `bun:"version"`
+	Inputs    string    `bun:"inputs"` // sealed JSON of the inputs
+	CreatedBy string    `bun:"created_by"`
+	CreatedAt time.Time `bun:"created_at"`
+}
+
+// InputsContext binds a runbook schedule's sealed inputs to the schedule.
+func (s *RunbookSchedule) InputsContext() string { return "runbook-schedule-inputs:" + s.Name }
+
+// SealRunbookSchedule is a runbook schedule row with inputs sealed.
+func SealRunbookSchedule(keys Sealer, name, createdBy, runbook string, version int64, inputs map[string]any) *RunbookSchedule {
+	s := &RunbookSchedule{Name: name, Runbook: runbook, Version: version, CreatedBy: createdBy}
+	b, _ := json.Marshal(inputs)
+	s.Inputs = keys.Seal(b, s.InputsContext())
+	return s
+}
+
+// OpenInputs returns the schedule's inputs in clear.
+func (s *RunbookSchedule) OpenInputs(keys Sealer) (map[string]any, error) {
+	raw, err := keys.Open(s.Inputs, s.InputsContext())
+	if err != nil {
+		return nil, fmt.Errorf("runbook schedule %s inputs: %w", s.Name, err)
+	}
+	var in map[string]any
+	if err := json.Unmarshal(raw, &in); err != nil {
+		return nil, fmt.Errorf("runbook schedule %s inputs: %w", s.Name, err)
+	}
+	return in, nil
+}
+
+// CreateRunbookSchedule records a runbook schedule's definition; a name
+// taken is ErrConflict.
+func (s *Store) CreateRunbookSchedule(ctx context.Context, rs *RunbookSchedule) error {
+	rs.CreatedAt = time.Now().UTC()
+	if _, err := s.DB.NewInsert().Model(rs).Exec(ctx); err != nil {
+		if isUniqueViolation(err) {
+			return fmt.Errorf("store: runbook schedule %s: %w", rs.Name, ErrConflict)
+		}
+		return fmt.Errorf("store: create runbook schedule: %w", err)
+	}
+	return nil
+}
+
+// RunbookScheduleByName returns the definition of runbook schedule name.
+func (s *Store) RunbookScheduleByName(ctx context.Context, name string) (*RunbookSchedule, error) {
+	rs := new(RunbookSchedule)
+	if err := s.DB.NewSelect().Model(rs).Where("name = ?", name).Scan(ctx); err != nil {
+		return nil, fmt.Errorf("store: runbook schedule %s: %w", name, notFound(err))
+	}
+	return rs, nil
+}
+
+// DeleteRunbookSchedule removes a runbook schedule's definition; none is
+// not an error.
+func (s *Store) DeleteRunbookSchedule(ctx context.Context, name string) error {
+	if _, err := s.DB.NewDelete().Model((*RunbookSchedule)(nil)).Where("name = ?", name).Exec(ctx); err != nil {
+		return fmt.Errorf("store: delete runbook schedule %s: %w", name, err)
+	}
+	return nil
+}
+
+// RunbookSchedules lists the definitions of every runbook schedule by name.
+func (s *Store) RunbookSchedules(ctx context.Context) ([]RunbookSchedule, error) {
+	var out []RunbookSchedule
+	if err := s.DB.NewSelect().Model(&out).OrderExpr("name").Scan(ctx); err != nil {
+		return nil, fmt.Errorf("store: runbook schedules: %w", err)
+	}
+	return out, nil
+}

@@ -53,6 +53,7 @@ func Register(r worker.Registry, queue string, deps Deps) (int, error) {
 		r.RegisterWorkflow(workflows.DiscoverHosts)
 		r.RegisterWorkflow(workflows.BatchJob)
 		r.RegisterWorkflow(workflows.ScheduledJob)
+		r.RegisterWorkflow(workflows.ScheduledRunbook)
 		r.RegisterWorkflow(workflows.Approval)
 		r.RegisterWorkflow(workflows.Runbook)
 		r.RegisterActivity(&activities.Runs{Store: deps.Store})
@@ -61,7 +62,7 @@ func Register(r worker.Registry, queue string, deps Deps) (int, error) {
 		r.RegisterActivity(&activities.Jobs{Store: deps.Store, Secrets: deps.Secrets})
 		r.RegisterActivity(&activities.Approvals{Store: deps.Store, Notifiers: deps.Notifiers, Secrets: deps.Secrets})
 		r.RegisterActivity(&activities.Runbooks{Store: deps.Store, Secrets: deps.Secrets, Notifiers: deps.Notifiers, Source: deps.RunbookSource, HTTPAllowNets: deps.HTTPStepAllowNets})
-		return 12, nil
+		return 13, nil
 	case workflows.TaskQueueSSH:
 		r.RegisterActivity(&activities.SSH{Store: deps.Store, Secrets: deps.Secrets, LocalTransport: deps.LocalTransport})
 		return 1, nil

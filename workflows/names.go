@@ -114,6 +114,12 @@ func JobTicketWorkflowID(jobWorkflowID string) string { return KindApproval + ":
 // (workflow firingWorkflowID) creates: one per firing, also on retries.
 func ScheduledJobWorkflowID(firingWorkflowID string) string { return KindJob + ":" + firingWorkflowID }
 
+// ScheduledRunbookWorkflowID is the Runbook run a runbook schedule's
+// firing (workflow firingWorkflowID) starts: one per firing.
+func ScheduledRunbookWorkflowID(firingWorkflowID string) string {
+	return KindRunbook + ":" + firingWorkflowID
+}
+
 // Runbook runs. A runbook run's ID is RunWorkflowID(KindRunbook, …); what
 // it starts is named after it, its step's path and the step's attempt
 // (a retry from a failed step starts a new job, ticket or child run).

@@ -55,7 +55,7 @@ func TestRegistrationOnRealWorker(t *testing.T) {
 }
 
 // replayable lists every workflow type a recorded history may hold.
-var replayable = []any{workflows.Demo, workflows.DiscoverHosts, workflows.BatchJob, workflows.ScheduledJob, workflows.Approval, workflows.Runbook}
+var replayable = []any{workflows.Demo, workflows.DiscoverHosts, workflows.BatchJob, workflows.ScheduledJob, workflows.ScheduledRunbook, workflows.Approval, workflows.Runbook}
 
 // TestReplayHistories replays every history in testdata/ against today's
 // workflow code: a change that breaks runs in flight fails here (TMPRL1100).

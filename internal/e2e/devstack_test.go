@@ -27,6 +27,7 @@ type stack struct {
 	bin, dataDir, token     string
 	httpPort, tPort, uiPort int
 	cmd                     *exec.Cmd
+	env                     []string // added to the stack's environment
 }
 
 func newStack(t testing.TB) *stack {
@@ -63,6 +64,7 @@ func (s *stack) start() time.Duration {
 		"OPSFLOW_DEV_ADMIN_TOKEN="+s.token,
 		"OPSFLOW_LOG_LEVEL=warn",
 	)
+	s.cmd.Env = append(s.cmd.Env, s.env...)
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	out, err := s.cmd.StdoutPipe()
 	if err != nil {
