@@ -135,6 +135,10 @@ func TestRunbookSchedules(t *testing.T) {
 		})
 		return fired
 	}
+	// Another operator may not fire it: the run would act as its creator.
+	if r := e.do(http.MethodPost, "/api/v1/schedules/"+name+"/trigger", "operator", map[string]any{}); r.Status != http.StatusForbidden {
+		t.Fatalf("another operator's trigger: %d %s", r.Status, r.Body)
+	}
 	fired := fire("owner")
 	var out workflows.RunbookResult
 	if err := e.temporal.GetWorkflow(ctx, fired, "").Get(ctx, &out); err != nil || out.Status != schema.RunCompleted {

@@ -384,9 +384,19 @@ func (a *API) scheduleOp(c echo.Context, name, op string) error {
 }
 
 // mayTriggerSchedule refuses a non-admin's trigger of a schedule whose job
-// runs on the local transport.
+// runs on the local transport, and of a runbook schedule someone else
+// made: its run acts with its creator's rights (an admin's runbook may
+// run local-transport scripts), which the trigger must not lend.
 func (a *API) mayTriggerSchedule(c echo.Context, name string) error {
 	ctx := c.Request().Context()
+	if rs, err := a.store.RunbookScheduleByName(ctx, name); err == nil {
+		if u := userOf(c); u.Role != schema.RoleAdmin && u.Username != rs.CreatedBy {
+			return newError(http.StatusForbidden, CodeForbidden, "a runbook schedule runs as its creator ("+rs.CreatedBy+"): only they or an admin may trigger it")
+		}
+		return nil
+	} else if !errors.Is(err, schema.ErrNotFound) {
+		return err
+	}
 	row, err := a.store.JobScheduleByName(ctx, name)
 	if errors.Is(err, schema.ErrNotFound) {
 		return nil // Temporal answers for it (none, or made before definitions were kept here)
