@@ -13,6 +13,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
 	"github.com/opsflow/opsflow/schema"
 	"github.com/opsflow/opsflow/ui"
@@ -32,6 +33,7 @@ func loadPages() (*pages, error) {
 	funcs["deref_int"] = func(i *int) int { return *i }
 	funcs["inc"] = func(i int) int { return i + 1 }
 	funcs["state"] = stateBadge
+	funcs["nonce"] = uuid.NewString // form_nonce: see idempotencyKey
 	p := &pages{byName: map[string]*template.Template{}}
 	for _, name := range []string{"login", "runs", "run", "error", "docs", "docs_plain", "cmdb", "cmdb_types", "cmdb_ci", "cmdb_import", "cmdb_discover", "cmdb_ci_form", "cmdb_type_edit",
 		"scripts", "script", "script_edit", "jobs", "job_new", "job", "job_host", "schedules", "schedule_new", "approvals", "approval", "approval_link",

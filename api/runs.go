@@ -2,11 +2,16 @@ package api
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -196,9 +201,29 @@ func (a *API) startRun(c echo.Context, kind, target string, wf any, input any) (
 	return a.startWorkflow(c, kind, id, target, wf, input)
 }
 
-// idempotencyKey reads and checks the caller's Idempotency-Key.
+// idempotencyKey reads and checks the caller's Idempotency-Key. A console
+// form that starts something carries a nonce drawn when it was rendered
+// (form_nonce): the key is that nonce and a digest of what the form
+// holds, so a double click or a resubmitted page starts it once, while
+// the same page changed and sent again starts another.
 func idempotencyKey(c echo.Context) (string, error) {
 	key := c.Request().Header.Get("Idempotency-Key")
+	if key == "" && strings.HasPrefix(c.Request().Header.Get(echo.HeaderContentType), echo.MIMEApplicationForm) {
+		if nonce := c.FormValue("form_nonce"); nonce != "" {
+			params, _ := c.FormParams()
+			names := slices.Sorted(maps.Keys(params))
+			h := sha256.New()
+			for _, k := range names {
+				if k == csrfField || k == "form_nonce" {
+					continue
+				}
+				for _, v := range params[k] {
+					fmt.Fprintf(h, "%q=%q\n", k, v)
+				}
+			}
+			key = "form:" + nonce + ":" + hex.EncodeToString(h.Sum(nil))[:16]
+		}
+	}
 	if key != "" && !idempotencyKeyRE.MatchString(key) {
 		return "", &Error{Status: http.StatusBadRequest, Code: CodeBadRequest, Message: "invalid Idempotency-Key",
 			Fields: map[string]string{"Idempotency-Key": "must be 1-200 printable ASCII characters without spaces"}}

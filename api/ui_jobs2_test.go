@@ -4,9 +4,12 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -523,4 +526,44 @@ func (e *env) jobsBy(user string) int {
 		e.t.Fatal(err)
 	}
 	return int(n)
+}
+
+// TestJobFormStartsOncePerSubmission: the run form carries a nonce drawn
+// when it was rendered; posting the same form twice (a double click, a
+// resubmitted page) starts one job, and the same page changed starts
+// another.
+func TestJobFormStartsOncePerSubmission(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	p := fmt.Sprintf("once%d", time.Now().UnixNano())
+	sid := e.script(p, `true`, nil)
+	local, err := e.store.LocalCredential(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := e.users[schema.RoleAdmin].Username
+	page := e.do(http.MethodGet, fmt.Sprintf("/jobs/new?script=%d", sid), "admin", nil, "Accept", "text/html")
+	m := regexp.MustCompile(`name="form_nonce" value="([^"]+)"`).FindSubmatch(page.Body)
+	if page.Status != http.StatusOK || m == nil {
+		t.Fatalf("run form: %d, nonce %q", page.Status, m)
+	}
+	ck, csrf := e.sessionLogin(admin)
+	before := e.jobsBy(admin)
+	form := url.Values{"csrf_token": {csrf}, "form_nonce": {string(m[1])}, "script_id": {strconv.FormatInt(sid, 10)}, "version": {"1"},
+		"credential_id": {strconv.FormatInt(local.ID, 10)}, "hosts": {"a." + p}}
+	for range 2 {
+		if st := e.postFormAs(ck, "/jobs", form); st != http.StatusOK && st != http.StatusSeeOther {
+			t.Fatalf("launch: %d", st)
+		}
+	}
+	if n := e.jobsBy(admin) - before; n != 1 {
+		t.Fatalf("the same form posted twice started %d jobs", n)
+	}
+	form.Set("hosts", "b."+p)
+	if st := e.postFormAs(ck, "/jobs", form); st != http.StatusOK && st != http.StatusSeeOther {
+		t.Fatalf("launch: %d", st)
+	}
+	if n := e.jobsBy(admin) - before; n != 2 {
+		t.Fatalf("the changed form started %d jobs in all, want 2", n)
+	}
 }
