@@ -22,6 +22,13 @@ type Notifier interface {
 	Notify(ctx context.Context, t *schema.Ticket, users []string, escalation bool) error
 }
 
+// Announcer is a Notifier that also sends notices: a runbook's notify
+// step, a message with nothing to decide (no buttons, no decision
+// links), linking path on opsflow (a run's page).
+type Announcer interface {
+	Announce(ctx context.Context, title, message, path string, users []string) error
+}
+
 // Approvals keeps approval tickets' read model and notifies approvers.
 type Approvals struct {
 	Store     *schema.Store

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
@@ -485,17 +486,21 @@ type RunbookNotifyInput struct {
 }
 
 // RunbookNotify sends a notify step's message through the notifier of its
-// channel, as a notice (a ticket-shaped message without decision
-// buttons). Secret references are sent as they are, never opened.
+// channel as a notice (Announcer: nothing to decide, a link to the run).
+// Secret references are sent as they are, never opened.
 func (a *Runbooks) RunbookNotify(ctx context.Context, in RunbookNotifyInput) (struct{}, error) {
 	if in.Channel == "web" {
 		return struct{}{}, nil
 	}
 	for _, n := range a.Notifiers {
-		if n.Channel() == in.Channel {
-			t := &schema.Ticket{WorkflowID: in.Run, Title: in.Title, Description: in.Message, Status: "notice"}
-			return struct{}{}, n.Notify(ctx, t, in.To, false)
+		if n.Channel() != in.Channel {
+			continue
 		}
+		an, ok := n.(Announcer)
+		if !ok {
+			return struct{}{}, invalid("the %s notifier sends approvals only, not notices", in.Channel)
+		}
+		return struct{}{}, an.Announce(ctx, in.Title, in.Message, "/runs/"+url.PathEscape(in.Run), in.To)
 	}
 	return struct{}{}, invalid("no %s notifier is configured on this worker", in.Channel)
 }

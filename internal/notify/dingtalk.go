@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -57,10 +58,6 @@ func (d *DingTalk) Channel() string { return "dingtalk" }
 // Notify implements activities.Notifier: it returns once the ticket's
 // message is sent (possibly batched with others).
 func (d *DingTalk) Notify(ctx context.Context, t *schema.Ticket, users []string, escalation bool) error {
-	d.once.Do(func() {
-		d.wake = make(chan struct{}, 1)
-		go d.send()
-	})
 	approve, err := d.link(ctx, t.ID, schema.DecisionApprove)
 	if err != nil {
 		return err
@@ -83,6 +80,15 @@ func (d *DingTalk) Notify(ctx context.Context, t *schema.Ticket, users []string,
 			head, t.ID, t.Title, t.Requester, t.Level+1, len(t.Policy.Levels), strings.Join(users, ", "), desc),
 		approve: approve, reject: reject, done: make(chan error, 1),
 	}
+	return d.enqueue(ctx, it)
+}
+
+// enqueue hands it to the sender and waits for its answer.
+func (d *DingTalk) enqueue(ctx context.Context, it *dingItem) error {
+	d.once.Do(func() {
+		d.wake = make(chan struct{}, 1)
+		go d.send()
+	})
 	d.mu.Lock()
 	d.queue = append(d.queue, it)
 	d.mu.Unlock()
@@ -158,18 +164,31 @@ func (d *DingTalk) send() {
 
 func (d *DingTalk) post(batch []*dingItem) error {
 	var msg map[string]any
-	if len(batch) == 1 {
+	switch {
+	case len(batch) == 1 && batch[0].approve == "":
+		// A notice: nothing to decide.
+		it := batch[0]
+		msg = map[string]any{"msgtype": "markdown", "markdown": map[string]string{"title": it.title, "text": it.text}}
+	case len(batch) == 1:
 		it := batch[0]
 		msg = map[string]any{"msgtype": "actionCard", "actionCard": map[string]any{
 			"title": it.title, "text": it.text, "btnOrientation": "1",
 			"btns": []map[string]string{{"title": "Approve", "actionURL": it.approve}, {"title": "Reject", "actionURL": it.reject}}}}
-	} else {
+	default:
+		head := fmt.Sprintf("%d approvals waiting", len(batch))
+		if slices.ContainsFunc(batch, func(it *dingItem) bool { return it.approve == "" }) {
+			head = fmt.Sprintf("%d messages", len(batch))
+		}
 		var b strings.Builder
-		fmt.Fprintf(&b, "### %d approvals waiting\n\n", len(batch))
+		fmt.Fprintf(&b, "### %s\n\n", head)
 		for _, it := range batch {
+			if it.approve == "" {
+				fmt.Fprintf(&b, "- %s\n", it.title)
+				continue
+			}
 			fmt.Fprintf(&b, "- %s · [Approve](%s) · [Reject](%s)\n", it.title, it.approve, it.reject)
 		}
-		msg = map[string]any{"msgtype": "markdown", "markdown": map[string]string{"title": fmt.Sprintf("%d approvals waiting", len(batch)), "text": b.String()}}
+		msg = map[string]any{"msgtype": "markdown", "markdown": map[string]string{"title": head, "text": b.String()}}
 	}
 	body, _ := json.Marshal(msg)
 	u, err := SignDingTalk(d.Webhook, d.Secret, time.Now())

@@ -3,10 +3,6 @@ package notify
 import (
 	"context"
 	"fmt"
-	"net"
-	"net/smtp"
-	"strings"
-	"time"
 
 	"github.com/opsflow/opsflow/schema"
 )
@@ -27,12 +23,7 @@ func (e *Email) Channel() string { return "email" }
 // Notify implements activities.Notifier: one message to every approver
 // with an address; none with one is not an error.
 func (e *Email) Notify(ctx context.Context, t *schema.Ticket, users []string, escalation bool) error {
-	var to []string
-	for _, u := range users {
-		if usr, err := e.Store.UserByUsername(ctx, u); err == nil && usr.Email != "" && !usr.Disabled {
-			to = append(to, usr.Email)
-		}
-	}
+	to := e.addresses(ctx, users)
 	if len(to) == 0 {
 		return nil
 	}
@@ -40,18 +31,16 @@ func (e *Email) Notify(ctx context.Context, t *schema.Ticket, users []string, es
 	if escalation {
 		subject = "[opsflow] Escalated: " + subject[len("[opsflow] "):]
 	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "From: %s\r\nTo: %s\r\nSubject: %s\r\nDate: %s\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n",
-		e.From, strings.Join(to, ", "), strings.NewReplacer("\r", " ", "\n", " ").Replace(subject), time.Now().Format(time.RFC1123Z))
-	b.WriteString(strings.ReplaceAll(noticeText(t, users, escalation, e.BaseURL), "\n", "\r\n"))
-	b.WriteString("\r\n")
-	var auth smtp.Auth
-	if e.Username != "" {
-		host, _, _ := net.SplitHostPort(e.Addr)
-		auth = smtp.PlainAuth("", e.Username, e.Password, host)
+	return e.send(to, subject, noticeText(t, users, escalation, e.BaseURL))
+}
+
+// addresses are the mail addresses of the enabled users among users.
+func (e *Email) addresses(ctx context.Context, users []string) []string {
+	var to []string
+	for _, u := range users {
+		if usr, err := e.Store.UserByUsername(ctx, u); err == nil && usr.Email != "" && !usr.Disabled {
+			to = append(to, usr.Email)
+		}
 	}
-	if err := smtp.SendMail(e.Addr, auth, e.From, to, []byte(b.String())); err != nil {
-		return fmt.Errorf("email: %w", err)
-	}
-	return nil
+	return to
 }

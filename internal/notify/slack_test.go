@@ -76,3 +76,35 @@ func TestSlackEscapesTicketText(t *testing.T) {
 		}
 	}
 }
+
+// TestSlackAnnounce: a notice is posted escaped, with its run link and
+// no buttons.
+func TestSlackAnnounce(t *testing.T) {
+	var mu sync.Mutex
+	var posted []string
+	sts := slacktest.NewTestServer(func(s slacktest.Customize) {
+		s.Handle("/chat.postMessage", func(w http.ResponseWriter, r *http.Request) {
+			_ = r.ParseForm()
+			mu.Lock()
+			posted = append(posted, r.Form.Get("text")+"\n"+r.Form.Get("blocks"))
+			mu.Unlock()
+			fmt.Fprint(w, `{"ok":true,"channel":"C1","ts":"1700000000.000100"}`)
+		})
+	})
+	sts.Start()
+	defer sts.Stop()
+	s := &notify.Slack{Client: slack.New("xoxb-test", slack.OptionAPIURL(sts.GetAPIURL())), ChannelID: "C1", Store: store(t), BaseURL: "http://opsflow.test"}
+	if err := s.Announce(context.Background(), "<!channel> patched", "12 hosts <@U1> done", "/runs/rb-1", []string{"bob"}); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(posted) != 1 {
+		t.Fatalf("%d posts", len(posted))
+	}
+	p := posted[0]
+	if strings.Contains(p, "<!channel>") || strings.Contains(p, "<@U1>") || strings.Contains(p, `"actions"`) || strings.Contains(p, "Approve") ||
+		!strings.Contains(p, "http://opsflow.test/runs/rb-1") || !strings.Contains(p, "12 hosts") {
+		t.Fatalf("notice: %s", p)
+	}
+}

@@ -30,7 +30,10 @@ func (w *WeCom) Channel() string { return "wecom" }
 
 // Notify implements activities.Notifier.
 func (w *WeCom) Notify(ctx context.Context, t *schema.Ticket, users []string, escalation bool) error {
-	msg := map[string]any{"msgtype": "markdown", "markdown": map[string]string{"content": noticeMarkdown(t, users, escalation, w.BaseURL)}}
+	return w.post(ctx, map[string]any{"msgtype": "markdown", "markdown": map[string]string{"content": noticeMarkdown(t, users, escalation, w.BaseURL)}})
+}
+
+func (w *WeCom) post(ctx context.Context, msg map[string]any) error {
 	var ans struct {
 		ErrCode int    `json:"errcode"`
 		ErrMsg  string `json:"errmsg"`
@@ -58,7 +61,11 @@ func (f *Feishu) Channel() string { return "feishu" }
 
 // Notify implements activities.Notifier.
 func (f *Feishu) Notify(ctx context.Context, t *schema.Ticket, users []string, escalation bool) error {
-	msg := map[string]any{"msg_type": "text", "content": map[string]string{"text": noticeText(t, users, escalation, f.BaseURL)}}
+	return f.post(ctx, map[string]any{"msg_type": "text", "content": map[string]string{"text": noticeText(t, users, escalation, f.BaseURL)}})
+}
+
+// post signs msg (when the bot has a secret) and sends it.
+func (f *Feishu) post(ctx context.Context, msg map[string]any) error {
 	if f.Secret != "" {
 		ts := strconv.FormatInt(time.Now().Unix(), 10)
 		msg["timestamp"], msg["sign"] = ts, FeishuSign(ts, f.Secret)

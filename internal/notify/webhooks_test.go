@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -128,5 +129,54 @@ func TestEmailNotice(t *testing.T) {
 	msg := <-received
 	if !strings.Contains(msg, "bob@example.test") || !strings.Contains(msg, "Subject: [opsflow] Approval #1: change 1") || !strings.Contains(msg, "https://ops.example/approvals/1") {
 		t.Fatalf("message: %q", msg)
+	}
+}
+
+// TestAnnounceSendsNoticesWithoutDecisions: a runbook's notice goes out
+// on each channel with its title, message and run link, and with no
+// Approve/Reject button or decision link.
+func TestAnnounceSendsNoticesWithoutDecisions(t *testing.T) {
+	st := store(t)
+	ctx := context.Background()
+	var mu sync.Mutex
+	var bodies []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		bodies = append(bodies, string(b))
+		mu.Unlock()
+		switch {
+		case strings.Contains(r.URL.Path, "feishu"):
+			fmt.Fprint(w, `{"code":0,"msg":"success"}`)
+		default:
+			fmt.Fprint(w, `{"errcode":0,"errmsg":"ok"}`)
+		}
+	}))
+	defer srv.Close()
+	const path = "/runs/runbook:7:abc"
+	for name, n := range map[string]interface {
+		Announce(ctx context.Context, title, message, path string, users []string) error
+	}{
+		"wecom":    &notify.WeCom{Webhook: srv.URL + "/wecom", BaseURL: "https://ops.example"},
+		"feishu":   &notify.Feishu{Webhook: srv.URL + "/feishu", Secret: "s", BaseURL: "https://ops.example"},
+		"dingtalk": &notify.DingTalk{Webhook: srv.URL + "/robot/send?access_token=t", Secret: "SEC", Store: st, BaseURL: "https://ops.example"},
+	} {
+		mu.Lock()
+		bodies = nil
+		mu.Unlock()
+		if err := n.Announce(ctx, "Patch done", "12 hosts patched", path, []string{"bob"}); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		mu.Lock()
+		got := strings.Join(bodies, "\n")
+		mu.Unlock()
+		if !strings.Contains(got, "Patch done") || !strings.Contains(got, "12 hosts patched") || !strings.Contains(got, "https://ops.example"+path) {
+			t.Errorf("%s: notice %s", name, got)
+		}
+		for _, bad := range []string{"Approve", "Reject", "/approvals/"} {
+			if strings.Contains(got, bad) {
+				t.Errorf("%s: the notice offers a decision (%q): %s", name, bad, got)
+			}
+		}
 	}
 }
