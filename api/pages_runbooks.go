@@ -244,6 +244,11 @@ type runbookPageData struct {
 	From, To int64
 	CanRun   bool
 	ParseErr string
+	// Schedule: the form was sent to make a schedule; its fields are kept
+	// on error.
+	Schedule                   bool
+	ScheduleName, ScheduleCron string
+	ScheduleLatest             bool
 }
 
 func (a *API) runbookPage(c echo.Context) error {
@@ -393,6 +398,9 @@ func runInputsFromForm(c echo.Context, fields []runFormInput) map[string]any {
 
 // runbookRunForm starts a run from the run form and shows its page; bad
 // inputs show the runbook's page again with each error at its input.
+// runbookRunForm starts a run from the runbook page's form, or with
+// "Create schedule" makes a schedule of the same inputs (the version shown,
+// or the latest at each firing).
 func (a *API) runbookRunForm(c echo.Context) error {
 	setAudit(c, "runbook.run", "runbook:"+c.Param("name"))
 	pg, err := a.runbookPageData(c)
@@ -400,15 +408,31 @@ func (a *API) runbookRunForm(c echo.Context) error {
 		return err
 	}
 	inputs := runInputsFromForm(c, pg.Inputs)
-	v, _, err := a.launchRunbook(c, pg.Runbook.Name, pg.Version.Version, inputs)
-	if err == nil {
-		return c.Redirect(http.StatusSeeOther, "/runs/"+url.PathEscape(v.WorkflowID))
+	if c.FormValue("as_schedule") != "" {
+		name := strings.TrimSpace(c.FormValue("schedule_name"))
+		ver := pg.Version.Version
+		if c.FormValue("schedule_version") == "latest" {
+			ver = 0
+		}
+		err = a.makeSchedule(c, scheduleRequest{Name: name, Cron: strings.TrimSpace(c.FormValue("schedule_cron")),
+			Runbook: &scheduleRunbook{Name: pg.Runbook.Name, Version: ver, Inputs: inputs}})
+		if err == nil {
+			return c.Redirect(http.StatusSeeOther, "/schedules?flash="+url.QueryEscape("Schedule "+name+" created."))
+		}
+		pg.Schedule, pg.ScheduleName, pg.ScheduleCron, pg.ScheduleLatest = true, name, c.FormValue("schedule_cron"), ver == 0
+	} else {
+		var v runView
+		v, _, err = a.launchRunbook(c, pg.Runbook.Name, pg.Version.Version, inputs)
+		if err == nil {
+			return c.Redirect(http.StatusSeeOther, "/runs/"+url.PathEscape(v.WorkflowID))
+		}
 	}
 	e := toError(err)
 	if e.Status != http.StatusUnprocessableEntity {
 		return err
 	}
 	for k, why := range e.Fields {
+		k = strings.TrimPrefix(k, "runbook.")
 		name, ok := strings.CutPrefix(k, "inputs.")
 		placed := false
 		for i := range pg.Inputs {
@@ -421,6 +445,9 @@ func (a *API) runbookRunForm(c echo.Context) error {
 		}
 	}
 	pg.page.Error = "The run did not start: " + formError(err)
+	if pg.Schedule {
+		pg.page.Error = "The schedule was not created: " + formError(err)
+	}
 	return a.render(c, e.Status, "runbook", pg)
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -193,5 +194,48 @@ func TestRunbookSchedules(t *testing.T) {
 	}
 	if _, err := e.store.RunbookScheduleByName(ctx, name); !errors.Is(err, schema.ErrNotFound) {
 		t.Fatalf("the deleted schedule's row: %v", err)
+	}
+}
+
+// TestRunbookScheduleFromThePage: the runbook page's form makes a
+// schedule of its inputs ("Create schedule"), the secret sealed in the
+// database; a bad cron comes back on the page with the inputs' form.
+func TestRunbookScheduleFromThePage(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	p := fmt.Sprintf("rbsp%d", time.Now().UnixNano())
+	e.createRunbook(rbRunDoc(p, "http://127.0.0.1:9"))
+	op := e.users[schema.RoleOperator].Username
+	ck, csrf := e.sessionLogin(op)
+	form := url.Values{"csrf_token": {csrf}, "version": {"1"}, "input.env": {"prod"}, "input.token": {"tok-" + p}, "input.count": {"2"},
+		"as_schedule": {"1"}, "schedule_name": {p}, "schedule_cron": {"not a cron"}, "schedule_version": {"latest"}}
+	if st := e.postFormAs(ck, "/runbooks/"+p+"/runs", form); st != http.StatusUnprocessableEntity {
+		t.Fatalf("bad cron: %d", st)
+	}
+	if _, err := e.store.RunbookScheduleByName(ctx, p); !errors.Is(err, schema.ErrNotFound) {
+		t.Fatalf("a refused schedule was stored: %v", err)
+	}
+	form.Set("schedule_cron", "0 3 1 1 *")
+	if st := e.postFormAs(ck, "/runbooks/"+p+"/runs", form); st != http.StatusOK && st != http.StatusSeeOther {
+		t.Fatalf("create: %d", st)
+	}
+	t.Cleanup(func() { e.do(http.MethodDelete, "/api/v1/schedules/"+p, "admin", nil) })
+	rs, err := e.store.RunbookScheduleByName(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rs.CreatedBy != op || rs.Runbook != p || rs.Version != 0 {
+		t.Fatalf("schedule %+v", rs)
+	}
+	in, err := rs.OpenInputs(e.keys)
+	if err != nil || in["env"] != "prod" || in["token"] != "tok-"+p {
+		t.Fatalf("inputs %v %v", in, err)
+	}
+	if got := e.do(http.MethodGet, "/api/v1/schedules/"+p, "viewer", nil); got.Status != http.StatusOK || strings.Contains(string(got.Body), "tok-"+p) {
+		t.Fatalf("schedule view: %d %s", got.Status, got.Body)
+	}
+	// No run was started by the form.
+	if rs, _, err := e.store.RunList(ctx, schema.RunFilter{Kind: "runbook", Q: p}); err != nil || len(rs) != 0 {
+		t.Fatalf("runs started: %v %v", rs, err)
 	}
 }
