@@ -334,6 +334,20 @@ func (a *Runbooks) RunbookTicket(ctx context.Context, ticketID int64) (RunbookTi
 	return res, nil
 }
 
+// RunbookJobCounts counts a script step's job's hosts by state, for a job
+// that failed (its BatchJob's error carries no counts).
+func (a *Runbooks) RunbookJobCounts(ctx context.Context, jobID int64) (map[string]int64, error) {
+	counts, err := a.Store.JobCounts(ctx, jobID)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]int64{}
+	for state, n := range counts {
+		out[state] = int64(n)
+	}
+	return out, nil
+}
+
 // RunbookHTTPInput is an http step.
 type RunbookHTTPInput struct {
 	URL          string

@@ -131,4 +131,41 @@ steps:
 		t.Fatalf("runs: %+v %v", r, err)
 	}
 	replayAndRecord(t, c, id, run.GetRunID(), "runbook_v1.json")
+
+	// A script step whose job fails on one host of two: its outputs count
+	// the failure (read from the job), and on_failure: continue goes on.
+	if _, _, err := st.CreateScript(ctx, schema.ScriptInput{Name: "flaky", Content: `[ "$OPSFLOW_HOST_INDEX" = 1 ] && exit 3; true`}, "root"); err != nil {
+		t.Fatal(err)
+	}
+	src = `apiVersion: opsflow/v1
+kind: Runbook
+metadata: {name: flaky}
+steps:
+  - id: run
+    kind: script
+    with:
+      script: flaky
+      targets: {hosts: ["h1.flaky.test", "h2.flaky.test"], transport: local}
+    on_failure: continue
+  - id: after
+    kind: wait
+    when: steps.run.status == "failed" && steps.run.outputs.failed == 1 && steps.run.outputs.succeeded == 1
+    with: {duration: 10ms}
+`
+	id, err = workflows.StartRunbook(ctx, c, keys, workflows.RunbookStart{Name: "flaky", Version: 1, Source: src, StartedBy: "root",
+		UserID: 1, IdempotencyKey: "flaky-" + time.Now().Format(time.RFC3339Nano)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run = c.GetWorkflow(ctx, id, "")
+	if err := run.Get(ctx, &res); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if got := res.Steps["run"]; got.Outputs["failed"] != int64(1) && got.Outputs["failed"] != float64(1) {
+		t.Fatalf("the failed script step's outputs: %+v", got)
+	}
+	if res.Steps["after"].Status != schema.StepSucceeded {
+		t.Fatalf("the step after a failed job with counts: %+v (run step %+v)", res.Steps["after"], res.Steps["run"])
+	}
+	replayAndRecord(t, c, id, run.GetRunID(), "runbook_v2_failed_script.json")
 }

@@ -39,6 +39,14 @@ func stepScript(ctx workflow.Context, c *stepCall) (map[string]any, error) {
 		TypedSearchAttributes: temporal.NewSearchAttributes(SAKind.ValueSet(KindJob), SAStartedBy.ValueSet(c.run.in.StartedBy))})
 	var p BatchProgress
 	if err := workflow.ExecuteChildWorkflow(cctx, BatchJob, BatchJobInput{JobID: job.JobID, Total: job.Total, Policy: job.Policy}).Get(ctx, &p); err != nil {
+		// A failed job's counts come from the read model: the step's
+		// outputs then say how many hosts failed (not a cancelled one's).
+		if ctx.Err() == nil && workflow.GetVersion(ctx, "script-failed-counts", workflow.DefaultVersion, 1) == 1 {
+			var counts map[string]int64
+			if cerr := workflow.ExecuteActivity(c.activityOptions(ctx, dbActivity), runbookActivities.RunbookJobCounts, job.JobID).Get(ctx, &counts); cerr == nil {
+				out["succeeded"], out["failed"] = counts[schema.HostSucceeded], counts[schema.HostFailed]
+			}
+		}
 		return out, err
 	}
 	out["succeeded"], out["failed"] = int64(p.Succeeded), int64(p.Failed)
