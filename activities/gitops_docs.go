@@ -229,7 +229,9 @@ func parseGitDocument(file string, src []byte, reg *runbook.Registry) (*GitDocum
 				es = append(es, DocumentError{File: file, Line: lineOf(spec, p), Path: "spec." + p, Reason: reason})
 			}
 		}
-		sort.Slice(es, func(i, j int) bool { return es[i].Line < es[j].Line || es[i].Line == es[j].Line && es[i].Path < es[j].Path })
+		sort.Slice(es, func(i, j int) bool {
+			return es[i].Line < es[j].Line || es[i].Line == es[j].Line && es[i].Path < es[j].Path
+		})
 		return es
 	}
 	d := &GitDocument{Kind: kind, Name: name, File: file}
