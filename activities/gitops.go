@@ -93,7 +93,7 @@ func (a *Git) PlanGitSync(ctx context.Context, in PlanGitSyncInput) (PlanGitSync
 		}
 		return PlanGitSyncResult{}, invalid("%s", err.Error())
 	}
-	files, sha, err := a.FetchGitTree(ctx, src)
+	files, sha, err := a.fetchGitTree(ctx, src)
 	sync.SHA = sha
 	if err != nil {
 		if activity.GetInfo(ctx).Attempt < maxGitFetchTry && !isInvalid(err) {
@@ -127,9 +127,9 @@ func isInvalid(err error) bool {
 
 func short(sha string) string { return sha[:min(len(sha), 12)] }
 
-// FetchGitTree reads the YAML files under the source's path at its
+// fetchGitTree reads the YAML files under the source's path at its
 // branch's head, and the head's SHA.
-func (a *Git) FetchGitTree(ctx context.Context, src *schema.GitSource) (map[string][]byte, string, error) {
+func (a *Git) fetchGitTree(ctx context.Context, src *schema.GitSource) (map[string][]byte, string, error) {
 	auth, err := a.gitAuth(ctx, src)
 	if err != nil {
 		return nil, "", err

@@ -185,6 +185,12 @@ func parseGitDocument(file string, src []byte, reg *runbook.Registry) (*GitDocum
 	if spec == nil {
 		return nil, bad(top.Line, "spec", "required")
 	}
+	specLine := spec.Line
+	for i := 0; i+1 < len(top.Content); i += 2 {
+		if top.Content[i].Value == "spec" {
+			specLine = top.Content[i].Line
+		}
+	}
 	var name string
 	if md := mapValue(top, "metadata"); md != nil {
 		if n := mapValue(md, "name"); n != nil {
@@ -207,7 +213,7 @@ func parseGitDocument(file string, src []byte, reg *runbook.Registry) (*GitDocum
 		if err := dec.Decode(v); err != nil {
 			if f, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
 				f, _ = strconv.Unquote(f)
-				return bad(lineOf(spec, f), "spec."+f, "unknown field")
+				return bad(lineOf(spec, specLine, f), "spec."+f, "unknown field")
 			}
 			return bad(spec.Line, "spec", "%v", err)
 		}
@@ -226,7 +232,7 @@ func parseGitDocument(file string, src []byte, reg *runbook.Registry) (*GitDocum
 				es = append(es, DocumentError{File: file, Line: nameLine(top), Path: "metadata.name", Reason: reason})
 			default:
 				p := strings.TrimPrefix(prefix+f, "spec.")
-				es = append(es, DocumentError{File: file, Line: lineOf(spec, p), Path: "spec." + p, Reason: reason})
+				es = append(es, DocumentError{File: file, Line: lineOf(spec, specLine, p), Path: "spec." + p, Reason: reason})
 			}
 		}
 		sort.Slice(es, func(i, j int) bool {
@@ -346,9 +352,10 @@ func nameLine(top *yaml.Node) int {
 var pathPart = regexp.MustCompile(`[^.\[\]]+|\[\d+\]`)
 
 // lineOf finds the line of a field path such as parameters[0].name
-// under n, as deep as the document goes.
-func lineOf(n *yaml.Node, p string) int {
-	line := n.Line
+// under n, as deep as the document goes; base when not even its first
+// part is there.
+func lineOf(n *yaml.Node, base int, p string) int {
+	line := base
 	for _, part := range pathPart.FindAllString(p, -1) {
 		var next *yaml.Node
 		if strings.HasPrefix(part, "[") {

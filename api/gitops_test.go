@@ -84,11 +84,11 @@ func newGitNames(t *testing.T) gitNames {
 
 func (n gitNames) files() map[string]string {
 	return map[string]string{
-		"README.md": "not opsflow's\n",
+		"README.md":      "not opsflow's\n",
 		"ops/other.yaml": "apiVersion: v1\nkind: ConfigMap\n", // another tool's file: ignored
 		"docs/runbook.yaml": "apiVersion: opsflow/v1\nkind: Runbook\nmetadata:\n  name: " + n.runbook + "\n" +
 			"steps:\n  - id: hello\n    kind: notify\n    with: {channel: web, message: hello}\n",
-		"docs/script.yaml": "apiVersion: opsflow/v1\nkind: Script\nmetadata:\n  name: " + n.script + "\nspec:\n  description: restart\n  content: |\n    echo one\n  interpreter: bash\n",
+		"docs/script.yaml":          "apiVersion: opsflow/v1\nkind: Script\nmetadata:\n  name: " + n.script + "\nspec:\n  description: restart\n  content: |\n    echo one\n  interpreter: bash\n",
 		"docs/policies/policy.yaml": "apiVersion: opsflow/v1\nkind: ApprovalPolicy\nmetadata:\n  name: " + n.policy + "\nspec:\n  levels:\n    - roles: [approver]\n      rule: any\n",
 		"docs/rule.yaml":            "apiVersion: opsflow/v1\nkind: RiskRule\nspec:\n  pattern: '" + n.rule + "'\n  action: approval\n  description: from git\n",
 		"docs/type.yaml": "apiVersion: opsflow/v1\nkind: CMDBType\nmetadata:\n  name: " + n.ciType + "\nspec:\n  description: from git\n  attributes:\n" +
@@ -309,7 +309,7 @@ func TestGitOpsSourceValidation(t *testing.T) {
 	if err := e.store.CreateCredential(ctx, pw); err != nil {
 		t.Fatal(err)
 	}
-	web := &schema.Credential{Name: uniq(t, "web"), Kind: "http", Username: "u", Scope: "https://git.example.com/team/", Secret: "x"}
+	web := &schema.Credential{Name: uniq(t, "web"), Kind: "http", Auth: "none", Username: "u", Scope: "https://git.example.com/team/", Secret: "x"}
 	if err := e.store.CreateCredential(ctx, web); err != nil {
 		t.Fatal(err)
 	}
@@ -366,7 +366,7 @@ func TestGitOpsSyncOverSmartHTTP(t *testing.T) {
 	ca := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
 	e := newEnvWith(t, envOptions{gitCA: ca})
 	ctx := context.Background()
-	cred := &schema.Credential{Name: uniq(t, "git"), Kind: "http", Username: "deploy", Scope: srv.URL + "/"}
+	cred := &schema.Credential{Name: uniq(t, "git"), Kind: "http", Auth: "none", Username: "deploy", Scope: srv.URL + "/"}
 	cred.Secret = e.keys.Seal([]byte("s3cret"), cred.SealContext())
 	if err := e.store.CreateCredential(ctx, cred); err != nil {
 		t.Fatal(err)
