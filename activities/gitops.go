@@ -2,6 +2,7 @@ package activities
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,6 +11,7 @@ import (
 	"net"
 	"net/url"
 	"path"
+	"slices"
 	"strings"
 	"time"
 
@@ -318,7 +320,23 @@ func (a *Git) plan(ctx context.Context, src *schema.GitSource, docs []GitDocumen
 		}
 		plan = append(plan, schema.PlanChange{Action: action, Kind: m.Kind, Name: m.Name})
 	}
+	// A CMDB type change is the one write the validators cannot foresee (CIs
+	// it would invalidate refuse it), so such changes go first: refused,
+	// they fail the sync before anything else of the commit is written.
+	slices.SortStableFunc(plan, func(x, y schema.PlanChange) int {
+		return cmp.Compare(planOrder(x), planOrder(y))
+	})
 	return plan, nil
+}
+
+func planOrder(c schema.PlanChange) int {
+	switch {
+	case c.Kind == schema.KindCMDBType && c.Action != schema.PlanRelease:
+		return 0
+	case c.Action == schema.PlanDelete || c.Action == schema.PlanRelease:
+		return 2
+	}
+	return 1
 }
 
 // current reports whether d's object exists and already is as d says.
@@ -429,7 +447,8 @@ func (a *Git) ApplyGitSync(ctx context.Context, in ApplyGitSyncInput) (ApplyGitS
 		if err := a.applyChange(actx, ch, author, sync.SHA); err != nil {
 			var ve *schema.ValidationError
 			var me *schema.ManagedError
-			if errors.As(err, &ve) || errors.As(err, &me) {
+			var tr *schema.TypeChangeRefused
+			if errors.As(err, &ve) || errors.As(err, &me) || errors.As(err, &tr) {
 				sync.Status, sync.Error = schema.SyncFailed, fmt.Sprintf("commit %s: %s %s: %v", short(sync.SHA), ch.Kind, ch.Name, err)
 				_ = a.Store.FinishGitSync(context.WithoutCancel(ctx), sync)
 				return ApplyGitSyncResult{}, invalid("%s", sync.Error)

@@ -340,6 +340,21 @@ func TestGitOpsSourceValidation(t *testing.T) {
 	if r := e.do("POST", "/api/v1/git-sources", schema.RoleOperator, map[string]any{"name": name + "x", "url": "file:///srv/r.git"}); r.Status != 403 {
 		t.Fatalf("operator creates a source: %d", r.Status)
 	}
+
+	// An interval is a Temporal schedule; deleting the source removes it.
+	if r := e.do("PUT", "/api/v1/git-sources/"+name, schema.RoleAdmin, map[string]any{"url": "https://git.example.com/team/r.git", "credential": web.Name, "interval_seconds": 3600}); r.Status != 200 {
+		t.Fatalf("set interval: %d %s", r.Status, r.Body)
+	}
+	h := e.temporal.ScheduleClient().GetHandle(ctx, workflows.GitSyncScheduleID(name))
+	if d, err := h.Describe(ctx); err != nil || d.Schedule.Spec.Intervals[0].Every != time.Hour {
+		t.Fatalf("schedule: %+v %v", d, err)
+	}
+	if r := e.do("DELETE", "/api/v1/git-sources/"+name, schema.RoleAdmin, nil); r.Status != 204 {
+		t.Fatalf("delete source: %d %s", r.Status, r.Body)
+	}
+	if _, err := h.Describe(ctx); err == nil {
+		t.Fatal("schedule outlived its source")
+	}
 }
 
 // TestGitOpsSyncOverSmartHTTP syncs from git http-backend behind TLS and
