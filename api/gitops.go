@@ -35,6 +35,7 @@ func (a *API) gitSourceRoutes() []route {
 		{Method: http.MethodPost, Path: "/api/v1/git-sources/:name/sync", Roles: admins, handler: a.syncGitSource},
 		{Method: http.MethodGet, Path: "/api/v1/git-sources/:name/syncs", Roles: anyUser, handler: a.listGitSyncs},
 		{Method: http.MethodPost, Path: "/hooks/git/:source", Public: true, NoCSRF: true, handler: a.gitHook},
+		{Method: http.MethodGet, Path: "/git-sources", Roles: anyUser, handler: a.gitSourcesPage},
 	}
 }
 
@@ -397,4 +398,25 @@ func cmpOr(a, b string) string {
 		return a
 	}
 	return b
+}
+
+// gitSourcesPage lists the sources with their last sync and its plan.
+func (a *API) gitSourcesPage(c echo.Context) error {
+	ctx := c.Request().Context()
+	gs, err := a.store.GitSources(ctx)
+	if err != nil {
+		return err
+	}
+	views := make([]gitSourceView, 0, len(gs))
+	for i := range gs {
+		v, err := a.gitSourceView(ctx, &gs[i])
+		if err != nil {
+			return err
+		}
+		views = append(views, v)
+	}
+	return a.render(c, http.StatusOK, "git_sources", struct {
+		*page
+		Sources []gitSourceView
+	}{a.newPage(c, "Git sources", "git-sources"), views})
 }

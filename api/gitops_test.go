@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/opsflow/opsflow/internal/testenv"
 	"github.com/opsflow/opsflow/schema"
 	"github.com/opsflow/opsflow/workflows"
 )
@@ -402,5 +403,33 @@ func TestGitOpsSyncOverSmartHTTP(t *testing.T) {
 	}
 	if _, err := e.temporal.DescribeWorkflowExecution(ctx, workflows.GitSyncWorkflowID(n.source), ""); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestGitOpsSyncOverSSH syncs from a real sshd with an ssh_key
+// credential; the Git host's key is recorded on first use.
+func TestGitOpsSyncOverSSH(t *testing.T) {
+	target := testenv.SSHD(t, 1)
+	repo := newGitRepo(t)
+	n := newGitNames(t)
+	sha := repo.commit("first", map[string]string{"type.yaml": n.files()["docs/type.yaml"]})
+	bare := filepath.Join(t.TempDir(), "repo.git")
+	if out, err := exec.Command("git", "clone", "-q", "--bare", repo.dir, bare).CombinedOutput(); err != nil {
+		t.Fatalf("bare clone: %v %s", err, out)
+	}
+	e := newEnv(t)
+	credName := uniq(t, "key")
+	credID := e.credential(credName, target)
+	url := "ssh://" + target.User + "@" + target.Targets[0].Addr + bare
+	if r := e.do("POST", "/api/v1/git-sources", schema.RoleAdmin, map[string]any{"name": n.source, "url": url, "credential": credName}); r.Status != http.StatusCreated {
+		t.Fatalf("create source: %d %s", r.Status, r.Body)
+	}
+	s := e.waitGitSync(t, n.source, e.do("POST", "/api/v1/git-sources/"+n.source+"/sync", schema.RoleAdmin, nil))
+	if s.Status != schema.SyncApplied || s.SHA != sha || planOf(s)["CMDBType/"+n.ciType] != "create" {
+		t.Fatalf("sync over ssh: %+v", s)
+	}
+	keys, err := e.store.RecordedHostKeys(context.Background(), []schema.HostTarget{{Address: target.Targets[0].Addr}}, credID)
+	if err != nil || len(keys) != 1 {
+		t.Fatalf("host key not recorded: %v %v", keys, err)
 	}
 }
