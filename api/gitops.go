@@ -288,6 +288,9 @@ type gitSyncStarted struct {
 // workflow ID is the source's.
 func (a *API) startGitSync(ctx context.Context, name, trigger string, dryRun bool) (gitSyncStarted, error) {
 	id := workflows.GitSyncWorkflowID(name)
+	if dryRun {
+		id = workflows.GitPlanWorkflowID(name)
+	}
 	run, err := a.temporal.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
 		ID: id, TaskQueue: workflows.TaskQueueOps,
 		WorkflowIDReusePolicy:    enumspb.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,

@@ -143,6 +143,11 @@ func RunbookChunkWorkflowID(run, path string, n, i int) string {
 // source, so a webhook arriving during a sync joins it.
 func GitSyncWorkflowID(name string) string { return "gitsync:" + name }
 
+// GitPlanWorkflowID is a dry run of source name: it writes nothing but
+// its plan, so it runs beside a sync, and a push during a dry run does
+// not join the dry run and go unapplied.
+func GitPlanWorkflowID(name string) string { return "gitplan:" + name }
+
 // GitSyncScheduleID is the Temporal schedule that syncs source name every
 // interval.
 func GitSyncScheduleID(name string) string { return "gitsync-schedule:" + name }
