@@ -257,7 +257,13 @@ func TestGitOpsSyncPlansAppliesPrunesAndRefusesBadCommits(t *testing.T) {
 }
 
 func TestGitOpsWebhookSignatures(t *testing.T) {
-	e := newEnv(t)
+	for _, sqlite := range []bool{false, true} {
+		t.Run(map[bool]string{false: "postgres", true: "sqlite"}[sqlite], func(t *testing.T) { testGitWebhook(t, sqlite) })
+	}
+}
+
+func testGitWebhook(t *testing.T, sqlite bool) {
+	e := newEnvWith(t, envOptions{sqlite: sqlite})
 	repo := newGitRepo(t)
 	n := newGitNames(t)
 	sha := repo.commit("first", map[string]string{"runbook.yaml": n.files()["docs/runbook.yaml"]})
