@@ -1,6 +1,7 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -340,6 +341,9 @@ func (a *API) savePolicy(c echo.Context, req policyRequest, name string) (*schem
 		}
 		req.Name, status = name, http.StatusOK
 	} else if _, err := a.store.ApprovalPolicyByName(c.Request().Context(), req.Name); err == nil {
+		if src, err := a.store.ManagedBy(c.Request().Context(), schema.KindApprovalPolicy, req.Name); err != nil || src != "" {
+			return nil, 0, cmp.Or(err, error(&schema.ManagedError{Kind: schema.KindApprovalPolicy, Name: req.Name, Source: src}))
+		}
 		return nil, 0, &Error{Status: http.StatusConflict, Code: CodeConflict, Message: "policy name taken; PUT /api/v1/approval-policies/" + req.Name + " replaces it",
 			Fields: map[string]string{"name": "already exists"}}
 	}

@@ -24,7 +24,7 @@ func requestTypes() []any {
 		}{}, // PATCH /jobs/{id}
 		&scheduleRequest{}, &schema.ScriptInput{}, &riskRuleRequest{},
 		&[]json.RawMessage{}, &importJSONRow{}, // CMDB JSON import
-		&runbookRequest{},
+		&runbookRequest{}, &gitSourceRequest{},
 	}
 }
 

@@ -67,6 +67,8 @@ type envOptions struct {
 	// noLocal leaves the local transport off on the workers (it is on,
 	// as OPSFLOW_LOCAL_TRANSPORT=1 sets it, for the tests that use it).
 	noLocal bool
+	// gitCA is the CA the workers trust for https:// Git sources.
+	gitCA []byte
 }
 
 // newEnvWith builds the env; its workers serve every task queue.
@@ -98,7 +100,7 @@ func newEnvWith(t testing.TB, o envOptions) *env {
 			break
 		}
 		w, err := workers.New(c, q, workers.Deps{Store: st, Secrets: keys, Notifiers: o.notifiers, LocalTransport: !o.noLocal,
-			RunbookSource: st.RunbookSource, HTTPStepAllowNets: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}) // http steps call the tests' servers
+			RunbookSource: st.RunbookSource, GitCABundle: o.gitCA, HTTPStepAllowNets: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}) // http steps call the tests' servers
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -101,6 +101,10 @@ func toError(err error) *Error {
 		var tr *schema.TypeChangeRefused
 		errors.As(err, &tr)
 		return &Error{Status: http.StatusConflict, Code: CodeConflict, Message: tr.Error(), Details: map[string]any{"offending": tr.Offending}}
+	case errors.As(err, new(*schema.ManagedError)):
+		var me *schema.ManagedError
+		errors.As(err, &me)
+		return &Error{Status: http.StatusConflict, Code: CodeConflict, Message: me.Error(), Details: map[string]string{"managed_by": me.Source}}
 	case errors.Is(err, schema.ErrNotFound):
 		return newError(http.StatusNotFound, CodeNotFound, "not found")
 	case errors.Is(err, schema.ErrConflict):

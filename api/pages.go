@@ -38,7 +38,7 @@ func loadPages() (*pages, error) {
 	for _, name := range []string{"login", "runs", "run", "error", "docs", "docs_plain", "cmdb", "cmdb_types", "cmdb_ci", "cmdb_import", "cmdb_discover", "cmdb_ci_form", "cmdb_type_edit",
 		"scripts", "script", "script_edit", "jobs", "job_new", "job", "job_host", "schedules", "schedule_new", "approvals", "approval", "approval_link",
 		"account", "users", "credentials", "groups", "policies", "risk_rules", "chat_identities", "confirm", "home", "audit",
-		"runbooks", "runbook", "runbook_edit", "runbook_run"} {
+		"runbooks", "runbook", "runbook_edit", "runbook_run", "git_sources"} {
 		files := []string{"templates/layout.html", "templates/" + name + ".html"}
 		for _, part := range partials[name] {
 			files = append(files, "templates/"+part+".html")
@@ -109,7 +109,7 @@ func (p *page) CanOperate() bool { return p.User != nil && canOperate(p.User) }
 var navSections = []struct{ prefix, nav string }{
 	{"/jobs", "jobs"}, {"/scripts", "scripts"}, {"/schedules", "schedules"}, {"/approvals", "approvals"},
 	{"/cmdb", "cmdb"}, {"/runs", "runs"}, {"/runbooks", "runbooks"}, {"/audit", "admin"}, {"/users", "admin"}, {"/credentials", "admin"},
-	{"/host-keys", "admin"}, {"/groups", "admin"}, {"/policies", "admin"}, {"/risk-rules", "admin"},
+	{"/host-keys", "admin"}, {"/groups", "admin"}, {"/policies", "admin"}, {"/risk-rules", "admin"}, {"/git-sources", "admin"},
 	{"/chat-identities", "admin"}, {"/account", "account"}, {"/api/docs", "api"},
 }
 

@@ -112,7 +112,7 @@ var (
 func (a *API) routes() []route {
 	rs := a.coreRoutes()
 	// Each area of the web console keeps its routes beside its handlers.
-	for _, area := range [][]route{a.accountRoutes(), a.adminRoutes(), a.jobPageRoutes(), a.listRoutes(), a.cmdbPageRoutes(), a.consoleRoutes(), a.runbookRoutes(), a.runbookRunRoutes(), a.runbookPageRoutes()} {
+	for _, area := range [][]route{a.accountRoutes(), a.adminRoutes(), a.jobPageRoutes(), a.listRoutes(), a.cmdbPageRoutes(), a.consoleRoutes(), a.runbookRoutes(), a.runbookRunRoutes(), a.runbookPageRoutes(), a.gitSourceRoutes()} {
 		rs = append(rs, area...)
 	}
 	return rs

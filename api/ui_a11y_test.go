@@ -117,6 +117,20 @@ func a11yFixtures(t *testing.T, e *env) pageFixtures {
 		t.Fatalf("relation: %d %s", r.Status, r.Body)
 	}
 	e.createRunbook(a11yRunbook(p + "-rb"))
+	// A Git source whose last sync failed, with a plan, for /git-sources.
+	gsrc := &schema.GitSource{Name: "a11y-" + strings.TrimPrefix(p, "a11y"), URL: "https://git.example.com/ops.git", Branch: "main", Path: "opsflow", Prune: true, WebhookSecret: "x"}
+	if err := e.store.CreateGitSource(ctx, gsrc); err != nil {
+		t.Fatal(err)
+	}
+	gs, err := e.store.BeginGitSync(ctx, &schema.GitSync{Source: gsrc.Name, RunID: "a11y-" + p, Trigger: "webhook"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs.Status, gs.SHA, gs.Error = schema.SyncFailed, strings.Repeat("ab", 20), "commit abababababab: opsflow/bad.yaml:7: spec.interpreter: must be bash, sh or python3"
+	gs.Plan = []schema.PlanChange{{Action: schema.PlanCreate, Kind: schema.KindScript, Name: p, File: "opsflow/script.yaml"}, {Action: schema.PlanDelete, Kind: schema.KindRiskRule, Name: "x"}}
+	if err := e.store.FinishGitSync(ctx, gs); err != nil {
+		t.Fatal(err)
+	}
 	return pageFixtures{
 		"*":               "app.css",
 		"runbooks/:name":  p + "-rb",

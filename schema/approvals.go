@@ -181,6 +181,9 @@ func (s *Store) SaveApprovalPolicy(ctx context.Context, p *ApprovalPolicy) error
 	if !credNameRE.MatchString(p.Name) {
 		return &ValidationError{Fields: map[string]string{"name": "must be 1-100 letters, digits, '.', '_' or '-'"}}
 	}
+	if err := s.checkManaged(ctx, s.DB, KindApprovalPolicy, p.Name); err != nil {
+		return err
+	}
 	now := time.Now().UTC()
 	p.CreatedAt, p.UpdatedAt = now, now
 	_, err := s.DB.NewInsert().Model(p).On("CONFLICT (name) DO UPDATE").
@@ -213,6 +216,9 @@ func (s *Store) ApprovalPolicies(ctx context.Context) ([]ApprovalPolicy, error) 
 // DeleteApprovalPolicy removes the policy called name. Open tickets keep
 // their snapshot.
 func (s *Store) DeleteApprovalPolicy(ctx context.Context, name string) error {
+	if err := s.checkManaged(ctx, s.DB, KindApprovalPolicy, name); err != nil {
+		return err
+	}
 	res, err := s.DB.NewDelete().Model((*ApprovalPolicy)(nil)).Where("name = ?", name).Exec(ctx)
 	if err != nil {
 		return fmt.Errorf("store: delete approval policy %q: %w", name, err)

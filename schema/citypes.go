@@ -337,6 +337,9 @@ func (s *Store) UpdateType(ctx context.Context, name, description string, defs [
 	if bad := validateDefs(defs); len(bad) > 0 {
 		return nil, invalid("invalid CI type", bad)
 	}
+	if err := s.checkManaged(ctx, s.DB, KindCMDBType, name); err != nil {
+		return nil, err
+	}
 	var out *CIType
 	err := s.DB.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		t, err := typeIn(ctx, tx, name)

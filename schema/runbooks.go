@@ -127,6 +127,9 @@ func (s *Store) AddRunbookVersion(ctx context.Context, name string, in RunbookIn
 	if err := validateRunbookInput(&in); err != nil {
 		return nil, false, err
 	}
+	if err := s.checkManaged(ctx, s.DB, KindRunbook, name); err != nil {
+		return nil, false, err
+	}
 	err = s.DB.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		rb := new(Runbook)
 		if err := s.forUpdate(tx.NewSelect().Model(rb).Where("name = ? AND deleted_at IS NULL", name)).Scan(ctx); err != nil {
@@ -218,6 +221,9 @@ func (s *Store) RunbookVersions(ctx context.Context, runbookID int64) ([]Runbook
 // DeleteRunbook marks the live runbook called name deleted. Its versions
 // stay; the name is free for a new runbook.
 func (s *Store) DeleteRunbook(ctx context.Context, name, by string) error {
+	if err := s.checkManaged(ctx, s.DB, KindRunbook, name); err != nil {
+		return err
+	}
 	res, err := s.DB.NewUpdate().Model((*Runbook)(nil)).Set("deleted_at = ?", time.Now().UTC()).Set("deleted_by = ?", by).
 		Where("name = ? AND deleted_at IS NULL", name).Exec(ctx)
 	if err != nil {

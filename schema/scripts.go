@@ -401,6 +401,9 @@ func (s *Store) AddScriptVersion(ctx context.Context, id int64, in ScriptInput, 
 		if err := s.forUpdate(tx.NewSelect().Model(sc).Where("id = ?", id)).Scan(ctx); err != nil {
 			return notFound(err)
 		}
+		if err := s.checkManaged(ctx, tx, KindScript, sc.Name); err != nil {
+			return err
+		}
 		var err error
 		v, err = s.addVersion(ctx, tx, sc, in, author)
 		return err
@@ -517,6 +520,12 @@ func (s *Store) CreateRiskRule(ctx context.Context, r *RiskRule) error {
 
 // DeleteRiskRule removes a rule.
 func (s *Store) DeleteRiskRule(ctx context.Context, id int64) error {
+	r := new(RiskRule)
+	if err := s.DB.NewSelect().Model(r).Where("id = ?", id).Scan(ctx); err == nil {
+		if err := s.checkManaged(ctx, s.DB, KindRiskRule, r.Pattern); err != nil {
+			return err
+		}
+	}
 	res, err := s.DB.NewDelete().Model((*RiskRule)(nil)).Where("id = ?", id).Exec(ctx)
 	if err != nil {
 		return fmt.Errorf("store: delete risk rule: %w", err)

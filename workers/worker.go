@@ -30,6 +30,9 @@ type Deps struct {
 	// beyond the default (OPSFLOW_HTTP_STEP_ALLOW_NETS): by default not
 	// the worker's loopback nor link-local addresses.
 	HTTPStepAllowNets []netip.Prefix
+	// GitCABundle adds certificate authorities for https:// Git sources
+	// (OPSFLOW_GIT_CA_FILE).
+	GitCABundle []byte
 }
 
 // New builds a worker for queue with every workflow and activity that queue
@@ -56,13 +59,15 @@ func Register(r worker.Registry, queue string, deps Deps) (int, error) {
 		r.RegisterWorkflow(workflows.ScheduledRunbook)
 		r.RegisterWorkflow(workflows.Approval)
 		r.RegisterWorkflow(workflows.Runbook)
+		r.RegisterWorkflow(workflows.GitSync)
 		r.RegisterActivity(&activities.Runs{Store: deps.Store})
+		r.RegisterActivity(&activities.Git{Store: deps.Store, Secrets: deps.Secrets, CABundle: deps.GitCABundle})
 		r.RegisterActivity(&activities.Demo{})
 		r.RegisterActivity(&activities.CMDB{Store: deps.Store})
 		r.RegisterActivity(&activities.Jobs{Store: deps.Store, Secrets: deps.Secrets})
 		r.RegisterActivity(&activities.Approvals{Store: deps.Store, Notifiers: deps.Notifiers, Secrets: deps.Secrets})
 		r.RegisterActivity(&activities.Runbooks{Store: deps.Store, Secrets: deps.Secrets, Notifiers: deps.Notifiers, Source: deps.RunbookSource, HTTPAllowNets: deps.HTTPStepAllowNets})
-		return 13, nil
+		return 15, nil
 	case workflows.TaskQueueSSH:
 		r.RegisterActivity(&activities.SSH{Store: deps.Store, Secrets: deps.Secrets, LocalTransport: deps.LocalTransport})
 		return 1, nil

@@ -144,3 +144,16 @@ func RunbookChildWorkflowID(run, path string, n int) string {
 func RunbookChunkWorkflowID(run, path string, n, i int) string {
 	return fmt.Sprintf("%s/%s#%d@%d", run, path, n, i)
 }
+
+// GitSyncWorkflowID is the sync of Git source name: one at a time per
+// source, so a webhook arriving during a sync joins it.
+func GitSyncWorkflowID(name string) string { return "gitsync:" + name }
+
+// GitPlanWorkflowID is a dry run of source name: it writes nothing but
+// its plan, so it runs beside a sync, and a push during a dry run does
+// not join the dry run and go unapplied.
+func GitPlanWorkflowID(name string) string { return "gitplan:" + name }
+
+// GitSyncScheduleID is the Temporal schedule that syncs source name every
+// interval.
+func GitSyncScheduleID(name string) string { return "gitsync-schedule:" + name }

@@ -54,4 +54,18 @@ var (
 			MaximumAttempts:    5,
 		},
 	}
+
+	// gitActivity fetches a repository and plans or applies a sync: a
+	// fetch may take a while; the activity itself gives up on a failing
+	// fetch after a few attempts and records why.
+	gitActivity = workflow.ActivityOptions{
+		StartToCloseTimeout: 5 * time.Minute,
+		HeartbeatTimeout:    time.Minute,
+		RetryPolicy: &temporal.RetryPolicy{
+			InitialInterval:    2 * time.Second,
+			BackoffCoefficient: 2,
+			MaximumInterval:    time.Minute,
+			MaximumAttempts:    5,
+		},
+	}
 )

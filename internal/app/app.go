@@ -344,9 +344,15 @@ func (a *App) StartWorkers(queues []string) (stop func(), err error) {
 	if err != nil {
 		return nil, fmt.Errorf("OPSFLOW_HTTP_STEP_ALLOW_NETS: %w", err)
 	}
+	var gitCA []byte
+	if a.Cfg.GitCAFile != "" {
+		if gitCA, err = os.ReadFile(a.Cfg.GitCAFile); err != nil {
+			return nil, fmt.Errorf("OPSFLOW_GIT_CA_FILE: %w", err)
+		}
+	}
 	for _, q := range queues {
 		w, err := workers.New(a.Temporal, q, workers.Deps{Store: a.Store, Secrets: a.Secrets, Notifiers: a.notifiers(), LocalTransport: a.Cfg.LocalTransport,
-			RunbookSource: a.Store.RunbookSource, HTTPStepAllowNets: allow})
+			RunbookSource: a.Store.RunbookSource, HTTPStepAllowNets: allow, GitCABundle: gitCA})
 		if err != nil {
 			stop()
 			return nil, err

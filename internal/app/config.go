@@ -41,7 +41,10 @@ type Config struct {
 	// which leaves out the worker's own loopback and link-local addresses
 	// such as the cloud metadata service (OPSFLOW_HTTP_STEP_ALLOW_NETS).
 	HTTPStepAllowNets string
-	Chat              ChatConfig
+	// GitCAFile is a PEM file of CAs this process's workers trust for
+	// https:// Git sources beyond the system's (OPSFLOW_GIT_CA_FILE).
+	GitCAFile string
+	Chat      ChatConfig
 }
 
 // ChatConfig holds the approval channels' settings; an empty one is off.
@@ -79,6 +82,7 @@ func ConfigFromEnv() Config {
 		TrustedProxies:    listEnv("OPSFLOW_TRUSTED_PROXIES"),
 		LocalTransport:    os.Getenv("OPSFLOW_LOCAL_TRANSPORT") == "1" || os.Getenv("OPSFLOW_LOCAL_TRANSPORT") == "true",
 		HTTPStepAllowNets: os.Getenv("OPSFLOW_HTTP_STEP_ALLOW_NETS"),
+		GitCAFile:         os.Getenv("OPSFLOW_GIT_CA_FILE"),
 		Chat: ChatConfig{
 			SlackBotToken:      os.Getenv("OPSFLOW_SLACK_BOT_TOKEN"),
 			SlackSigningSecret: os.Getenv("OPSFLOW_SLACK_SIGNING_SECRET"),

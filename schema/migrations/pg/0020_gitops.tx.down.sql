@@ -1,0 +1,3 @@
+DROP TABLE managed_objects;
+DROP TABLE git_syncs;
+DROP TABLE git_sources;
