@@ -36,6 +36,8 @@ func (a *API) gitSourceRoutes() []route {
 		{Method: http.MethodGet, Path: "/api/v1/git-sources/:name/syncs", Roles: anyUser, handler: a.listGitSyncs},
 		{Method: http.MethodPost, Path: "/hooks/git/:source", Public: true, NoCSRF: true, handler: a.gitHook},
 		{Method: http.MethodGet, Path: "/git-sources", Roles: anyUser, handler: a.gitSourcesPage},
+		{Method: http.MethodPost, Path: "/git-sources", Roles: admins, handler: a.gitSourceCreateForm},
+		{Method: http.MethodPost, Path: "/git-sources/:name/:op", Roles: admins, handler: a.gitSourceOpForm},
 	}
 }
 
@@ -175,36 +177,46 @@ func (a *API) getGitSource(c echo.Context) error {
 // createGitSource stores a source with a new webhook secret, shown in
 // this answer only (stored sealed).
 func (a *API) createGitSource(c echo.Context) error {
-	ctx := c.Request().Context()
 	var req gitSourceRequest
 	if err := decodeJSON(c, &req); err != nil {
 		return err
 	}
+	v, err := a.addGitSource(c, req)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusCreated, v)
+}
+
+// addGitSource checks and stores a source with a new webhook secret
+// (returned this once) and its sync schedule: the API's and the page's.
+func (a *API) addGitSource(c echo.Context, req gitSourceRequest) (gitSourceView, error) {
+	ctx := c.Request().Context()
 	setAudit(c, "git-source.create", "git-source:"+req.Name)
 	if a.secrets == nil {
-		return newError(http.StatusServiceUnavailable, CodeUnavailable, "no secret key configured")
+		return gitSourceView{}, newError(http.StatusServiceUnavailable, CodeUnavailable, "no secret key configured")
 	}
 	g := &schema.GitSource{CreatedBy: userOf(c).Username}
 	if err := a.checkGitSource(ctx, req, g); err != nil {
-		return err
+		return gitSourceView{}, err
 	}
 	buf := make([]byte, 32)
 	_, _ = rand.Read(buf)
 	secret := hex.EncodeToString(buf)
 	g.WebhookSecret = a.secrets.Seal([]byte(secret), g.SealContext())
 	if err := a.store.CreateGitSource(ctx, g); err != nil {
-		return err
+		return gitSourceView{}, err
 	}
 	if err := a.scheduleGitSync(ctx, g); err != nil {
 		_ = a.store.DeleteGitSource(context.WithoutCancel(ctx), g.Name)
-		return err
+		return gitSourceView{}, err
 	}
 	v, err := a.gitSourceView(ctx, g)
 	if err != nil {
-		return err
+		return gitSourceView{}, err
 	}
 	v.WebhookSecret = secret
-	return c.JSON(http.StatusCreated, v)
+	return v, nil
 }
 
 func (a *API) updateGitSource(c echo.Context) error {
@@ -243,16 +255,21 @@ func (a *API) updateGitSource(c echo.Context) error {
 // deleteGitSource removes a source and its schedule; the objects it
 // managed stay, writable again.
 func (a *API) deleteGitSource(c echo.Context) error {
+	if err := a.removeGitSource(c, c.Param("name")); err != nil {
+		return err
+	}
+	return c.NoContent(http.StatusNoContent)
+}
+
+// removeGitSource deletes a source and its schedule; what it managed
+// becomes writable again.
+func (a *API) removeGitSource(c echo.Context, name string) error {
 	ctx := c.Request().Context()
-	name := c.Param("name")
 	setAudit(c, "git-source.delete", "git-source:"+name)
 	if err := a.store.DeleteGitSource(ctx, name); err != nil {
 		return err
 	}
-	if err := a.scheduleGitSync(ctx, &schema.GitSource{Name: name}); err != nil {
-		return err
-	}
-	return c.NoContent(http.StatusNoContent)
+	return a.scheduleGitSync(ctx, &schema.GitSource{Name: name})
 }
 
 // scheduleGitSync makes the source's Temporal schedule match its
@@ -405,6 +422,13 @@ func cmpOr(a, b string) string {
 
 // gitSourcesPage lists the sources with their last sync and its plan.
 func (a *API) gitSourcesPage(c echo.Context) error {
+	return a.showGitSources(c, http.StatusOK, form{}, nil)
+}
+
+// showGitSources renders /git-sources: every source with its last plan,
+// and for admins the new-source form (f on a refusal) and the sync
+// controls; created is a source just made, its webhook secret shown once.
+func (a *API) showGitSources(c echo.Context, status int, f form, created *gitSourceView) error {
 	ctx := c.Request().Context()
 	gs, err := a.store.GitSources(ctx)
 	if err != nil {
@@ -418,8 +442,69 @@ func (a *API) gitSourcesPage(c echo.Context) error {
 		}
 		views = append(views, v)
 	}
-	return a.render(c, http.StatusOK, "git_sources", struct {
+	p := a.newPage(c, "Git sources", "git-sources")
+	var creds []schema.Credential
+	if p.User != nil && p.User.Role == schema.RoleAdmin {
+		all, err := a.store.Credentials(ctx)
+		if err != nil {
+			return err
+		}
+		for _, cr := range all {
+			if cr.Kind == schema.CredSSHKey || cr.Kind == schema.CredHTTP {
+				creds = append(creds, cr)
+			}
+		}
+	}
+	return a.render(c, status, "git_sources", struct {
 		*page
-		Sources []gitSourceView
-	}{a.newPage(c, "Git sources", "git-sources"), views})
+		Sources     []gitSourceView
+		IsAdmin     bool
+		Credentials []schema.Credential
+		Form        form
+		Created     *gitSourceView
+	}{p, views, p.User != nil && p.User.Role == schema.RoleAdmin, creds, f, created})
+}
+
+func (a *API) gitSourceCreateForm(c echo.Context) error {
+	interval, _ := strconv.Atoi(strings.TrimSpace(c.FormValue("interval_seconds")))
+	req := gitSourceRequest{Name: strings.TrimSpace(c.FormValue("name")), URL: strings.TrimSpace(c.FormValue("url")),
+		Branch: strings.TrimSpace(c.FormValue("branch")), Path: strings.TrimSpace(c.FormValue("path")),
+		Credential: c.FormValue("credential"), Prune: c.FormValue("prune") == "on", IntervalSeconds: interval}
+	v, err := a.addGitSource(c, req)
+	if err != nil {
+		f, status, ok := refusedForm(c, err, "create", "name", "url", "branch", "path", "credential", "prune", "interval_seconds")
+		if !ok {
+			return err
+		}
+		return a.showGitSources(c, status, f, nil)
+	}
+	return a.showGitSources(c, http.StatusCreated, form{}, &v)
+}
+
+// gitSourceOpForm syncs, plans (a dry run) or (confirmed) deletes a
+// source from its page.
+func (a *API) gitSourceOpForm(c echo.Context) error {
+	name, op := c.Param("name"), c.Param("op")
+	ctx := c.Request().Context()
+	switch op {
+	case "sync", "plan":
+		setAudit(c, "git-source.sync", "git-source:"+name)
+		if _, err := a.store.GitSource(ctx, name); err != nil {
+			return err
+		}
+		if _, err := a.startGitSync(ctx, name, "api:"+userOf(c).Username, op == "plan"); err != nil {
+			return err
+		}
+		what := map[string]string{"sync": "Sync of " + name + " started.", "plan": "Plan of " + name + " started: nothing is applied."}[op]
+		return redirectFlash(c, "/git-sources", what+" Reload for its result.")
+	case "delete":
+		if ok, err := a.askFirst(c, "Delete Git source "+name+"? What it manages stays, and becomes writable here again.", "Delete Git source", "/git-sources"); !ok {
+			return err
+		}
+		if err := a.removeGitSource(c, name); err != nil {
+			return err
+		}
+		return redirectFlash(c, "/git-sources", "Git source "+name+" deleted.")
+	}
+	return newError(http.StatusNotFound, CodeNotFound, "no such action")
 }

@@ -6,10 +6,13 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/pem"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/cgi"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -437,5 +440,86 @@ func TestGitOpsSyncOverSSH(t *testing.T) {
 	keys, err := e.store.RecordedHostKeys(context.Background(), []schema.HostTarget{{Address: target.Targets[0].Addr}}, credID)
 	if err != nil || len(keys) != 1 {
 		t.Fatalf("host key not recorded: %v %v", keys, err)
+	}
+}
+
+// TestGitSourcesFromThePage: an admin adds a source on /git-sources (a
+// refused form names the field; the webhook secret is shown once), plans
+// it, syncs it and deletes it (confirmed) from the page; a viewer sees no
+// form and an operator's post is refused.
+func TestGitSourcesFromThePage(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	n := newGitNames(t)
+	repo := newGitRepo(t)
+	repo.commit("one runbook", map[string]string{"runbook.yaml": n.files()["docs/runbook.yaml"]})
+	admin := e.users[schema.RoleAdmin].Username
+	ck, csrf := e.sessionLogin(admin)
+	post := func(path string, v url.Values) (int, string) {
+		t.Helper()
+		v.Set("csrf_token", csrf)
+		req, _ := http.NewRequest(http.MethodPost, e.srv.URL+path, strings.NewReader(v.Encode()))
+		req.AddCookie(ck)
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		res, err := httpClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(b)
+	}
+	if page := e.do(http.MethodGet, "/git-sources", "viewer", nil, "Accept", "text/html"); page.Status != 200 || strings.Contains(string(page.Body), "git-source-form") {
+		t.Fatalf("viewer's page: %d", page.Status)
+	}
+	if st, body := post("/git-sources", url.Values{"name": {n.source}, "url": {"ftp://example.com/x.git"}}); st != http.StatusUnprocessableEntity || !strings.Contains(body, "err-gs-url") {
+		t.Fatalf("bad URL: %d", st)
+	}
+	if _, err := e.store.GitSource(ctx, n.source); !errors.Is(err, schema.ErrNotFound) {
+		t.Fatalf("a refused source was stored: %v", err)
+	}
+	st, body := post("/git-sources", url.Values{"name": {n.source}, "url": {"file://" + repo.dir}, "branch": {"main"}})
+	if st != http.StatusCreated || !strings.Contains(body, `id="git-webhook-secret"`) {
+		t.Fatalf("create: %d", st)
+	}
+	if again := e.do(http.MethodGet, "/git-sources", "admin", nil, "Accept", "text/html"); strings.Contains(string(again.Body), "git-webhook-secret") {
+		t.Fatal("the webhook secret is shown again")
+	}
+	lastSync := func() *schema.GitSync {
+		var list struct{ Items []schema.GitSync }
+		e.do(http.MethodGet, "/api/v1/git-sources/"+n.source+"/syncs", "viewer", nil).json(t, &list)
+		if len(list.Items) == 0 {
+			return nil
+		}
+		return &list.Items[0]
+	}
+	if st, _ := post("/git-sources/"+n.source+"/plan", url.Values{}); st != http.StatusSeeOther && st != http.StatusOK {
+		t.Fatalf("plan: %d", st)
+	}
+	eventually(t, 2*time.Minute, "the dry run's plan", func() bool { s := lastSync(); return s != nil && s.DryRun && s.Status == "planned" })
+	if _, err := e.store.Runbook(ctx, n.runbook); !errors.Is(err, schema.ErrNotFound) {
+		t.Fatalf("the dry run applied: %v", err)
+	}
+	if st, _ := post("/git-sources/"+n.source+"/sync", url.Values{}); st != http.StatusSeeOther && st != http.StatusOK {
+		t.Fatalf("sync: %d", st)
+	}
+	eventually(t, 2*time.Minute, "the sync applied", func() bool { s := lastSync(); return s != nil && !s.DryRun && s.Status == "applied" })
+	if _, err := e.store.Runbook(ctx, n.runbook); err != nil {
+		t.Fatalf("the sync did not create the runbook: %v", err)
+	}
+	if st, body := post("/git-sources/"+n.source+"/delete", url.Values{}); st != http.StatusOK || !strings.Contains(body, "confirm-yes") {
+		t.Fatalf("delete asks first: %d", st)
+	}
+	if _, err := e.store.GitSource(ctx, n.source); err != nil {
+		t.Fatalf("the confirmation deleted the source: %v", err)
+	}
+	if st, _ := post("/git-sources/"+n.source+"/delete", url.Values{"confirmed": {"yes"}}); st != http.StatusSeeOther && st != http.StatusOK {
+		t.Fatalf("delete: %d", st)
+	}
+	if _, err := e.store.GitSource(ctx, n.source); !errors.Is(err, schema.ErrNotFound) {
+		t.Fatalf("source kept: %v", err)
+	}
+	if r := e.do(http.MethodPost, "/git-sources", "operator", nil); r.Status != http.StatusForbidden {
+		t.Fatalf("operator's post: %d", r.Status)
 	}
 }
