@@ -8,8 +8,11 @@ import (
 	"github.com/opsflow/opsflow/activities"
 	"github.com/opsflow/opsflow/workflows"
 	"github.com/stretchr/testify/mock"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
+	"go.temporal.io/sdk/workflow"
 )
 
 // TestGitSyncPlansThenApplies: a dry run stops at the plan; a sync applies
@@ -51,5 +54,35 @@ func TestGitSyncPlansThenApplies(t *testing.T) {
 				t.Fatalf("applied %v, want %v", applied, c.wantApply)
 			}
 		})
+	}
+}
+
+// TestScheduledGitSyncRunsUnderTheSourcesOneID: a firing of the source's
+// schedule (an ID of its own) runs the sync as a child under the
+// source's one sync ID, so it joins no second sync beside the API's.
+func TestScheduledGitSyncRunsUnderTheSourcesOneID(t *testing.T) {
+	var s testsuite.WorkflowTestSuite
+	env := s.NewTestWorkflowEnvironment()
+	var git *activities.Git
+	env.RegisterActivity(git)
+	env.RegisterWorkflow(workflows.GitSync)
+	var planned []string
+	env.OnActivity(git.PlanGitSync, mock.Anything, mock.Anything).Return(
+		func(_ context.Context, in activities.PlanGitSyncInput) (activities.PlanGitSyncResult, error) {
+			planned = append(planned, in.WorkflowID)
+			return activities.PlanGitSyncResult{SyncID: 9, SHA: "abc"}, nil
+		})
+	env.OnActivity(git.ApplyGitSync, mock.Anything, mock.Anything).Return(activities.ApplyGitSyncResult{}, nil)
+	var children []string
+	env.SetOnChildWorkflowStartedListener(func(info *workflow.Info, _ workflow.Context, _ converter.EncodedValues) {
+		children = append(children, info.WorkflowExecution.ID)
+	})
+	env.SetStartWorkflowOptions(client.StartWorkflowOptions{ID: "gitsync:ops-2026-12-01T07:00:00Z"})
+	env.ExecuteWorkflow(workflows.GitSync, workflows.GitSyncInput{Source: "ops", Trigger: "schedule"})
+	if err := env.GetWorkflowError(); err != nil {
+		t.Fatal(err)
+	}
+	if len(children) != 1 || children[0] != workflows.GitSyncWorkflowID("ops") || len(planned) != 1 || planned[0] != workflows.GitSyncWorkflowID("ops") {
+		t.Fatalf("children %v, planned in %v", children, planned)
 	}
 }
