@@ -8,6 +8,7 @@ import (
 	"encoding/base32"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 	"strconv"
@@ -187,6 +188,9 @@ func (a *API) require(csrf bool, roles ...string) echo.MiddlewareFunc {
 				// string: a token in a URL leaks into logs and Referer.
 				got := c.Request().Header.Get(csrfHeader)
 				if got == "" {
+					if err := boundForm(c); err != nil {
+						return err
+					}
 					got = c.Request().PostFormValue(csrfField)
 				}
 				if subtle.ConstantTimeCompare([]byte(got), []byte(p.Session.CSRFToken)) != 1 {
@@ -200,6 +204,30 @@ func (a *API) require(csrf bool, roles ...string) echo.MiddlewareFunc {
 			return next(c)
 		}
 	}
+}
+
+// maxMultipartForm caps a console form with a file (a credential's key,
+// itself at most 64 KiB): reading the CSRF token parses the whole form,
+// so the cap applies before. URL-encoded forms are capped by net/http
+// (10 MB).
+const maxMultipartForm = 1 << 20
+
+// boundForm parses a multipart form within maxMultipartForm: more is a
+// 413, and nothing of it is held.
+func boundForm(c echo.Context) error {
+	r := c.Request()
+	if !strings.HasPrefix(r.Header.Get(echo.HeaderContentType), echo.MIMEMultipartForm) {
+		return nil
+	}
+	r.Body = http.MaxBytesReader(c.Response(), r.Body, maxMultipartForm)
+	if err := r.ParseMultipartForm(maxMultipartForm); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return newError(http.StatusRequestEntityTooLarge, CodeTooLarge, fmt.Sprintf("form exceeds %d bytes", maxMultipartForm))
+		}
+		return newError(http.StatusBadRequest, CodeBadRequest, "unreadable form: "+err.Error())
+	}
+	return nil
 }
 
 func safeMethod(m string) bool {

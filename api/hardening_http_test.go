@@ -2,9 +2,12 @@ package api
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"mime/multipart"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -722,4 +725,43 @@ func TestSSESharedPollAndCap(t *testing.T) {
 			return len(e.api.feeds.byKey) == 0
 		})
 	})
+}
+
+// TestMultipartFormBounded: a console form with a file is read within
+// 1 MiB before its CSRF token is looked at; a bigger one is a 413 and
+// stores nothing.
+func TestMultipartFormBounded(t *testing.T) {
+	e := newEnv(t)
+	ck, csrf := e.sessionLogin(e.users[schema.RoleAdmin].Username)
+	name := fmt.Sprintf("big-%d", time.Now().UnixNano())
+	send := func(size int) int {
+		t.Helper()
+		var b bytes.Buffer
+		w := multipart.NewWriter(&b)
+		_ = w.WriteField("csrf_token", csrf)
+		_ = w.WriteField("name", name)
+		_ = w.WriteField("kind", "ssh_key")
+		_ = w.WriteField("username", "deploy")
+		f, _ := w.CreateFormFile("key_file", "id_ed25519")
+		_, _ = f.Write(bytes.Repeat([]byte("A"), size))
+		_ = w.Close()
+		req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/credentials", &b)
+		req.AddCookie(ck)
+		req.Header.Set("Content-Type", w.FormDataContentType())
+		res, err := httpClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	if st := send(2 << 20); st != http.StatusRequestEntityTooLarge {
+		t.Fatalf("2 MiB form: %d, want 413", st)
+	}
+	if st := send(100); st != http.StatusUnprocessableEntity {
+		t.Fatalf("a small form with a bad key: %d, want 422 (read, then refused by field)", st)
+	}
+	if _, err := e.store.CredentialByName(context.Background(), name); !errors.Is(err, schema.ErrNotFound) {
+		t.Fatalf("stored: %v", err)
+	}
 }
