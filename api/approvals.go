@@ -109,6 +109,7 @@ func (a *API) createApproval(c echo.Context) error {
 		}
 		return err
 	}
+	setAudit(c, "approval.create", "approval:"+strconv.FormatInt(t.ID, 10)) // the start's audit row names the ticket
 	if _, _, err := a.startWorkflow(c, workflows.KindApproval, wid, req.Title, workflows.Approval, in); err != nil {
 		// Nothing half-written: no workflow, no ticket.
 		if derr := a.store.DeleteTicket(context.WithoutCancel(ctx), t.ID); derr != nil {

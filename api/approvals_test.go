@@ -54,6 +54,10 @@ func TestApprovalsThroughTheAPI(t *testing.T) {
 	if r2, again := open(p + "-1"); r2.Status != 200 || again.ID != tk.ID {
 		t.Fatalf("repeated open: %d %s", r2.Status, r2.Body)
 	}
+	// One audit row, naming the ticket (not its title), for the two opens.
+	if n := countAuditOn(t, e, "approval.create", fmt.Sprintf("approval:%d", tk.ID)); n != 1 {
+		t.Fatalf("%d approval.create rows on approval:%d, want 1", n, tk.ID)
+	}
 	if r := e.do(http.MethodPost, "/api/v1/approvals", "operator", map[string]any{"title": "", "policy": "nope"}); r.Status != 422 ||
 		r.apiError(t).Fields["title"] == "" || r.apiError(t).Fields["policy"] == "" {
 		t.Fatalf("bad ticket: %d %s", r.Status, r.Body)

@@ -78,8 +78,12 @@ func zoneParam(v string, bad fieldErrors) *time.Location {
 	if v == "" {
 		return time.UTC
 	}
+	if len(v) > 64 || v == "Local" {
+		bad.add("tz", "must be an IANA time zone name such as Europe/Berlin")
+		return time.UTC
+	}
 	loc, err := time.LoadLocation(v)
-	if err != nil || len(v) > 64 || v == "Local" {
+	if err != nil {
 		bad.add("tz", "must be an IANA time zone name such as Europe/Berlin")
 		return time.UTC
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -18,19 +19,7 @@ import (
 // channel, mention someone, hide a link behind other words or fake a
 // quote; the posted message carries the text escaped.
 func TestSlackEscapesTicketText(t *testing.T) {
-	var mu sync.Mutex
-	var posted []string
-	sts := slacktest.NewTestServer(func(s slacktest.Customize) {
-		s.Handle("/chat.postMessage", func(w http.ResponseWriter, r *http.Request) {
-			_ = r.ParseForm()
-			mu.Lock()
-			posted = append(posted, r.Form.Get("text")+"\n"+r.Form.Get("blocks"))
-			mu.Unlock()
-			fmt.Fprint(w, `{"ok":true,"channel":"C1","ts":"1700000000.000100"}`)
-		})
-	})
-	sts.Start()
-	defer sts.Stop()
+	sts, postedTo := slackPosts(t)
 	st := store(t)
 	tk := ticket(t, st, 1)
 	tk.Title = `<!channel> deploy <http://evil.example|docs> & more`
@@ -39,8 +28,7 @@ func TestSlackEscapesTicketText(t *testing.T) {
 	if err := s.Notify(context.Background(), tk, []string{"bob"}, false); err != nil {
 		t.Fatal(err)
 	}
-	mu.Lock()
-	defer mu.Unlock()
+	posted := postedTo()
 	if len(posted) != 1 {
 		t.Fatalf("%d posts", len(posted))
 	}
@@ -80,6 +68,25 @@ func TestSlackEscapesTicketText(t *testing.T) {
 // TestSlackAnnounce: a notice is posted escaped, with its run link and
 // no buttons.
 func TestSlackAnnounce(t *testing.T) {
+	sts, postedTo := slackPosts(t)
+	s := &notify.Slack{Client: slack.New("xoxb-test", slack.OptionAPIURL(sts.GetAPIURL())), ChannelID: "C1", Store: store(t), BaseURL: "http://opsflow.test"}
+	if err := s.Announce(context.Background(), "<!channel> patched", "12 hosts <@U1> done", "/runs/rb-1", []string{"bob"}); err != nil {
+		t.Fatal(err)
+	}
+	posted := postedTo()
+	if len(posted) != 1 {
+		t.Fatalf("%d posts", len(posted))
+	}
+	p := posted[0]
+	if strings.Contains(p, "<!channel>") || strings.Contains(p, "<@U1>") || strings.Contains(p, `"actions"`) || strings.Contains(p, "Approve") ||
+		!strings.Contains(p, "http://opsflow.test/runs/rb-1") || !strings.Contains(p, "12 hosts") {
+		t.Fatalf("notice: %s", p)
+	}
+}
+
+// slackPosts is a Slack test server recording each chat.postMessage as
+// its text, a newline and its blocks' JSON.
+func slackPosts(t *testing.T) (*slacktest.Server, func() []string) {
 	var mu sync.Mutex
 	var posted []string
 	sts := slacktest.NewTestServer(func(s slacktest.Customize) {
@@ -92,19 +99,10 @@ func TestSlackAnnounce(t *testing.T) {
 		})
 	})
 	sts.Start()
-	defer sts.Stop()
-	s := &notify.Slack{Client: slack.New("xoxb-test", slack.OptionAPIURL(sts.GetAPIURL())), ChannelID: "C1", Store: store(t), BaseURL: "http://opsflow.test"}
-	if err := s.Announce(context.Background(), "<!channel> patched", "12 hosts <@U1> done", "/runs/rb-1", []string{"bob"}); err != nil {
-		t.Fatal(err)
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(posted) != 1 {
-		t.Fatalf("%d posts", len(posted))
-	}
-	p := posted[0]
-	if strings.Contains(p, "<!channel>") || strings.Contains(p, "<@U1>") || strings.Contains(p, `"actions"`) || strings.Contains(p, "Approve") ||
-		!strings.Contains(p, "http://opsflow.test/runs/rb-1") || !strings.Contains(p, "12 hosts") {
-		t.Fatalf("notice: %s", p)
+	t.Cleanup(sts.Stop)
+	return sts, func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(posted)
 	}
 }
