@@ -1,5 +1,5 @@
-// Shows every <time datetime> in the viewer's time zone; the UTC time the
-// server wrote stays in the title (on hover). Forms that take a date or
+// Shows every <time datetime> in the viewer's time zone, on a 24-hour clock like
+// the UTC time the server wrote, which stays in the title (on hover). Forms that take a date or
 // time carry the viewer's zone in a hidden tz field, so what is typed is
 // read in that zone; their labels name it.
 (function () {
@@ -7,7 +7,7 @@
     var fmt;
     try {
       fmt = new Intl.DateTimeFormat(undefined, {year: "numeric", month: "2-digit", day: "2-digit",
-        hour: "2-digit", minute: "2-digit", second: "2-digit", timeZoneName: "short"});
+        hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23", timeZoneName: "short"});
     } catch (e) { return; }
     document.querySelectorAll("time[datetime]").forEach(function (t) {
       if (t.dataset.local) return;
