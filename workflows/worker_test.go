@@ -350,6 +350,12 @@ func TestRealApproval(t *testing.T) {
 	if again, err := vote("v1", "bob"); err != nil || again != o1 {
 		t.Fatalf("bob's double click: %+v %v", again, err)
 	}
+	// Level 2 opens after bob's vote is answered: carol votes once it is
+	// (a vote for a level not open yet is refused, rightly).
+	testenv.Eventually(t, time.Minute, "level 2 to open", func() bool {
+		got, err := st.Ticket(ctx, tk.ID)
+		return err == nil && got.Level == 1
+	})
 	if o, err := vote("v2", "carol"); err != nil || o.Status != schema.TicketApproved {
 		t.Fatalf("carol: %+v %v", o, err)
 	}
